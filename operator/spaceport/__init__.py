@@ -1,0 +1,1 @@
+"""Spaceport: drone photos to compressed 3D Gaussian Splats, on Kubernetes or one machine."""

@@ -1,0 +1,203 @@
+"""The Reconstruction custom resource: spec and status. The CRD in crds/ is generated from here."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from spaceport.api.common import ApiModel, StageScheduling, StatusModel
+from spaceport.api.compress import CompressOptions
+from spaceport.api.sfm import SfmOptions
+from spaceport.api.train import TrainOptions
+
+GROUP = "spaceport.dev"
+VERSION = "v1alpha1"
+KIND = "Reconstruction"
+PLURAL = "reconstructions"
+SINGULAR = "reconstruction"
+SHORT_NAMES = ["recon"]
+
+STAGES: tuple[str, ...] = ("sfm", "train", "compress")
+"""Stage names in the order they run."""
+
+Preset = Literal["draft", "standard", "high"]
+
+
+def is_s3_uri(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+class Location(ApiModel):
+    """Where photos come from or results go: ``s3://bucket/prefix`` or a path on a PersistentVolumeClaim."""
+
+    uri: str = Field(
+        min_length=1,
+        description="s3://bucket/prefix, or a path inside volumeClaim (e.g. photos/site-42).",
+    )
+    volume_claim: str | None = Field(
+        default=None, description="PersistentVolumeClaim holding the path; required for non-S3 URIs."
+    )
+    credentials_secret: str | None = Field(
+        default=None,
+        description="Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_ENDPOINT_URL, "
+        "AWS_REGION) become the stage's environment. Never copied into status, events or logs.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, uri: str) -> str:
+        if "://" in uri and not is_s3_uri(uri):
+            raise ValueError(f"unsupported scheme in {uri!r}: use s3://bucket/prefix or a path on a volume")
+        if is_s3_uri(uri) and not uri[len("s3://") :].split("/", 1)[0]:
+            raise ValueError(f"{uri!r} names no bucket")
+        if ".." in uri.split("/"):
+            raise ValueError(f"{uri!r} contains '..'")
+        return uri
+
+    @model_validator(mode="after")
+    def _path_needs_volume(self) -> Location:
+        if not is_s3_uri(self.uri) and not self.volume_claim:
+            raise ValueError("a path URI needs volumeClaim (the PersistentVolumeClaim it lives on)")
+        return self
+
+
+class SfmSection(SfmOptions):
+    scheduling: StageScheduling = Field(default_factory=StageScheduling)
+
+
+class TrainSection(TrainOptions):
+    scheduling: StageScheduling = Field(default_factory=StageScheduling)
+
+
+class CompressSection(CompressOptions):
+    scheduling: StageScheduling = Field(default_factory=StageScheduling)
+
+
+class ReconstructionSpec(ApiModel):
+    """What to reconstruct, where to put it, and how each stage runs."""
+
+    input: Location
+    output: Location
+    preset: Preset = Field(default="standard", description="Per-stage defaults; explicit fields win.")
+    sfm: SfmSection = Field(default_factory=SfmSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    compress: CompressSection = Field(default_factory=CompressSection)
+    retries: int = Field(default=2, ge=0, le=10, description="backoffLimit of each stage's Job.")
+    suspend: bool = Field(default=False, description="Suspend the running stage's Job; false resumes.")
+
+    @model_validator(mode="after")
+    def _check_locations(self) -> ReconstructionSpec:
+        a, b = self.input, self.output
+        if a.credentials_secret and b.credentials_secret and a.credentials_secret != b.credentials_secret:
+            raise ValueError(
+                "input.credentialsSecret and output.credentialsSecret differ: one Secret serves both"
+            )
+        same_place = is_s3_uri(a.uri) == is_s3_uri(b.uri) and a.volume_claim == b.volume_claim
+        if same_place and _inside(b.uri, a.uri):
+            raise ValueError(f"output.uri {b.uri!r} lies inside input.uri {a.uri!r}")
+        return self
+
+    def stage_options(self, stage: str) -> SfmOptions | TrainOptions | CompressOptions:
+        """The stage's options without its scheduling: what `spaceport stage` receives."""
+        section = getattr(self, stage)
+        options_type = {"sfm": SfmOptions, "train": TrainOptions, "compress": CompressOptions}[stage]
+        return options_type.model_validate(section.model_dump(exclude={"scheduling"}))
+
+    def run_key(self) -> str:
+        """A digest of everything that changes results; a new value starts a new run folder.
+
+        ``suspend`` and scheduling do not change results, so toggling them keeps the run.
+        """
+        data = self.model_dump(mode="json", exclude={"suspend", "retries"})
+        for stage in STAGES:
+            data[stage].pop("scheduling", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _inside(child: str, parent: str) -> bool:
+    c, p = child.rstrip("/") + "/", parent.rstrip("/") + "/"
+    return c.startswith(p)
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Reason(enum.StrEnum):
+    """Machine-readable cause of the current phase (the Ready condition's reason)."""
+
+    CREATED = "Created"
+    INVALID_SPEC = "InvalidSpec"
+    STAGE_RUNNING = "StageRunning"
+    STAGE_FAILED = "StageFailed"
+    JOB_VANISHED = "JobVanished"
+    SUSPENDED = "Suspended"
+    QUEUED = "Queued"
+    COMPLETED = "Completed"
+
+
+def _free_form(description: str) -> Any:
+    return Field(
+        default_factory=dict,
+        description=description,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class StageStatus(StatusModel):
+    job: str | None = Field(default=None, description="Name of the stage's Job, decided before it exists.")
+    phase: Phase = Phase.PENDING
+    started_at: str | None = None
+    finished_at: str | None = None
+    progress: float | None = Field(default=None, description="Fraction done, 0..1, from progress.json.")
+    message: str | None = None
+    eta_seconds: float | None = Field(default=None, description="Estimated seconds left in this stage.")
+    progress_updated: str | None = None
+    metrics: dict[str, Any] = _free_form("Metrics from the stage's result.json.")
+    outputs: dict[str, str] = Field(default_factory=dict)
+
+
+class Metrics(StatusModel):
+    images: int | None = None
+    registered_images: int | None = None
+    gaussians: int | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    ply_bytes: int | None = None
+    sog_bytes: int | None = None
+    compression_ratio: float | None = None
+    psnr_drop_db: float | None = None
+    durations: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")
+
+
+class Condition(StatusModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str | None = None
+
+
+class ReconstructionStatus(StatusModel):
+    phase: Phase = Phase.PENDING
+    reason: Reason | None = None
+    message: str | None = None
+    stage: str | None = None
+    progress: float | None = Field(default=None, description="Percent of the whole run done, 0..100.")
+    run: int | None = Field(default=None, description="Run number; each spec change starts a new one.")
+    run_key: str | None = None
+    run_uri: str | None = Field(default=None, description="Output folder of the current run.")
+    stages: dict[str, StageStatus] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=Metrics)
+    outputs: dict[str, str] = Field(default_factory=dict, description="URIs of .sog, .ply and viewer.")
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None

@@ -1,0 +1,182 @@
+"""The stage contract: the one definition shared by the stage Jobs, the operator and `spaceport run`.
+
+A stage is a function ``(StageContext) -> StageOutput``. The runner (``spaceport.stages.runner``)
+gives it an input store, an output store, its validated options, a progress reporter and a scratch
+folder, then writes ``result.json`` (and the termination message) when it returns.
+
+Files in a stage's output folder:
+
+``progress.json``  ``{"fraction", "message", "updated", "etaSeconds"}``, at most every few seconds.
+``result.json``    :class:`StageResult`, written last: its presence means the stage is complete.
+
+Exit codes of ``spaceport stage``: 0 success, 2 bad input (permanent, never retried), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from spaceport.storage import Store
+
+PROGRESS_FILE = "progress.json"
+RESULT_FILE = "result.json"
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LIMIT = 4096
+"""Bytes Kubernetes keeps of a container's termination message."""
+
+EXIT_OK = 0
+EXIT_RETRYABLE = 1
+EXIT_BAD_INPUT = 2
+
+PROGRESS_MIN_INTERVAL_S = 2.0
+"""Seconds between two writes of progress.json (the operator mirrors it at most 10 s late)."""
+
+
+class StageError(Exception):
+    """A stage failed. ``exit_code`` tells Kubernetes whether to retry."""
+
+    exit_code = EXIT_RETRYABLE
+    reason = "StageError"
+
+
+class BadInputError(StageError):
+    """The input or options are wrong: retrying cannot help. The message names the field or file."""
+
+    exit_code = EXIT_BAD_INPUT
+    reason = "BadInput"
+
+
+class RetryableError(StageError):
+    """A transient failure (storage unreachable, node lost): Kubernetes retries the Job."""
+
+    reason = "Retryable"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+class ProgressRecord(_Wire):
+    fraction: float = Field(ge=0, le=1)
+    message: str = ""
+    updated: str
+    eta_seconds: float | None = None
+
+
+class StageResult(_Wire):
+    stage: str
+    started_at: str
+    finished_at: str
+    duration_seconds: float
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, str] = Field(default_factory=dict, description="Name → URI of each artifact.")
+    warnings: list[str] = Field(default_factory=list)
+
+    def termination_message(self) -> str:
+        """A compact JSON copy under Kubernetes' 4 KiB limit: warnings, then outputs, dropped first."""
+        body = self.model_dump(by_alias=True, exclude_none=True)
+        for drop in ("warnings", "outputs", "metrics"):
+            text = json.dumps(body, separators=(",", ":"))
+            if len(text.encode()) <= TERMINATION_LIMIT:
+                return text
+            body.pop(drop, None)
+        return json.dumps(body, separators=(",", ":"))
+
+
+@dataclass
+class StageOutput:
+    """What a stage function returns: numbers for status, and URIs of what it wrote."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+ProgressListener = Callable[[ProgressRecord], None]
+
+
+class ProgressReporter:
+    """Reports a stage's fraction done, throttled, to progress.json and to local listeners.
+
+    ``span(a, b)`` gives a reporter for a sub-step that maps its own 0..1 onto a..b of this one.
+    """
+
+    def __init__(
+        self,
+        store: Store | None,
+        listener: ProgressListener | None = None,
+        *,
+        min_interval_s: float = PROGRESS_MIN_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store, self._listener = store, listener
+        self._min_interval_s, self._clock = min_interval_s, clock
+        self._started = clock()
+        self._last_write = float("-inf")
+        self._offset, self._scale = 0.0, 1.0
+        self._root: ProgressReporter = self
+        self.fraction = 0.0
+        self.message = ""
+
+    def span(self, start: float, end: float) -> ProgressReporter:
+        sub = ProgressReporter.__new__(ProgressReporter)
+        sub.__dict__.update(self.__dict__)
+        sub._offset = self._offset + start * self._scale
+        sub._scale = (end - start) * self._scale
+        sub._root = self._root
+        return sub
+
+    def update(self, fraction: float, message: str = "", *, force: bool = False) -> None:
+        root = self._root
+        overall = min(1.0, max(root.fraction, self._offset + self._scale * min(1.0, max(0.0, fraction))))
+        root.fraction, root.message = overall, message or root.message
+        now = root._clock()
+        elapsed = now - root._started
+        eta = elapsed * (1 - overall) / overall if overall > 0.01 else None
+        record = ProgressRecord(fraction=round(overall, 4), message=root.message, updated=now_iso(),
+                                eta_seconds=None if eta is None else round(eta, 1))
+        if root._listener:
+            root._listener(record)
+        if root._store is not None and (force or now - root._last_write >= root._min_interval_s):
+            root._last_write = now
+            try:
+                root._store.write_text(PROGRESS_FILE, record.to_json())
+            except Exception as e:  # progress is advisory: never fail a stage over it
+                logging.getLogger("spaceport.progress").warning("cannot write progress: %s", e)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage function may touch."""
+
+    stage: str
+    input: Store
+    output: Store
+    options: Any
+    progress: ProgressReporter
+    scratch: Path
+    log: logging.Logger
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        self.log.warning(message)
+        self.warnings.append(message)
+
+
+StageFunction = Callable[[StageContext], StageOutput]
