@@ -37,7 +37,7 @@ class GaussianScene:
     quats: np.ndarray  # [N, 4] float32, (w, x, y, z)
     opacities: np.ndarray  # [N] float32, logit
     sh0: np.ndarray  # [N, 3] float32
-    shN: np.ndarray  # [N, K, 3] float32, K in {0, 3, 8, 15}  # noqa: N815
+    shN: np.ndarray  # [N, K, 3] float32, K in {0, 3, 8, 15}
 
     def __post_init__(self) -> None:
         n = len(self.means)

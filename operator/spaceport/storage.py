@@ -187,7 +187,7 @@ class LocalStore(Store):
             raise NotFoundError(f"{src} does not exist")
         LocalStore(Path(local).parent).upload_file(src, Path(local).name, progress)
 
-    class _atomic:  # noqa: N801 - used as a context manager
+    class _atomic:
         def __init__(self, path: Path, overwrite: bool) -> None:
             self.path, self.overwrite = path, overwrite
 

@@ -1,6 +1,13 @@
 """The Reconstruction API (spaceport.dev/v1alpha1): the single source of the CRD and of stage options."""
 
-from spaceport.api.common import ApiModel, Resources, StageScheduling, StatusModel, Toleration
+from spaceport.api.common import (
+    ApiModel,
+    Resources,
+    StageScheduling,
+    StatusModel,
+    Toleration,
+    describe_validation_error,
+)
 from spaceport.api.compress import CompressOptions
 from spaceport.api.reconstruction import (
     GROUP,
@@ -47,5 +54,6 @@ __all__ = [
     "StatusModel",
     "Toleration",
     "TrainOptions",
+    "describe_validation_error",
     "is_s3_uri",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 
@@ -67,3 +67,12 @@ class StageScheduling(ApiModel):
     active_deadline_seconds: int | None = Field(
         default=None, ge=60, description="Wall-clock limit of the stage's Job, in seconds."
     )
+
+
+def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming the field by its dotted (camelCase) path."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        lines.append(f"{where or 'spec'}: {e['msg']}")
+    return "; ".join(lines)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from spaceport.api import STAGES, CompressOptions, SfmOptions, TrainOptions
+from spaceport.api import STAGES, CompressOptions, SfmOptions, TrainOptions, describe_validation_error
 from spaceport.contract import (
     RESULT_FILE,
     BadInputError,
@@ -39,15 +39,6 @@ OPTION_TYPES: dict[str, type[BaseModel]] = {
 }
 
 log = logging.getLogger("spaceport.stage")
-
-
-def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
-    """One line per problem, each naming the field by its dotted (camelCase) path."""
-    lines = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
-        lines.append(f"{where or 'spec'}: {e['msg']}")
-    return "; ".join(lines)
 
 
 def parse_options(stage: str, config: dict[str, Any] | str | None) -> Any:
@@ -91,7 +82,7 @@ def read_result(output: Store) -> StageResult | None:
 
 def run_stage(
     stage: str,
-    input: str | Store,  # noqa: A002 - the contract's word
+    input: str | Store,
     output: str | Store,
     config: dict[str, Any] | str | None = None,
     *,

@@ -1,0 +1,1 @@
+"""The kopf operator: handlers → reconcile → Job builders and the Kubernetes client."""
