@@ -6,3 +6,33 @@ import os
 
 # numba caches compiled kernels next to the sources unless told otherwise; keep them out of the tree.
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.s3 import moto_s3, s3_environment  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """URL of a moto S3 server on 127.0.0.1 shared by the session's tests."""
+    with moto_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str) -> Iterator[str]:
+    """The standard AWS environment pointed at the test S3 server (yields the endpoint)."""
+    with s3_environment(s3_endpoint):
+        yield s3_endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_env: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket; yields its name."""
+    from spaceport.storage import s3_client
+
+    name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40].strip("-")
+    s3_client().create_bucket(Bucket=name)
+    return name
