@@ -7,11 +7,11 @@ import os
 # numba caches compiled kernels next to the sources unless told otherwise; keep them out of the tree.
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.s3 import moto_s3, s3_environment  # noqa: E402
+from tests.s3 import moto_s3, s3_environment
 
 
 @pytest.fixture(scope="session")

@@ -53,13 +53,13 @@ def test_write_read_list_exists(store: Store) -> None:
 
 
 def test_missing_object_names_the_uri(store: Store) -> None:
-    with pytest.raises(NotFoundError, match="missing.txt"):
+    with pytest.raises(NotFoundError, match=r"missing\.txt"):
         store.read_bytes("missing.txt")
 
 
 def test_no_overwrite_refuses_existing(store: Store) -> None:
     store.write_text("result.json", "first")
-    with pytest.raises(AlreadyExistsError, match="result.json"):
+    with pytest.raises(AlreadyExistsError, match=r"result\.json"):
         store.write_text("result.json", "second", overwrite=False)
     assert store.read_text("result.json") == "first"
 
