@@ -24,6 +24,11 @@ from spaceport.api import (
 )
 
 CRD_FILE = f"{PLURAL}.{GROUP}.yaml"
+INPUT_IMMUTABLE_RULE = {
+    "rule": "!has(oldSelf.status) || !has(oldSelf.status.run) || self.spec.input == oldSelf.spec.input",
+    "message": "spec.input is immutable once a run has started: create a new Reconstruction instead",
+}
+"""A transition rule: it needs the old object's status, so it lives on the root, not in the models."""
 _DROP_KEYS = {"title", "default", "$defs"}
 
 
@@ -117,6 +122,7 @@ def build_crd() -> dict[str, Any]:
                             "type": "object",
                             "description": "Photos in, a compressed 3D Gaussian Splat out.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [INPUT_IMMUTABLE_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from spaceport.api.common import ApiModel, StageScheduling, StatusModel
 from spaceport.api.compress import CompressOptions
@@ -31,18 +31,39 @@ def is_s3_uri(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+def cel_rules(*rules: tuple[str, str]) -> ConfigDict:
+    """CEL validation rules (rule, message) that the API server enforces before the operator sees a spec.
+
+    They repeat the pydantic validators below, so clusters reject bad manifests at `kubectl apply`.
+    """
+    return ApiModel.model_config | ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+    )
+
+
 class Location(ApiModel):
     """Where photos come from or results go: ``s3://bucket/prefix`` or a path on a PersistentVolumeClaim."""
 
+    model_config = cel_rules(
+        ("self.uri.startsWith('s3://') || !self.uri.contains('://')",
+         "uri: use s3://bucket/prefix or a path on a volume"),
+        ("self.uri.startsWith('s3://') || has(self.volumeClaim)",
+         "a path URI needs volumeClaim (the PersistentVolumeClaim it lives on)"),
+        ("!self.uri.startsWith('s3://') || self.uri.matches('^s3://[^/]+')",
+         "uri names no bucket"),
+    )
+
     uri: str = Field(
         min_length=1,
+        max_length=1024,
         description="s3://bucket/prefix, or a path inside volumeClaim (e.g. photos/site-42).",
     )
     volume_claim: str | None = Field(
-        default=None, description="PersistentVolumeClaim holding the path; required for non-S3 URIs."
+        default=None, max_length=253, description="PersistentVolumeClaim holding the path; required for non-S3 URIs."
     )
     credentials_secret: str | None = Field(
         default=None,
+        max_length=253,
         description="Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_ENDPOINT_URL, "
         "AWS_REGION) become the stage's environment. Never copied into status, events or logs.",
     )
@@ -77,8 +98,24 @@ class CompressSection(CompressOptions):
     scheduling: StageScheduling = Field(default_factory=StageScheduling)
 
 
+_SAME_PLACE = (
+    "self.input.uri.startsWith('s3://') == self.output.uri.startsWith('s3://')"
+    " && (has(self.input.volumeClaim) ? self.input.volumeClaim : '')"
+    " == (has(self.output.volumeClaim) ? self.output.volumeClaim : '')"
+)
+_SLASHED = "(self.{0}.uri.endsWith('/') ? self.{0}.uri : self.{0}.uri + '/')"
+
+
 class ReconstructionSpec(ApiModel):
     """What to reconstruct, where to put it, and how each stage runs."""
+
+    model_config = cel_rules(
+        (f"!({_SAME_PLACE}) || !{_SLASHED.format('output')}.startsWith({_SLASHED.format('input')})",
+         "output.uri lies inside input.uri"),
+        ("!has(self.input.credentialsSecret) || !has(self.output.credentialsSecret)"
+         " || self.input.credentialsSecret == self.output.credentialsSecret",
+         "input.credentialsSecret and output.credentialsSecret differ: one Secret serves both"),
+    )
 
     input: Location
     output: Location
