@@ -1,0 +1,151 @@
+"""A static web viewer next to every compressed scene: PlayCanvas's supersplat-viewer opening our `.sog`.
+
+``write_viewer(store)`` puts into a compress output folder::
+
+    index.html     our page (page.py): the viewer plus a metrics panel
+    index.js/.css  the viewer, copied from node_modules/@playcanvas/supersplat-viewer/public
+    settings.json  the viewer's settings, with a start camera taken from a trained camera
+    metrics.json   metrics of the run so far (the page also reads the stage's result.json)
+    georef.json    copied from the training output when the scene is georeferenced
+
+Nothing is fetched from a CDN; all URLs are relative, so the folder can be served from anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spaceport.storage import Store, open_store
+from spaceport.viewer.page import render_page
+from spaceport.viewer.settings import ViewPose, focus_distance, pose_from_camera, settings_json
+
+ASSETS_ENV = "SPACEPORT_VIEWER_ASSETS"
+"""Folder holding the viewer's index.js and index.css (the npm package's ``public/``)."""
+
+PACKAGE = "@playcanvas/supersplat-viewer"
+ASSET_FILES = ("index.js", "index.css")
+PAGE_FILES = ("index.html", "settings.json", "metrics.json", *ASSET_FILES)
+
+
+class ViewerAssetsNotFound(FileNotFoundError):
+    """The viewer's JavaScript is not installed where we look for it."""
+
+
+def find_assets(explicit: str | Path | None = None) -> Path:
+    """The folder with the viewer's built files: $SPACEPORT_VIEWER_ASSETS, else node_modules near us."""
+    repo = Path(__file__).resolve().parents[3]
+    candidates = [explicit, os.environ.get(ASSETS_ENV)]
+    candidates += [base / "node_modules" / PACKAGE / "public" for base in (repo, Path.cwd())]
+    for c in candidates:
+        if c and all((Path(c) / f).is_file() for f in ASSET_FILES):
+            return Path(c)
+    raise ViewerAssetsNotFound(
+        f"the viewer's {' and '.join(ASSET_FILES)} were not found: run `npm ci` in the repository "
+        f"(installs {PACKAGE}) or set {ASSETS_ENV} to its public/ folder"
+    )
+
+
+def viewer_version(assets: Path) -> str | None:
+    try:
+        return json.loads((assets.parent / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _read_json(store: Store | None, key: str) -> Any:
+    if store is None or not store.exists(key):
+        return None
+    try:
+        return json.loads(store.read_text(key))
+    except ValueError:
+        return None
+
+
+def start_pose(cameras: list[dict[str, Any]], means: np.ndarray | None = None) -> ViewPose | None:
+    """A start view from the trained cameras (cameras.json entries): the middle one of the flight."""
+    if not cameras:
+        return None
+    ordered = sorted(cameras, key=lambda c: c.get("name", ""))
+    cam = ordered[len(ordered) // 2]
+    w2c = np.asarray(cam["worldToCamera"], float)
+    centres = np.array([-np.asarray(c["worldToCamera"], float)[:3, :3].T @ np.asarray(c["worldToCamera"], float)[:3, 3]
+                        for c in ordered])
+    spread = float(np.linalg.norm(centres.max(0) - centres.min(0))) or 1.0
+    distance = focus_distance(w2c, means, fallback=spread / 2)
+    return pose_from_camera(w2c, int(cam["width"]), int(cam["height"]), float(cam["fx"]), float(cam["fy"]), distance)
+
+
+def write_viewer(
+    target: Store | str | Path,
+    sog_name: str = "scene.sog",
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    source: Store | None = None,
+    means: np.ndarray | None = None,
+    durations: Mapping[str, float] | None = None,
+    title: str = "Spaceport reconstruction",
+    assets: str | Path | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, str]:
+    """Write the viewer page next to ``sog_name`` in ``target``; returns ``{"viewer": URI of index.html}``.
+
+    ``source`` is the training output (the compress stage's input): its cameras.json gives the start
+    view, its georef.json is copied, its result.json's metrics are shown. ``means`` (the splat centres)
+    places the orbit point at the scene; ``metrics`` (camelCase) are shown over the training ones.
+    Without the viewer's assets this raises :class:`ViewerAssetsNotFound`, or, when ``warn`` is given,
+    reports it there and returns ``{}`` (a compressed scene is still worth keeping without a page).
+    """
+    store = target if isinstance(target, Store) else open_store(target)
+    try:
+        asset_dir = find_assets(assets)
+    except ViewerAssetsNotFound as e:
+        if warn is None:
+            raise
+        warn(f"no viewer page written: {e}")
+        return {}
+    cameras = (_read_json(source, "cameras.json") or {}).get("cameras", [])
+    georef = _read_json(source, "georef.json")
+    upstream = _read_json(source, "result.json") or {}
+    shown = {**upstream.get("metrics", {}), **(metrics or {})}
+    times = dict(durations or {})
+    if "durationSeconds" in upstream and upstream.get("stage"):
+        times.setdefault(upstream["stage"], upstream["durationSeconds"])
+
+    info: dict[str, Any] = {"title": title, "scene": sog_name, "metrics": shown, "durations": times,
+                            "viewer": {"package": PACKAGE, "version": viewer_version(asset_dir)}}
+    if georef:
+        info["georef"] = georef
+        store.write_text("georef.json", json.dumps(georef, indent=1))
+    for name in ASSET_FILES:
+        store.upload_file(asset_dir / name, name)
+    store.write_text("settings.json", json.dumps(settings_json(start_pose(cameras, means)), indent=1))
+    store.write_text("metrics.json", json.dumps(info, indent=1, default=_plain))
+    # The page goes last: a folder with index.html has everything the page needs.
+    store.write_text("index.html", render_page(sog_name, title))
+    return {"viewer": store.uri_of("index.html")}
+
+
+def update_metrics(store: Store, metrics: Mapping[str, Any], durations: Mapping[str, float] | None = None) -> None:
+    """Merge the whole run's metrics into an existing viewer's metrics.json (after the last stage)."""
+    info = _read_json(store, "metrics.json")
+    if info is None:
+        return
+    info["metrics"] = {**info.get("metrics", {}), **metrics}
+    info["durations"] = {**info.get("durations", {}), **(durations or {})}
+    store.write_text("metrics.json", json.dumps(info, indent=1, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+__all__ = ["ASSETS_ENV", "PAGE_FILES", "ViewPose", "ViewerAssetsNotFound", "find_assets", "start_pose",
+           "update_metrics", "write_viewer"]

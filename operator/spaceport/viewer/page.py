@@ -1,0 +1,115 @@
+"""The viewer page written next to each `.sog`: PlayCanvas's viewer plus a panel of the run's metrics.
+
+The page is ours (the package's own ``index.html`` is for its standalone build); it imports
+``createViewer`` from the package's ``index.js`` copied beside it. Every URL is relative, so the folder
+works from ``spaceport view``, from any static web server and from an S3 bucket served as a website.
+
+URL parameters (besides the viewer's own ``?noui``, ``?noanim``, ``?webgl``):
+``?content=URL`` and ``?settings=URL`` replace the defaults, ``?nometrics`` hides the panel.
+``window.spaceportReady`` becomes true once the first frame of the scene has been drawn (tests wait on it).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+_TEMPLATE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1.0, maximum-scale=1.0, user-scalable=no">
+<meta name="generator" content="spaceport">
+<title>__TITLE__</title>
+<link rel="stylesheet" href="./index.css">
+<style>
+  html, body { height: 100%; margin: 0; overflow: hidden; background: #000; }
+  #viewer { position: absolute; inset: 0; }
+  #spaceport-metrics {
+    position: absolute; top: 8px; left: 8px; z-index: 100; max-width: 46ch;
+    font: 12px/1.45 system-ui, sans-serif; color: #eee;
+    background: rgba(20, 20, 24, 0.72); border-radius: 6px; padding: 6px 10px;
+  }
+  #spaceport-metrics summary { cursor: pointer; font-weight: 600; }
+  #spaceport-metrics table { border-collapse: collapse; margin-top: 4px; }
+  #spaceport-metrics td { padding: 1px 6px 1px 0; vertical-align: top; }
+  #spaceport-metrics td:last-child { text-align: right; font-variant-numeric: tabular-nums; }
+</style>
+<script type="application/json" id="spaceport-defaults">__DEFAULTS__</script>
+</head>
+<body>
+<div id="viewer"></div>
+<aside id="spaceport-metrics" hidden><details open><summary>__TITLE__</summary><table></table></details></aside>
+<script type="module">
+import { createViewer } from './index.js';
+
+const url = new URL(location.href);
+const defaults = JSON.parse(document.getElementById('spaceport-defaults').textContent);
+const contentUrl = url.searchParams.get('content') ?? defaults.content;
+const settingsUrl = url.searchParams.get('settings') ?? './settings.json';
+const flag = (name) => url.searchParams.has(name);
+
+window.spaceportReady = false;
+window.firstFrame = () => { window.spaceportReady = true; };
+
+const LABELS = [
+  ['registeredImages', 'Registered images', (v, m) => m.images ? `${v} / ${m.images}` : `${v}`],
+  ['gaussians', 'Gaussians', (v) => Number(v).toLocaleString('en')],
+  ['psnr', 'PSNR (held-out)', (v) => `${Number(v).toFixed(2)} dB`],
+  ['ssim', 'SSIM', (v) => Number(v).toFixed(3)],
+  ['psnrDropDb', 'PSNR drop after compression', (v) => `${Number(v).toFixed(2)} dB`],
+  ['plyBytes', 'PLY size', (v) => bytes(v)],
+  ['sogBytes', 'SOG size', (v) => bytes(v)],
+  ['compressionRatio', 'Compression ratio', (v) => `${Number(v).toFixed(1)}\\u00d7`],
+];
+const bytes = (n) => {
+  const units = ['B', 'KB', 'MB', 'GB'];
+  let v = Number(n), i = 0;
+  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+  return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+};
+const getJson = (name) => fetch(name).then((r) => (r.ok ? r.json() : null)).catch(() => null);
+
+async function showMetrics() {
+  if (flag('nometrics')) return;
+  const [info, result] = await Promise.all([getJson('./metrics.json'), getJson('./result.json')]);
+  const m = { ...(info?.metrics ?? {}), ...(result?.metrics ?? {}) };
+  const durations = { ...(info?.durations ?? {}) };
+  if (result?.durationSeconds !== undefined) durations.compress = result.durationSeconds;
+  const rows = LABELS.filter(([k]) => m[k] !== undefined && m[k] !== null).map(([k, label, f]) => [label, f(m[k], m)]);
+  for (const [stage, s] of Object.entries(durations)) rows.push([`${stage} time`, `${Number(s).toFixed(1)} s`]);
+  const geo = info?.georef;
+  if (geo) rows.push(['Origin (WGS84)', `${Number(geo.latitude).toFixed(6)}, ${Number(geo.longitude).toFixed(6)}`]);
+  if (!rows.length) return;
+  const table = document.querySelector('#spaceport-metrics table');
+  for (const [label, value] of rows) {
+    const tr = table.insertRow();
+    tr.insertCell().textContent = label;
+    tr.insertCell().textContent = value;
+  }
+  document.getElementById('spaceport-metrics').hidden = false;
+}
+
+showMetrics();
+window.spaceportViewer = await createViewer({
+  container: document.getElementById('viewer'),
+  settings: fetch(settingsUrl).then((r) => r.json()),
+  contentUrl,
+  contents: fetch(contentUrl),
+  ui: !flag('noui'),
+  noanim: flag('noanim'),
+  nofx: flag('nofx'),
+  ministats: flag('ministats'),
+  renderer: flag('webgl') ? 'webgl' : 'webgpu',
+  exposeGlobals: true,
+});
+</script>
+</body>
+</html>
+"""
+
+
+def render_page(sog_name: str, title: str) -> str:
+    """The page's HTML for a scene file named ``sog_name`` in the same folder."""
+    defaults = json.dumps({"content": f"./{sog_name}"}).replace("</", "<\\/")
+    return _TEMPLATE.replace("__TITLE__", html.escape(title)).replace("__DEFAULTS__", defaults)

@@ -1,0 +1,79 @@
+"""`spaceport view`: serve a viewer folder on 127.0.0.1."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import re
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from spaceport.contract import BadInputError
+
+DEFAULT_PORT = 8080
+
+
+class PortInUseError(BadInputError):
+    """The chosen port is taken: pick another (``--port 0`` takes any free one)."""
+
+    reason = "PortInUse"
+
+
+def find_viewer_dir(path: str | Path) -> Path:
+    """The folder holding index.html for ``path``: a compress folder, a run folder or a `spaceport run` output.
+
+    For an output with several runs, the newest run with a viewer wins.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise BadInputError(f"{root} is not a folder")
+    candidates = [root, root / "compress"]
+    runs = root / "runs"
+    if runs.is_dir():
+        numbered = sorted((p for p in runs.iterdir() if re.fullmatch(r"\d+", p.name)), key=lambda p: -int(p.name))
+        candidates += [p / "compress" for p in numbered]
+    for c in candidates:
+        if (c / "index.html").is_file():
+            return c.resolve()
+    hint = " (it has a scene but no viewer page: re-run the compress stage)" if any(
+        (c / "scene.sog").is_file() for c in candidates) else ""
+    raise BadInputError(f"no viewer (index.html) in {root}, its compress/ or runs/*/compress/{hint}")
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript",
+                      ".json": "application/json", ".sog": "application/octet-stream",
+                      ".webp": "image/webp", ".ply": "application/octet-stream"}
+
+    def end_headers(self) -> None:
+        # Results change between runs under the same URL; never let the browser show a stale scene.
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def make_server(directory: Path, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    try:
+        return ThreadingHTTPServer((host, port), handler)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise PortInUseError(f"port {port} on {host} is in use: choose another with --port "
+                                 "(--port 0 picks a free one)") from e
+        raise BadInputError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+
+
+def url_of(server: ThreadingHTTPServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}/index.html"
+
+
+def serve_in_thread(directory: Path, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
+    """Start a server in a daemon thread (for tests and screenshots); call ``server.shutdown()`` after."""
+    server = make_server(directory, port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, url_of(server)
