@@ -1,0 +1,93 @@
+# syntax=docker/dockerfile:1
+# Spaceport stage image: ONE image runs all three stages (`spaceport stage sfm|train|compress`).
+#
+# Why one image and not three: the stages are one Python package with one pinned dependency set
+# (pyproject.toml's `stages` extra), the runner imports only the stage it runs, and a node that runs
+# train usually runs sfm and compress of the same Reconstruction too, so the layers are pulled once.
+# Three images would triple the build matrix and let the stages' versions drift apart, for a saving
+# that only CPU-only nodes see (they skip the CUDA libraries). Pools may still point a stage at another
+# image (chart values `stages.<name>.image`), e.g. the CPU variant below for sfm/compress-only nodes.
+#
+# Variants (build arguments):
+#   default (GPU): CUDA runtime base, torch's CUDA wheel from PyPI, gsplat's CUDA kernels compiled at
+#                  build time (no JIT on first use: nvcc is not in the runtime image, the root
+#                  filesystem is read-only, and a JIT build would cost minutes in every Job).
+#   CPU (kind, CI): BUILD_BASE=RUNTIME_BASE=ubuntu:24.04 GSPLAT_BUILD_NO_CUDA=1
+#                   TORCH_INDEX_URL=<a PyTorch CPU wheel index>; training then uses our numba rasterizer.
+# The CUDA base's major version must match the CUDA build of torch==2.13.0 on PyPI.
+#
+# Nothing is written outside /scratch (an emptyDir the operator mounts in every stage Pod): HOME,
+# TMPDIR and every cache (numba, torch extensions, matplotlib, XDG) point there.
+
+ARG BUILD_BASE=nvidia/cuda:12.8.1-devel-ubuntu24.04
+ARG RUNTIME_BASE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
+
+# The PlayCanvas viewer files (copied next to each compressed output); versions from package-lock.json.
+FROM node:22.21.1-bookworm-slim AS web
+WORKDIR /web
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
+
+# hadolint ignore=DL3006
+FROM ${BUILD_BASE} AS build
+ARG TORCH_INDEX_URL=""
+ARG GSPLAT_BUILD_NO_CUDA=0
+# GPU generations the gsplat kernels are compiled for: T4, A100, A10/RTX 30xx, L4/RTX 40xx, H100.
+ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0"
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 DEBIAN_FRONTEND=noninteractive \
+    TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST} BUILD_NO_CUDA=${GSPLAT_BUILD_NO_CUDA} MAX_JOBS=4
+# Ubuntu's pocket versions move with security updates and old ones leave the archive; the base tag
+# pins the release instead.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.12 python3.12-venv python3.12-dev build-essential \
+    && rm -rf /var/lib/apt/lists/*
+RUN python3.12 -m venv /opt/spaceport
+ENV PATH=/opt/spaceport/bin:$PATH
+WORKDIR /src
+# torch first, so that gsplat compiles against exactly this build (same pin as pyproject.toml).
+RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple} \
+        torch==2.13.0
+# --no-binary: PyPI's gsplat wheel defers its CUDA build to the first call (JIT); the source build
+# compiles it here. --no-build-isolation: gsplat's setup.py imports the torch installed above.
+RUN pip install ninja==1.13.0 setuptools==80.9.0 wheel==0.45.1 \
+    && pip install --no-build-isolation --no-binary gsplat gsplat==1.5.3
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+# The package and its `stages` extra: every version comes from pyproject.toml.
+# hadolint ignore=DL3013
+RUN pip install --no-compile ".[stages]" \
+    && python -m compileall -q /opt/spaceport/lib
+
+# hadolint ignore=DL3006
+FROM ${RUNTIME_BASE}
+LABEL org.opencontainers.image.title="spaceport-stage" \
+      org.opencontainers.image.description="Spaceport pipeline stages: sfm (pycolmap), train (gsplat), compress (SOG)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV DEBIAN_FRONTEND=noninteractive
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.12 libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 65532 spaceport \
+    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /scratch --shell /usr/sbin/nologin spaceport \
+    && mkdir -p /scratch \
+    && chown 65532:65532 /scratch
+COPY --from=build /opt/spaceport /opt/spaceport
+COPY --from=web /web/node_modules/@playcanvas/supersplat-viewer /opt/spaceport/web/supersplat-viewer
+ENV PATH=/opt/spaceport/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/scratch \
+    TMPDIR=/scratch \
+    XDG_CACHE_HOME=/scratch/.cache \
+    NUMBA_CACHE_DIR=/scratch/.cache/numba \
+    TORCH_EXTENSIONS_DIR=/scratch/.cache/torch_extensions \
+    MPLCONFIGDIR=/scratch/.cache/matplotlib \
+    SPACEPORT_VIEWER_DIR=/opt/spaceport/web/supersplat-viewer \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+WORKDIR /scratch
+USER 65532:65532
+ENTRYPOINT ["spaceport"]
+CMD ["stage", "--help"]
