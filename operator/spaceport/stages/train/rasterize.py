@@ -1,0 +1,173 @@
+"""3DGS image formation with one interface and two back ends.
+
+``rasterize(...)`` takes activated parameters (as ``gsplat.rasterization`` does: scales, not log scales;
+opacities in 0..1; SH coefficients ``[N, K, 3]``) and one camera, and returns the image, the alpha and an
+``info`` dict shaped like gsplat's (``means2d`` ``[1, N, 2]`` with gradients, ``radii`` ``[1, N, 2]``,
+``width``, ``height``, ``n_cameras``), so gsplat's densification strategies work with either back end.
+
+On CUDA tensors it calls ``gsplat.rasterization``. On CPU, projection and SH colour run in torch
+(cheap, per Gaussian, autograd for free) and the per-pixel compositing, the expensive part, runs in the
+compiled kernels of :mod:`rasterizer_cpu`. Conventions match gsplat's classic (non-antialiased) mode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from spaceport.stages.train import rasterizer_cpu as kernels
+
+EPS2D = 0.3
+NEAR_PLANE = 0.01
+FAR_PLANE = 1e10
+SH_C0 = 0.28209479177387814
+
+
+def quat_to_rotmat(quats: Tensor) -> Tensor:
+    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
+    rows = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ]
+    return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
+
+
+def project(
+    means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Perspective projection as in gsplat: returns means2d [N,2], conics [N,3], depths [N], radii [N,2]."""
+    R, t = viewmat[:3, :3], viewmat[:3, 3]
+    mc = means @ R.T + t
+    M = R @ (quat_to_rotmat(quats) * scales[:, None, :])  # camera-space R_c R_g S
+    cov = M @ M.transpose(1, 2)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    x, y, z = mc.unbind(-1)
+    tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
+    # gsplat clamps the Jacobian's x/z, y/z a little beyond the frustum so edge Gaussians stay sane
+    tx = z * torch.clamp(x / z, min=-(cx / fx + 0.3 * tan_x), max=(width - cx) / fx + 0.3 * tan_x)
+    ty = z * torch.clamp(y / z, min=-(cy / fy + 0.3 * tan_y), max=(height - cy) / fy + 0.3 * tan_y)
+    zero = torch.zeros_like(z)
+    J = torch.stack([fx / z, zero, -fx * tx / (z * z), zero, fy / z, -fy * ty / (z * z)], -1).reshape(-1, 2, 3)
+    cov2 = J @ cov @ J.transpose(1, 2)
+    a = cov2[:, 0, 0] + EPS2D
+    b = 0.5 * (cov2[:, 0, 1] + cov2[:, 1, 0])
+    c = cov2[:, 1, 1] + EPS2D
+    det = (a * c - b * b).clamp(min=1e-10)
+    conics = torch.stack([c / det, -b / det, a / det], -1)
+    means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)
+    with torch.no_grad():
+        radii = torch.stack([torch.ceil(3.33 * a.sqrt()), torch.ceil(3.33 * c.sqrt())], -1)
+        valid = (det > 0) & (z > NEAR_PLANE) & (z < FAR_PLANE)
+        inside = ((means2d[:, 0] + radii[:, 0] > 0) & (means2d[:, 0] - radii[:, 0] < width)
+                  & (means2d[:, 1] + radii[:, 1] > 0) & (means2d[:, 1] - radii[:, 1] < height))
+        radii = torch.where((valid & inside)[:, None], radii, torch.zeros_like(radii))
+        radii = torch.nan_to_num(radii, nan=0.0).int()
+    return means2d, conics, z, radii
+
+
+def sh_bases(degree: int, dirs: Tensor) -> Tensor:
+    """Real SH basis up to ``degree`` (gsplat's ordering and signs) at unit directions: [N, (d+1)^2]."""
+    out = [torch.full_like(dirs[:, 0], SH_C0)]
+    if degree >= 1:
+        x, y, z = dirs.unbind(-1)
+        out += [-0.48860251190292 * y, 0.48860251190292 * z, -0.48860251190292 * x]
+    if degree >= 2:
+        z2, fc1, fs1 = z * z, x * x - y * y, 2 * x * y
+        out += [0.5462742152960395 * fs1, -1.092548430592079 * z * y, 0.9461746957575601 * z2 - 0.3153915652525201,
+                -1.092548430592079 * z * x, 0.5462742152960395 * fc1]
+    if degree >= 3:
+        fc2, fs2 = x * fc1 - y * fs1, x * fs1 + y * fc1
+        tmp_c = -2.285228997322329 * z2 + 0.4570457994644658
+        out += [-0.5900435899266435 * fs2, 1.445305721320277 * z * fs1, tmp_c * y,
+                z * (1.865881662950577 * z2 - 1.119528997770346), tmp_c * x, 1.445305721320277 * z * fc1,
+                -0.5900435899266435 * fc2]
+    return torch.stack(out, -1)
+
+
+def sh_colors(means: Tensor, sh: Tensor, degree: int, campos: Tensor) -> Tensor:
+    """View-dependent RGB as gsplat computes it: SH sum + 0.5, clamped at 0."""
+    n_bases = (degree + 1) ** 2
+    dirs = F.normalize(means - campos, dim=-1)
+    rgb = (sh_bases(degree, dirs)[:, :, None] * sh[:, :n_bases]).sum(1)
+    return torch.clamp_min(rgb + 0.5, 0.0)
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+class Composite(torch.autograd.Function):
+    """Tile-sorted alpha compositing on the CPU kernels."""
+
+    @staticmethod
+    def forward(ctx: Any, means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor,  # type: ignore[override]
+                offsets: np.ndarray, flat_ids: np.ndarray, width: int, height: int) -> tuple[Tensor, Tensor]:
+        dtype = means2d.dtype
+        image = torch.empty(height, width, 3, dtype=dtype)
+        alpha = torch.empty(height, width, dtype=dtype)
+        last = np.empty((height, width), np.int64)
+        arrays = [_np(means2d), _np(conics), _np(colors), _np(opacities)]
+        kernels.composite_forward(*arrays, offsets, flat_ids, width, height, image.numpy(), alpha.numpy(), last)
+        ctx.arrays, ctx.offsets, ctx.flat_ids, ctx.size, ctx.last = arrays, offsets, flat_ids, (width, height), last
+        ctx.save_for_backward(alpha)
+        return image, alpha
+
+    @staticmethod
+    def backward(ctx: Any, v_image: Tensor, v_alpha: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        (alpha,) = ctx.saved_tensors
+        width, height = ctx.size
+        means2d = ctx.arrays[0]
+        dtype = means2d.dtype
+        v_image = torch.zeros(height, width, 3, dtype=alpha.dtype) if v_image is None else v_image
+        v_alpha = torch.zeros(height, width, dtype=alpha.dtype) if v_alpha is None else v_alpha
+        rows = np.zeros((len(ctx.flat_ids), kernels.GRAD_COLS), dtype)
+        kernels.composite_backward(*ctx.arrays, ctx.offsets, ctx.flat_ids, width, height, _np(alpha), ctx.last,
+                                   _np(v_image.to(alpha.dtype)), _np(v_alpha.to(alpha.dtype)), rows)
+        grads = np.zeros((len(means2d), kernels.GRAD_COLS), dtype)
+        kernels.reduce_rows(ctx.flat_ids, rows, grads)
+        g = torch.from_numpy(grads)
+        return g[:, 0:2], g[:, 2:5], g[:, 5:8], g[:, 8], None, None, None, None
+
+
+def rasterize_cpu(
+    means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, sh: Tensor, viewmat: Tensor, K: Tensor,
+    width: int, height: int, sh_degree: int,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    means2d, conics, depths, radii = project(means, quats, scales, viewmat, K, width, height)
+    campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
+    colors = sh_colors(means, sh, sh_degree, campos.detach())
+    means2d_b = means2d[None]  # the tensor strategies read .grad from
+    offsets, flat_ids = kernels.bin_tiles(_np(means2d), radii.numpy(), _np(depths), width, height)
+    image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, offsets, flat_ids, width, height)
+    info = {"means2d": means2d_b, "radii": radii[None], "depths": depths[None], "width": width, "height": height,
+            "n_cameras": 1, "isect_count": len(flat_ids)}
+    return image, alpha, info
+
+
+def rasterize(
+    means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, sh: Tensor, viewmat: Tensor, K: Tensor,
+    width: int, height: int, sh_degree: int, *, absgrad: bool = False,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """Render one view: ``image [H, W, 3]``, ``alpha [H, W]``, ``info``. The device of ``means`` picks
+    the back end."""
+    if means.device.type == "cuda":
+        from gsplat import rasterization
+
+        image, alpha, info = rasterization(
+            means, quats, scales, opacities, sh, viewmat[None], K[None], width, height,
+            sh_degree=sh_degree, packed=False, absgrad=absgrad,
+        )
+        return image[0], alpha[0, ..., 0], info
+    return rasterize_cpu(means, quats, scales, opacities, sh, viewmat, K, width, height, sh_degree)
+
+
+def scene_extent(camera_centres: np.ndarray) -> float:
+    """Radius of the camera cloud (as 3DGS uses for learning rates and densification thresholds)."""
+    centre = camera_centres.mean(0)
+    return float(max(1e-3, 1.1 * np.linalg.norm(camera_centres - centre, axis=1).max(initial=0.0))) or math.inf
