@@ -1,0 +1,84 @@
+"""kopf wiring only: which events call which reconciler method. No logic lives here.
+
+Handlers are synchronous (the Kubernetes client is), so kopf runs them in its thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from spaceport.api import GROUP, PLURAL, VERSION
+from spaceport.controller.naming import LABEL_RECON
+from spaceport.controller.reconcile import Reconciler, RetryLater
+from spaceport.controller.settings import OperatorSettings
+from spaceport.controller.status import TERMINAL
+
+LoginFn = Callable[..., Any]
+
+
+def _active(status: dict[str, Any], meta: dict[str, Any], **_: Any) -> bool:
+    """Worth a look: not deleted, and not a finished run of the current generation (no polling of those)."""
+    if meta.get("deletionTimestamp"):
+        return False
+    return not (status.get("phase") in TERMINAL and status.get("observedGeneration") == meta.get("generation"))
+
+
+def _job_settled(type: str, status: dict[str, Any], **_: Any) -> bool:
+    """Job events that change a Reconstruction at once: finished or gone. Running Jobs are polled."""
+    if type == "DELETED":
+        return True
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in status.get("conditions") or [])
+
+
+def _owner_name(body: dict[str, Any]) -> str | None:
+    for ref in body["metadata"].get("ownerReferences") or []:
+        if ref.get("kind") == "Reconstruction" and ref.get("apiVersion", "").startswith(f"{GROUP}/"):
+            return str(ref["name"])
+    return (body["metadata"].get("annotations") or {}).get("spaceport.dev/reconstruction-name")
+
+
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: OperatorSettings,
+             login: LoginFn | None = None) -> None:
+    """Declare every handler on ``registry`` (a fresh one per operator, so tests can run several)."""
+
+    if login is not None:
+        kopf.on.login(registry=registry)(login)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="spaceport.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="spaceport.dev", key="last-handled-configuration")
+        settings.persistence.finalizer = "spaceport.dev/cleanup"
+        settings.posting.level = 30  # WARNING: handler chatter stays in logs, not in Events
+        settings.execution.max_workers = reconciler.settings.max_workers
+
+    def reconcile(namespace: str, name: str) -> None:
+        try:
+            reconciler.reconcile(namespace, name)
+        except RetryLater as e:
+            raise kopf.TemporaryError(str(e), delay=1) from e
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, when=_active, registry=registry)
+    def reconstruction_changed(type: str, namespace: str, name: str, **_: Any) -> None:
+        if type != "DELETED":
+            reconcile(namespace, name)
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=settings.progress_interval_s, when=_active, registry=registry)
+    def reconstruction_poll(namespace: str, name: str, **_: Any) -> None:
+        reconcile(namespace, name)
+
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RECON: kopf.PRESENT}, when=_job_settled, registry=registry)
+    def job_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
+        owner = _owner_name(dict(body))
+        if owner:
+            reconcile(namespace, owner)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    def reconstruction_deleted(namespace: str, name: str, logger: kopf.Logger, **_: Any) -> None:
+        count = reconciler.cleanup(namespace, name)
+        logger.info("deleted %d Job(s); outputs are kept", count)

@@ -1,0 +1,202 @@
+"""Pure builders: (Reconstruction, run, stage, settings) -> the stage's Job as a dict. No API calls here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from spaceport.api import GROUP, KIND, STAGES, VERSION, Location, ReconstructionSpec, is_s3_uri
+from spaceport.contract import EXIT_BAD_INPUT
+from spaceport.controller.naming import LABEL_RECON, LABEL_RUN, LABEL_STAGE, job_name, label_value
+from spaceport.controller.settings import OperatorSettings
+
+CONTAINER = "stage"
+INPUT_MOUNT = "/mnt/spaceport/input"
+OUTPUT_MOUNT = "/mnt/spaceport/output"
+SCRATCH_MOUNT = "/scratch"
+RUN_AS_UID = 10001
+"""The stage image's non-root user; fsGroup makes PVC outputs writable by it."""
+
+GPU = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The parts of the Reconstruction a Job needs: its identity, for names, labels and ownerReferences."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def run_location(spec: ReconstructionSpec, run: int) -> str:
+    """Where run ``n`` writes, as written in the spec (an s3:// URI or a path inside output.volumeClaim)."""
+    return _join(spec.output.uri, "runs", str(run))
+
+
+def stage_location(spec: ReconstructionSpec, run: int, stage: str) -> str:
+    return _join(run_location(spec, run), stage)
+
+
+def stage_input_location(spec: ReconstructionSpec, run: int, stage: str) -> tuple[Location, str]:
+    """The spec location a stage reads from and the URI inside it: photos for sfm, the previous stage after."""
+    index = STAGES.index(stage)
+    if index == 0:
+        return spec.input, spec.input.uri
+    return spec.output, stage_location(spec, run, STAGES[index - 1])
+
+
+def container_uri(location: Location, uri: str, mount: str) -> str:
+    """What the container sees: S3 URIs unchanged, volume paths under the claim's mount point."""
+    if is_s3_uri(uri):
+        return uri
+    return _join(mount, uri.strip("/")) if uri.strip("/") else mount
+
+
+def stage_io(spec: ReconstructionSpec, run: int, stage: str) -> tuple[str, str]:
+    """``--input`` and ``--output`` of the stage's command."""
+    in_location, in_uri = stage_input_location(spec, run, stage)
+    in_mount = INPUT_MOUNT if in_location is spec.input else OUTPUT_MOUNT
+    return (container_uri(in_location, in_uri, in_mount),
+            container_uri(spec.output, stage_location(spec, run, stage), OUTPUT_MOUNT))
+
+
+def job_labels(owner: Owner, run: int, stage: str) -> dict[str, str]:
+    return {
+        LABEL_RECON: label_value(owner.name),
+        LABEL_RUN: str(run),
+        LABEL_STAGE: stage,
+        "app.kubernetes.io/name": "spaceport-stage",
+        "app.kubernetes.io/managed-by": "spaceport",
+    }
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
+              settings: OperatorSettings) -> dict[str, Any]:
+    """The Job that runs ``stage`` of run ``run``. Same arguments, same dict: a restart rebuilds it identically."""
+    scheduling = getattr(spec, stage).scheduling
+    labels = job_labels(owner, run, stage)
+    input_uri, output_uri = stage_io(spec, run, stage)
+    config = json.dumps(spec.stage_options(stage).to_wire(), sort_keys=True, separators=(",", ":"))
+    resources = scheduling.resources.to_wire() if scheduling.resources else _plain(settings.resources_for(stage))
+    tolerations = [t.to_wire() for t in scheduling.tolerations]
+    if not tolerations and GPU in resources.get("limits", {}):
+        # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule; without this the Pod never schedules.
+        tolerations = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
+    secret = spec.input.credentials_secret or spec.output.credentials_secret
+    volumes, mounts = _volumes(spec, stage, settings)
+
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": scheduling.image or settings.stage_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["spaceport", "stage", stage],
+        "args": ["--input", input_uri, "--output", output_uri, "--config", config],
+        "env": [
+            # The root filesystem is read-only: every cache and temp dir goes to the scratch volume.
+            {"name": "TMPDIR", "value": SCRATCH_MOUNT},
+            {"name": "HOME", "value": f"{SCRATCH_MOUNT}/home"},
+            {"name": "XDG_CACHE_HOME", "value": f"{SCRATCH_MOUNT}/cache"},
+            {"name": "NUMBA_CACHE_DIR", "value": f"{SCRATCH_MOUNT}/numba"},
+            {"name": "TORCH_EXTENSIONS_DIR", "value": f"{SCRATCH_MOUNT}/torch_extensions"},
+            {"name": "MPLCONFIGDIR", "value": f"{SCRATCH_MOUNT}/matplotlib"},
+        ],
+        "resources": resources,
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if secret:
+        # By reference only: the operator never copies the values anywhere.
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # podFailurePolicy requires it
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_UID,
+            "runAsGroup": RUN_AS_UID,
+            "fsGroup": RUN_AS_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if scheduling.node_selector:
+        pod_spec["nodeSelector"] = dict(scheduling.node_selector)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.retries,
+        "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+        "suspend": spec.suspend,
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "FailJob",
+                 "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_BAD_INPUT]}},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+    }
+    if scheduling.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = scheduling.active_deadline_seconds
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(owner.name, run, stage),
+            "namespace": owner.namespace,
+            "labels": labels,
+            "annotations": {"spaceport.dev/reconstruction-name": owner.name},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": job_spec,
+    }
+
+
+def _volumes(spec: ReconstructionSpec, stage: str,
+             settings: OperatorSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size_limit}}]
+    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_MOUNT}]
+    if stage == STAGES[0] and not is_s3_uri(spec.input.uri):
+        volumes.append({"name": "input",
+                        "persistentVolumeClaim": {"claimName": spec.input.volume_claim, "readOnly": True}})
+        mounts.append({"name": "input", "mountPath": INPUT_MOUNT, "readOnly": True})
+    if not is_s3_uri(spec.output.uri):
+        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": spec.output.volume_claim}})
+        mounts.append({"name": "output", "mountPath": OUTPUT_MOUNT})
+    return volumes, mounts
+
+
+def _join(*parts: str) -> str:
+    head, *rest = parts
+    return "/".join([head.rstrip("/"), *(p.strip("/") for p in rest if p.strip("/"))])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,149 @@
+"""The only module that calls the Kubernetes API (through the synchronous official client).
+
+Handlers run in kopf's thread pool, so blocking calls are fine here. Objects go in and out as dicts.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from spaceport.api import GROUP, KIND, PLURAL, VERSION
+from spaceport.controller.naming import LABEL_RECON, label_value
+
+log = logging.getLogger("spaceport.operator.k8s")
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class OwnerMismatchError(Exception):
+    """A Job with our deterministic name belongs to another object (e.g. a deleted namesake)."""
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    @classmethod
+    def for_url(cls, url: str, pool_size: int = 16) -> Kube:
+        """A client for a plain-HTTP API server (tests, benchmarks)."""
+        config = client.Configuration()
+        config.host = url.rstrip("/")
+        config.connection_pool_maxsize = pool_size
+        return cls(client.ApiClient(config))
+
+    def _json(self, obj: Any) -> Any:
+        return self.api_client.sanitize_for_serialization(obj)
+
+    # Reconstructions
+    def get_reconstruction(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_reconstruction_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _content_type=MERGE_PATCH)
+
+    # Jobs
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            resp = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return _body(resp)
+
+    def create_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the Job, or adopt the one that exists under that name. Returns (job, created)."""
+        meta = job["metadata"]
+        try:
+            resp = self.batch.create_namespaced_job(meta["namespace"], job, _preload_content=False)
+            return _body(resp), True
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        existing = self.get_job(meta["namespace"], meta["name"])
+        if existing is None:  # deleted between our create and get: let the next pass create it
+            raise OwnerMismatchError(f"Job {meta['name']} vanished while being adopted")
+        wanted = {r["uid"] for r in meta.get("ownerReferences", [])}
+        owners = {r.get("uid") for r in existing["metadata"].get("ownerReferences") or []}
+        if wanted and not wanted & owners:
+            raise OwnerMismatchError(f"Job {meta['name']} exists but belongs to another owner")
+        return existing, False
+
+    def patch_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
+        self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, _preload_content=False)
+
+    def delete_job(self, namespace: str, name: str) -> bool:
+        try:
+            # Background: Kubernetes' garbage collector removes the Pods after the Job.
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background",
+                                             _preload_content=False)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def list_jobs(self, namespace: str, recon: str) -> list[dict[str, Any]]:
+        resp = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_RECON}={label_value(recon)}",
+                                              _preload_content=False)
+        return list(_body(resp).get("items") or [])
+
+    def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        resp = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}", _preload_content=False)
+        return list(_body(resp).get("items") or [])
+
+    # Secrets: values stay in memory, never logged
+    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
+        """The Secret's decoded data and its resourceVersion."""
+        secret = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        body = _body(secret)
+        data = {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
+        data.update(body.get("stringData") or {})
+        return data, str(body.get("metadata", {}).get("resourceVersion", ""))
+
+    # Events
+    def post_event(self, recon: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = recon["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name'][:200]}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta.get("uid"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": "spaceport-operator"},
+            "reportingComponent": "spaceport.dev/operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+        except ApiException as e:  # events are advisory: never fail a reconcile over one
+            log.warning("cannot post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], e.reason)
+
+
+def _body(resp: Any) -> dict[str, Any]:
+    import json
+
+    return json.loads(resp.data)

@@ -1,0 +1,30 @@
+"""Deterministic child names: the same Reconstruction, run and stage always give the same Job name."""
+
+from __future__ import annotations
+
+import hashlib
+
+MAX_NAME = 63
+"""Job names become the ``job-name`` label of their Pods, and label values stop at 63 characters."""
+
+LABEL_RECON = "spaceport.dev/reconstruction"
+LABEL_RUN = "spaceport.dev/run"
+LABEL_STAGE = "spaceport.dev/stage"
+
+
+def job_name(recon: str, run: int, stage: str) -> str:
+    """``<recon>-r<n>-<stage>``; when too long, the Reconstruction's name is cut and a hash keeps it unique."""
+    full = f"{recon}-r{run}-{stage}"
+    if len(full) <= MAX_NAME:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    suffix = f"-{digest}-r{run}-{stage}"
+    return recon[: MAX_NAME - len(suffix)].rstrip("-.") + suffix
+
+
+def label_value(value: str) -> str:
+    """A label value: at most 63 characters, hashed when longer (Reconstruction names may reach 253)."""
+    if len(value) <= MAX_NAME:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return value[: MAX_NAME - 9].rstrip("-._") + "-" + digest

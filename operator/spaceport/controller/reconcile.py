@@ -1,0 +1,189 @@
+"""One reconcile pass: observe the current run's Job, compute the next status, act, write status once.
+
+Passes for the same Reconstruction never overlap (one lock per object), whichever handler started them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from spaceport.api import (
+    STAGES,
+    Phase,
+    ReconstructionSpec,
+    ReconstructionStatus,
+    describe_validation_error,
+)
+from spaceport.api.reconstruction import StageStatus
+from spaceport.contract import StageResult
+from spaceport.controller import status as st
+from spaceport.controller.jobs import CONTAINER, Owner, build_job, stage_location
+from spaceport.controller.k8s import Kube, OwnerMismatchError
+from spaceport.controller.naming import LABEL_RUN
+from spaceport.controller.progress import StorageReader
+from spaceport.controller.settings import OperatorSettings
+
+log = logging.getLogger("spaceport.operator")
+
+
+class RetryLater(Exception):
+    """Not ready yet (e.g. a namesake Job is being deleted); the next event or timer tick retries."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, settings: OperatorSettings, storage: StorageReader | None = None) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.storage = storage or StorageReader(kube, settings.secret_cache_s)
+        self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks[(namespace, name)]
+
+    def reconcile(self, namespace: str, name: str) -> ReconstructionStatus | None:
+        with self._lock(namespace, name):
+            body = self.kube.get_reconstruction(namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return None
+            return self._reconcile(body)
+
+    def _reconcile(self, body: dict[str, Any]) -> ReconstructionStatus:
+        meta = body["metadata"]
+        namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+        raw_status = body.get("status") or {}
+        old = ReconstructionStatus.model_validate(raw_status)
+        try:
+            spec = ReconstructionSpec.model_validate(body.get("spec") or {})
+        except ValidationError as e:
+            if old.phase == Phase.FAILED and old.observed_generation == generation:
+                return old
+            self._delete_jobs(namespace, name, keep_run=None)
+            new = st.invalid_spec(old, describe_validation_error(e, "spec"), generation, now_iso())
+            return self._write(body, raw_status, old, new)
+        if old.run is not None and old.run_key == spec.run_key() and st.is_settled(old, generation):
+            return old
+
+        status = old
+        if status.run is None or status.run_key != spec.run_key():
+            # Run number and Job names reach the API server before any Job exists: a restart finds them.
+            status = st.start_run(old, spec, name, generation, now_iso())
+            self._write(body, raw_status, old, status)
+            raw_status, old = status.to_wire(), status
+            self._delete_jobs(namespace, name, keep_run=status.run)
+
+        owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
+        for _ in STAGES:  # a finished stage starts the next one in the same pass
+            stage = st.current_stage(status)
+            if stage is None or status.phase == Phase.FAILED:
+                break
+            obs = self._observe(owner, spec, status, stage)
+            nxt = st.next_status(status, spec, obs, generation, now_iso())
+            moved = nxt.stage != stage
+            status = nxt
+            if not moved:
+                break
+        return self._write(body, raw_status, old, status)
+
+    def _observe(self, owner: Owner, spec: ReconstructionSpec, status: ReconstructionStatus,
+                 stage: str) -> st.Observation:
+        ns = owner.namespace
+        run = status.run or 0
+        sst = status.stages.get(stage, StageStatus())
+        job_name = sst.job or ""
+        raw = self.kube.get_job(ns, job_name)
+        if raw is not None and raw["metadata"].get("labels", {}).get(LABEL_RUN) not in (None, str(run)):
+            raise RetryLater(f"Job {job_name} belongs to another run")
+        if raw is None and sst.phase == Phase.PENDING:
+            try:
+                raw, created = self.kube.create_job(build_job(owner, spec, run, stage, self.settings))
+            except OwnerMismatchError as e:
+                self.kube.delete_job(ns, job_name)
+                raise RetryLater(str(e)) from e
+            log.info("%s Job %s/%s for run %d", "created" if created else "adopted", ns, job_name, run)
+        uri = stage_location(spec, run, stage)
+        if raw is None:  # vanished: finished before its TTL ran out while we were away?
+            return st.Observation(stage, None, result=self.storage.read_result(ns, spec, uri))
+        job = st.JobView.of(raw)
+        if not job.finished and job.suspended != spec.suspend:
+            self.kube.patch_job_suspend(ns, job.name, spec.suspend)
+            job = st.JobView(**{**job.__dict__, "suspended": spec.suspend})
+        if job.succeeded:
+            return st.Observation(stage, job, result=self._result(ns, spec, job.name, uri))
+        if job.failed:
+            return st.Observation(stage, job, failure=self._failure(ns, job.name))
+        progress = None if job.suspended else self.storage.read_progress(ns, spec, uri)
+        return st.Observation(stage, job, progress=progress)
+
+    def _result(self, ns: str, spec: ReconstructionSpec, job: str, uri: str) -> StageResult | None:
+        """result.json when storage is readable (complete), else the Pod's termination message (compact)."""
+        result = self.storage.read_result(ns, spec, uri)
+        if result is not None:
+            return result
+        for message in self._termination_messages(ns, job, succeeded=True):
+            try:
+                return StageResult.model_validate_json(message)
+            except ValueError:
+                continue
+        return None
+
+    def _failure(self, ns: str, job: str) -> str | None:
+        for message in self._termination_messages(ns, job, succeeded=False):
+            try:
+                data = json.loads(message)
+            except ValueError:
+                return message.strip()[:1000] or None
+            if isinstance(data, dict) and data.get("message"):
+                return f"{data.get('reason', 'Error')}: {data['message']}"
+        return None
+
+    def _termination_messages(self, ns: str, job: str, succeeded: bool) -> list[str]:
+        messages: list[tuple[str, str]] = []
+        for pod in self.kube.list_job_pods(ns, job):
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                term = (cs.get("state") or {}).get("terminated") or {}
+                if cs.get("name") != CONTAINER or not term.get("message"):
+                    continue
+                if (term.get("exitCode") == 0) == succeeded:
+                    messages.append((term.get("finishedAt") or "", term["message"]))
+        return [m for _, m in sorted(messages, reverse=True)]  # the latest attempt first
+
+    def _delete_jobs(self, namespace: str, name: str, keep_run: int | None) -> None:
+        for job in self.kube.list_jobs(namespace, name):
+            if keep_run is None or job["metadata"].get("labels", {}).get(LABEL_RUN) != str(keep_run):
+                self.kube.delete_job(namespace, job["metadata"]["name"])
+                log.info("deleted Job %s/%s of an earlier run", namespace, job["metadata"]["name"])
+
+    def _write(self, body: dict[str, Any], raw_status: dict[str, Any], old: ReconstructionStatus,
+               new: ReconstructionStatus) -> ReconstructionStatus:
+        """The one place status is written: only the difference, and only when there is one."""
+        patch = st.merge_patch(raw_status, new.to_wire())
+        patch.pop("kopf", None)  # never touch kopf's own bookkeeping
+        if patch:
+            meta = body["metadata"]
+            self.kube.patch_reconstruction_status(meta["namespace"], meta["name"], patch)
+            for type_, reason, message in st.transitions(old, new):
+                self.kube.post_event(body, type_, reason, message)
+        return new
+
+    def cleanup(self, namespace: str, name: str) -> int:
+        """Delete every Job of a deleted Reconstruction (ownerReferences do the same where a GC runs)."""
+        with self._lock(namespace, name):
+            jobs = self.kube.list_jobs(namespace, name)
+            for job in jobs:
+                self.kube.delete_job(namespace, job["metadata"]["name"])
+        with self._guard:
+            self._locks.pop((namespace, name), None)
+        return len(jobs)

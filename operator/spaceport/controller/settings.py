@@ -1,0 +1,108 @@
+"""Operator settings, read once from the environment (``SPACEPORT_*``) at start-up.
+
+Every field says its unit and why its default is what it is; the Helm chart sets the same variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from spaceport.api import STAGES
+
+DEFAULT_STAGE_IMAGE = "ghcr.io/spaceport-dev/spaceport-stage:0.1.0"
+
+DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str | int]]] = {
+    # COLMAP feature extraction and matching are CPU-bound and hold all descriptors in memory.
+    "sfm": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+    # 3DGS training needs one GPU; host memory holds the decoded images.
+    "train": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "32Gi", "nvidia.com/gpu": 1}},
+    # k-means over the SH palette is CPU-bound.
+    "compress": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+}
+
+
+class SettingsError(ValueError):
+    """An SPACEPORT_* variable has a value the operator cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    stage_image: str = DEFAULT_STAGE_IMAGE
+    """Image of the stage Jobs when a stage's ``scheduling.image`` is empty (SPACEPORT_STAGE_IMAGE)."""
+
+    image_pull_policy: str = "IfNotPresent"
+    """Pull policy of stage containers (SPACEPORT_IMAGE_PULL_POLICY)."""
+
+    default_resources: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: DEFAULT_RESOURCES)
+    """Per-stage requests/limits when ``scheduling.resources`` is empty (SPACEPORT_DEFAULT_RESOURCES, a JSON
+    object ``{"train": {"limits": {...}}}`` whose stages replace the built-in ones)."""
+
+    job_ttl_seconds: int = 24 * 3600
+    """Seconds a finished Job (and its Pod logs) stays before Kubernetes deletes it
+    (SPACEPORT_JOB_TTL_SECONDS). A day leaves time to read logs; results live in storage anyway."""
+
+    progress_interval_s: float = 5.0
+    """Seconds between two looks at a running stage's progress.json and Job (SPACEPORT_PROGRESS_INTERVAL_S).
+    Status is at most this stale plus the stage's own 2 s write throttle, so it must stay <= 8."""
+
+    scratch_size_limit: str = "100Gi"
+    """sizeLimit of the emptyDir scratch volume (SPACEPORT_SCRATCH_SIZE_LIMIT): undistorted images, checkpoints."""
+
+    namespace: str | None = None
+    """Namespace to watch when the command line names none (SPACEPORT_NAMESPACE); empty: all namespaces."""
+
+    max_workers: int = 16
+    """Threads running the (synchronous) handlers (SPACEPORT_MAX_WORKERS). A burst of new Reconstructions
+    waits on these, so keep it above the expected burst's per-second rate."""
+
+    secret_cache_s: float = 60.0
+    """Seconds the storage credentials read for progress polling are kept in memory (SPACEPORT_SECRET_CACHE_S)."""
+
+    def resources_for(self, stage: str) -> Mapping[str, Any]:
+        return self.default_resources.get(stage, {})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
+        env = os.environ if env is None else env
+        kw: dict[str, Any] = {}
+        if env.get("SPACEPORT_STAGE_IMAGE"):
+            kw["stage_image"] = env["SPACEPORT_STAGE_IMAGE"]
+        if env.get("SPACEPORT_IMAGE_PULL_POLICY"):
+            policy = env["SPACEPORT_IMAGE_PULL_POLICY"]
+            if policy not in ("Always", "IfNotPresent", "Never"):
+                raise SettingsError(f"SPACEPORT_IMAGE_PULL_POLICY={policy!r}: use Always, IfNotPresent or Never")
+            kw["image_pull_policy"] = policy
+        if env.get("SPACEPORT_DEFAULT_RESOURCES"):
+            try:
+                extra = json.loads(env["SPACEPORT_DEFAULT_RESOURCES"])
+            except ValueError as e:
+                raise SettingsError(f"SPACEPORT_DEFAULT_RESOURCES is not JSON: {e}") from e
+            if not isinstance(extra, dict) or not set(extra) <= set(STAGES):
+                raise SettingsError(f"SPACEPORT_DEFAULT_RESOURCES: expected an object keyed by {', '.join(STAGES)}")
+            kw["default_resources"] = {**DEFAULT_RESOURCES, **extra}
+        kw.update(_number(env, "SPACEPORT_JOB_TTL_SECONDS", "job_ttl_seconds", int, 0))
+        kw.update(_number(env, "SPACEPORT_PROGRESS_INTERVAL_S", "progress_interval_s", float, 0.05, 8.0))
+        kw.update(_number(env, "SPACEPORT_MAX_WORKERS", "max_workers", int, 1))
+        kw.update(_number(env, "SPACEPORT_SECRET_CACHE_S", "secret_cache_s", float, 0))
+        if env.get("SPACEPORT_SCRATCH_SIZE_LIMIT"):
+            kw["scratch_size_limit"] = env["SPACEPORT_SCRATCH_SIZE_LIMIT"]
+        if env.get("SPACEPORT_NAMESPACE"):
+            kw["namespace"] = env["SPACEPORT_NAMESPACE"]
+        return cls(**kw)
+
+
+def _number(env: Mapping[str, str], var: str, attr: str, kind: type, low: float,
+            high: float | None = None) -> dict[str, Any]:
+    if not env.get(var):
+        return {}
+    try:
+        value = kind(env[var])
+    except ValueError as e:
+        raise SettingsError(f"{var}={env[var]!r} is not a {kind.__name__}") from e
+    if value < low or (high is not None and value > high):
+        raise SettingsError(f"{var}={value} is outside {low}..{high if high is not None else 'inf'}")
+    return {attr: value}

@@ -1,0 +1,278 @@
+"""Pure status computation: (status, spec, what was observed) -> the next status. No API calls here.
+
+The reconciler observes one stage's Job at a time; these functions say what that means for the
+Reconstruction. The status is built in memory and written in one place (``reconcile.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from spaceport.api import STAGES, Condition, Metrics, Phase, Reason, ReconstructionSpec, ReconstructionStatus
+from spaceport.api.reconstruction import StageStatus
+from spaceport.contract import ProgressRecord, StageResult
+from spaceport.controller.jobs import run_location, stage_location
+from spaceport.controller.naming import job_name
+
+STAGE_WEIGHTS: dict[str, float] = {"sfm": 0.2, "train": 0.6, "compress": 0.2}
+"""Share of the whole run each stage takes, for the overall progress column; training dominates."""
+
+TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
+
+METRIC_KEYS: dict[str, str] = {
+    "images": "images",
+    "registeredImages": "registered_images",
+    "gaussians": "gaussians",
+    "psnr": "psnr",
+    "ssim": "ssim",
+    "plyBytes": "ply_bytes",
+    "sogBytes": "sog_bytes",
+    "compressionRatio": "compression_ratio",
+    "psnrDropDb": "psnr_drop_db",
+}
+"""Stage metric key (camelCase, from result.json) -> overall Metrics field."""
+
+DEFAULT_OUTPUTS: dict[str, tuple[str, str]] = {"ply": ("train", "splats.ply"), "sog": ("compress", "scene.sog")}
+"""Overall outputs the cross-stage file contract guarantees, when a stage does not name them itself."""
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the reconciler needs to know about a stage's Job."""
+
+    name: str
+    suspended: bool
+    active: int
+    succeeded: bool
+    failed: bool
+    reason: str | None = None
+    message: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+
+    @classmethod
+    def of(cls, job: dict[str, Any]) -> JobView:
+        status = job.get("status") or {}
+        conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+        failed = conditions.get("Failed")
+        return cls(
+            name=job["metadata"]["name"],
+            suspended=bool((job.get("spec") or {}).get("suspend")),
+            active=int(status.get("active") or 0),
+            succeeded="Complete" in conditions,
+            failed=failed is not None,
+            reason=failed.get("reason") if failed else None,
+            message=failed.get("message") if failed else None,
+            start_time=status.get("startTime"),
+            completion_time=status.get("completionTime"),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.succeeded or self.failed
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One stage, as seen now. ``job`` is None when the Job does not exist."""
+
+    stage: str
+    job: JobView | None
+    result: StageResult | None = None
+    failure: str | None = None
+    progress: ProgressRecord | None = None
+
+
+def current_stage(status: ReconstructionStatus) -> str | None:
+    """The first stage of the run that has not succeeded; None when all have."""
+    for stage in STAGES:
+        if status.stages.get(stage, StageStatus()).phase != Phase.SUCCEEDED:
+            return stage
+    return None
+
+
+def is_settled(status: ReconstructionStatus, generation: int | None) -> bool:
+    """Nothing left to do until the spec changes: the run ended and this generation was seen."""
+    return status.phase in TERMINAL and status.observed_generation == generation
+
+
+def start_run(status: ReconstructionStatus, spec: ReconstructionSpec, name: str, generation: int | None,
+              now: str) -> ReconstructionStatus:
+    """A new run n+1 with every Job name decided up front, so a restart never invents different names."""
+    run = (status.run or 0) + 1
+    stages = {s: StageStatus(job=job_name(name, run, s)) for s in STAGES}
+    return _with_condition(status.model_copy(update={
+        "phase": Phase.PENDING, "reason": Reason.CREATED, "message": f"run {run} started",
+        "stage": STAGES[0], "progress": 0.0, "run": run, "run_key": spec.run_key(),
+        "run_uri": run_location(spec, run), "stages": stages, "metrics": Metrics(), "outputs": {},
+        "observed_generation": generation,
+    }), now)
+
+
+def invalid_spec(status: ReconstructionStatus, message: str, generation: int | None,
+                 now: str) -> ReconstructionStatus:
+    return _with_condition(status.model_copy(update={
+        "phase": Phase.FAILED, "reason": Reason.INVALID_SPEC, "message": message, "progress": None,
+        "observed_generation": generation,
+    }), now)
+
+
+def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Observation,
+                generation: int | None, now: str) -> ReconstructionStatus:
+    """Fold one stage's observation into the status."""
+    stage = obs.stage
+    stages = dict(status.stages)
+    st = stages.get(stage, StageStatus())
+    update: dict[str, Any] = {"observed_generation": generation, "stage": stage}
+    job = obs.job
+
+    if job is None and st.phase == Phase.PENDING:
+        return status.model_copy(update=update)  # not created yet: the reconciler creates it
+    if (job is not None and job.succeeded) or (job is None and obs.result is not None):
+        st = _stage_succeeded(st, obs, job, now)
+        stages[stage] = st
+        update["stages"] = stages
+        nxt = STAGES.index(stage) + 1
+        if nxt < len(STAGES):
+            update.update(phase=Phase.RUNNING, reason=Reason.STAGE_RUNNING, stage=STAGES[nxt],
+                          message=f"{stage} done; {STAGES[nxt]} next")
+        else:
+            update.update(phase=Phase.SUCCEEDED, reason=Reason.COMPLETED, message="all stages done",
+                          metrics=aggregate_metrics(stages), outputs=aggregate_outputs(spec, status.run or 0, stages))
+        update["progress"] = overall_progress(stages)
+        return _with_condition(status.model_copy(update=update), now)
+    if job is None:
+        message = f"{stage}: Job {st.job} disappeared before it finished and left no result.json"
+        stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "finished_at": now, "message": message,
+                                              "eta_seconds": None})
+        update.update(stages=stages, phase=Phase.FAILED, reason=Reason.JOB_VANISHED, message=message)
+        return _with_condition(status.model_copy(update=update), now)
+    if job.failed:
+        why = obs.failure or ": ".join(p for p in (job.reason, job.message) if p) or "Job failed"
+        message = f"{stage} failed: {why}"
+        stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "message": why, "eta_seconds": None,
+                                              "finished_at": job.completion_time or st.finished_at or now})
+        update.update(stages=stages, phase=Phase.FAILED, reason=Reason.STAGE_FAILED, message=message)
+        return _with_condition(status.model_copy(update=update), now)
+
+    suspended = job.suspended and spec.suspend
+    phase = Phase.SUSPENDED if suspended else Phase.RUNNING
+    st_update: dict[str, Any] = {"phase": phase, "started_at": st.started_at or job.start_time or now}
+    if obs.progress is not None and not suspended:
+        st_update.update(progress=obs.progress.fraction, message=obs.progress.message or st.message,
+                         eta_seconds=obs.progress.eta_seconds, progress_updated=obs.progress.updated)
+    stages[stage] = st.model_copy(update=st_update)
+    update.update(stages=stages, phase=phase, progress=overall_progress(stages),
+                  reason=Reason.SUSPENDED if suspended else Reason.STAGE_RUNNING,
+                  message=f"{stage} suspended" if suspended else (stages[stage].message or f"{stage} running"))
+    return _with_condition(status.model_copy(update=update), now)
+
+
+def _stage_succeeded(st: StageStatus, obs: Observation, job: JobView | None, now: str) -> StageStatus:
+    result = obs.result
+    update: dict[str, Any] = {"phase": Phase.SUCCEEDED, "progress": 1.0, "eta_seconds": None, "message": "done"}
+    if result is not None:
+        update.update(metrics=dict(result.metrics), outputs=dict(result.outputs),
+                      started_at=st.started_at or result.started_at, finished_at=result.finished_at)
+        update["metrics"].setdefault("durationSeconds", result.duration_seconds)
+    else:
+        update["finished_at"] = (job.completion_time if job else None) or now
+    return st.model_copy(update=update)
+
+
+def overall_progress(stages: dict[str, StageStatus]) -> float:
+    """Percent of the whole run done, weighting stages by their usual share of the time."""
+    done = 0.0
+    for stage in STAGES:
+        st = stages.get(stage, StageStatus())
+        fraction = 1.0 if st.phase == Phase.SUCCEEDED else (st.progress or 0.0)
+        done += STAGE_WEIGHTS[stage] * fraction
+    return round(100 * done, 1)
+
+
+def aggregate_metrics(stages: dict[str, StageStatus]) -> Metrics:
+    values: dict[str, Any] = {}
+    durations: dict[str, float] = {}
+    for stage in STAGES:
+        st = stages.get(stage)
+        if st is None:
+            continue
+        for key, field in METRIC_KEYS.items():
+            if st.metrics.get(key) is not None:
+                values[field] = st.metrics[key]
+        seconds = st.metrics.get("durationSeconds")
+        if isinstance(seconds, int | float):
+            durations[stage] = float(seconds)
+    if "compression_ratio" not in values and values.get("ply_bytes") and values.get("sog_bytes"):
+        values["compression_ratio"] = round(values["ply_bytes"] / values["sog_bytes"], 2)
+    return Metrics(**values, durations=durations)
+
+
+def aggregate_outputs(spec: ReconstructionSpec, run: int, stages: dict[str, StageStatus]) -> dict[str, str]:
+    outputs: dict[str, str] = {}
+    for name, (stage, file) in DEFAULT_OUTPUTS.items():
+        outputs[name] = stage_location(spec, run, stage) + "/" + file
+    for stage in STAGES:
+        st = stages.get(stage)
+        if st is not None:
+            outputs.update(st.outputs)
+    return outputs
+
+
+def _with_condition(status: ReconstructionStatus, now: str) -> ReconstructionStatus:
+    """Keep the Ready condition in step with the phase; its time moves only when its truth changes."""
+    truth = "True" if status.phase == Phase.SUCCEEDED else "False"
+    old = next((c for c in status.conditions if c.type == "Ready"), None)
+    changed = old is None or old.status != truth
+    ready = Condition(type="Ready", status=truth, reason=str(status.reason or Reason.CREATED),
+                      message=status.message or "",
+                      last_transition_time=now if changed else old.last_transition_time)
+    others = [c for c in status.conditions if c.type != "Ready"]
+    return status.model_copy(update={"conditions": [*others, ready]})
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``; ``{}`` when they are equal."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            sub = merge_patch(old[key], value)
+            if isinstance(value, dict) and isinstance(old[key], dict) and sub == {}:
+                continue
+            patch[key] = sub
+    return patch
+
+
+def transitions(old: ReconstructionStatus, new: ReconstructionStatus) -> list[tuple[str, str, str]]:
+    """Kubernetes Events for what changed: (type, reason, message)."""
+    events: list[tuple[str, str, str]] = []
+    if new.run != old.run:
+        events.append(("Normal", "RunStarted", f"run {new.run} writes to {new.run_uri}"))
+    for stage in STAGES:
+        before = old.stages.get(stage, StageStatus()).phase if old.run == new.run else Phase.PENDING
+        after = new.stages.get(stage, StageStatus()).phase
+        if before == after:
+            continue
+        st = new.stages[stage]
+        if after == Phase.RUNNING and before == Phase.SUSPENDED:
+            events.append(("Normal", "StageResumed", f"{stage}: Job {st.job} resumed"))
+        elif after == Phase.RUNNING:
+            events.append(("Normal", "StageStarted", f"{stage}: Job {st.job} started"))
+        elif after == Phase.SUSPENDED:
+            events.append(("Normal", "StageSuspended", f"{stage}: Job {st.job} suspended"))
+        elif after == Phase.SUCCEEDED:
+            events.append(("Normal", "StageSucceeded", f"{stage} finished"))
+        elif after == Phase.FAILED:
+            events.append(("Warning", "StageFailed", new.message or f"{stage} failed"))
+    if new.phase != old.phase and new.phase == Phase.SUCCEEDED:
+        events.append(("Normal", "Succeeded", "all stages finished"))
+    if new.phase == Phase.FAILED and new.reason == Reason.INVALID_SPEC and old.reason != Reason.INVALID_SPEC:
+        events.append(("Warning", "InvalidSpec", new.message or "invalid spec"))
+    return events
