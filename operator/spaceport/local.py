@@ -7,20 +7,25 @@ Layout under the output folder (the same as under a Reconstruction's output URI)
 
 A run whose options key matches an existing folder continues there (finished stages are skipped);
 changed options start the next number. Nothing of an earlier run is overwritten.
+
+Every file is written atomically and a stage's result.json is written last, so an interrupted run
+(Ctrl-C) leaves whole files and no result.json for the stage it stopped in: the same command resumes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spaceport.api import STAGES
-from spaceport.contract import ProgressRecord, StageResult
-from spaceport.stages.runner import parse_options, run_stage
-from spaceport.storage import LocalStore, Store, open_store
+from spaceport.api.presets import DEFAULT_PRESET, PRESETS, apply_preset
+from spaceport.contract import BadInputError, ProgressRecord, StageResult
+from spaceport.stages.runner import parse_options, read_result, run_stage
+from spaceport.storage import StorageError, Store, open_store
 
 RUN_FILE = "run.json"
 
@@ -32,6 +37,8 @@ class LocalRun:
     key: str
     options: dict[str, dict[str, Any]]
     results: dict[str, StageResult] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)
+    """Stages finished by an earlier invocation (their result.json was already there)."""
 
     def stage_store(self, stage: str) -> Store:
         return self.store.child(stage)
@@ -43,15 +50,21 @@ def options_key(options: dict[str, dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def resolve_options(config: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Validated per-stage options (camelCase JSON), defaults filled in."""
-    config = config or {}
+def resolve_options(config: dict[str, Any] | None, preset: str | None = None) -> dict[str, dict[str, Any]]:
+    """Validated per-stage options (camelCase JSON), with the preset's defaults under explicit fields.
+
+    The preset is ``preset`` (the command line), else the config's top-level ``preset``, else standard.
+    """
+    config = dict(config or {})
+    chosen = preset or config.pop("preset", None) or DEFAULT_PRESET
+    config.pop("preset", None)
+    if chosen not in PRESETS:
+        raise BadInputError(f"preset: unknown preset {chosen!r}; use one of {', '.join(PRESETS)}")
     unknown = set(config) - set(STAGES)
     if unknown:
-        from spaceport.contract import BadInputError
-
-        raise BadInputError(f"config: unknown section(s) {', '.join(sorted(unknown))}; use {', '.join(STAGES)}")
-    return {s: parse_options(s, config.get(s)).to_wire() for s in STAGES}
+        raise BadInputError(f"config: unknown section(s) {', '.join(sorted(unknown))}; use preset, "
+                            f"{', '.join(STAGES)}")
+    return {s: apply_preset(parse_options(s, config.get(s)), chosen, s).to_wire() for s in STAGES}
 
 
 def open_run(out: Store, options: dict[str, dict[str, Any]]) -> LocalRun:
@@ -71,26 +84,86 @@ def open_run(out: Store, options: dict[str, dict[str, Any]]) -> LocalRun:
 StageListener = Callable[[str, ProgressRecord], None]
 
 
+def check_photos(photos: str | Path) -> Store:
+    """The photo store; a local folder must exist (S3 prefixes are checked by the sfm stage)."""
+    store = open_store(photos)
+    path = store.local_path()
+    if path is not None and not path.exists():
+        raise BadInputError(f"photos folder {path} does not exist")
+    if path is not None and not path.is_dir():
+        raise BadInputError(f"photos {path} is not a folder")
+    return store
+
+
+def check_output(out: str | Path) -> Store:
+    """The output store; a local folder is created and must be writable before any work starts."""
+    store = open_store(out)
+    path = store.local_path()
+    if path is None:
+        return store
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        store.write_text(".spaceport-write-test", "")
+        path.joinpath(".spaceport-write-test").unlink()
+    except (OSError, StorageError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise BadInputError(f"output folder {path} is not writable: {reason}") from e
+    return store
+
+
 def run_pipeline(
     photos: str | Path,
     out: str | Path,
     config: dict[str, Any] | None = None,
     *,
+    preset: str | None = None,
     listener: StageListener | None = None,
+    on_stage_start: Callable[[str], None] | None = None,
     on_stage_done: Callable[[str, StageResult], None] | None = None,
 ) -> LocalRun:
     """Run sfm → train → compress for ``photos`` into ``out``; returns the run with every result."""
-    out_store = open_store(out)
-    if isinstance(out_store, LocalStore):
-        out_store.local_path().mkdir(parents=True, exist_ok=True)
-    run = open_run(out_store, resolve_options(config))
-    previous: Store = open_store(photos)
+    options = resolve_options(config, preset)
+    previous = check_photos(photos)
+    out_store = check_output(out)
+    run = open_run(out_store, options)
     for stage in STAGES:
         stage_out = run.stage_store(stage)
+        if read_result(stage_out) is not None:
+            run.skipped.add(stage)
+        elif on_stage_start:
+            on_stage_start(stage)
         stage_listener = (lambda rec, s=stage: listener(s, rec)) if listener else None
         result = run_stage(stage, previous, stage_out, run.options[stage], listener=stage_listener)
         run.results[stage] = result
         if on_stage_done:
             on_stage_done(stage, result)
         previous = stage_out
+    finish_viewer(run)
     return run
+
+
+def run_metrics(run: LocalRun) -> dict[str, Any]:
+    """All stages' metrics in one dict (later stages win on a shared key)."""
+    merged: dict[str, Any] = {}
+    for result in run.results.values():
+        merged.update(result.metrics)
+    return merged
+
+
+def finish_viewer(run: LocalRun) -> None:
+    """Make sure the compress folder has a viewer page showing the whole run's metrics.
+
+    The compress stage writes the page; this adds it for outputs of a compress stage that did not
+    (and is harmless when the viewer's assets are missing: the run's result stays usable).
+    """
+    from spaceport.viewer import ViewerAssetsNotFound, update_metrics, write_viewer
+
+    compress = run.stage_store("compress")
+    durations = {s: r.duration_seconds for s, r in run.results.items()}
+    if compress.exists("scene.sog") and not compress.exists("index.html"):
+        try:
+            write_viewer(compress, "scene.sog", source=run.stage_store("train"), metrics=run_metrics(run),
+                         durations=durations)
+        except ViewerAssetsNotFound as e:
+            logging.getLogger("spaceport.run").warning("no viewer page: %s", e)
+    update_metrics(compress, run_metrics(run), durations)

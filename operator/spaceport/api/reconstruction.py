@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from spaceport.api.common import ApiModel, StageScheduling, StatusModel
 from spaceport.api.compress import CompressOptions
+from spaceport.api.presets import preset_defaults
 from spaceport.api.sfm import SfmOptions
 from spaceport.api.train import TrainOptions
 
@@ -139,10 +140,14 @@ class ReconstructionSpec(ApiModel):
         return self
 
     def stage_options(self, stage: str) -> SfmOptions | TrainOptions | CompressOptions:
-        """The stage's options without its scheduling: what `spaceport stage` receives."""
+        """The stage's options without its scheduling: what `spaceport stage` receives.
+
+        Fields the spec leaves out take the preset's value (api/presets.py); explicit fields win.
+        """
         section = getattr(self, stage)
         options_type = {"sfm": SfmOptions, "train": TrainOptions, "compress": CompressOptions}[stage]
-        return options_type.model_validate(section.model_dump(exclude={"scheduling"}))
+        explicit = section.model_dump(include=set(section.model_fields_set) - {"scheduling"})
+        return options_type.model_validate({**preset_defaults(self.preset, stage), **explicit})
 
     def run_key(self) -> str:
         """A digest of everything that changes results; a new value starts a new run folder.
