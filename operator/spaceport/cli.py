@@ -10,10 +10,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spaceport.api.presets import PRESETS
 from spaceport.contract import EXIT_BAD_INPUT, EXIT_OK, EXIT_RETRYABLE, TERMINATION_LOG, StageError
 
 EXIT_USAGE = 64
 """Wrong command-line usage (argparse uses 2, which the stage contract reserves for bad input)."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C. Outputs are whole files and unfinished stages have no result.json: rerun to resume."""
+
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}    success
+  {EXIT_RETRYABLE}    failure worth retrying (storage unreachable, out of memory, a crash)
+  {EXIT_BAD_INPUT}    bad input, retrying cannot help: missing photos folder, no images, unwritable
+       output folder, invalid config, port in use (`view`), unreadable file (`inspect`)
+  {EXIT_USAGE}   wrong command-line usage
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); run the same command again to resume
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,14 +73,68 @@ def _load_config(path: str | None) -> dict[str, Any] | None:
     return data
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from spaceport.console import run_with_progress
 
     try:
-        run_with_progress(args.photos, args.out, _load_config(args.config))
+        run_with_progress(args.photos, args.out, _load_config(args.config), preset=args.preset)
     except StageError as e:
-        print(f"spaceport: error: {e}", file=sys.stderr)
+        print(f"spaceport: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print("spaceport: interrupted; finished stages are kept: run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from spaceport.demo import run_demo
+
+    try:
+        run_demo(args.out, preset=args.preset)
+    except StageError as e:
+        print(f"spaceport: error: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("spaceport: interrupted; run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from spaceport.viewer.serve import find_viewer_dir, make_server, url_of
+
+    try:
+        directory = find_viewer_dir(args.dir)
+        server = make_server(directory, args.port)
+    except StageError as e:
+        print(f"spaceport: error: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
+    print(f"serving {directory}", file=sys.stderr)
+    print(url_of(server), flush=True)
+    print("press Ctrl-C to stop", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from spaceport.inspect import format_report, inspect_file
+
+    try:
+        info = inspect_file(args.file)
+    except StageError as e:
+        print(f"spaceport: error: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
+    print(json.dumps(info, indent=1) if args.json else format_report(info))
     return EXIT_OK
 
 
@@ -86,7 +152,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="spaceport", description=__doc__)
+    parser = _Parser(prog="spaceport", description=__doc__, epilog=EXIT_CODES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -100,8 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the whole pipeline locally, no cluster needed")
     p.add_argument("photos", help="folder (or s3:// prefix) of photos")
     p.add_argument("--out", required=True, help="output folder (or s3:// prefix)")
-    p.add_argument("--config", help="YAML/JSON file with sfm/train/compress sections")
+    p.add_argument("--config", help="YAML/JSON file with sfm/train/compress sections (and optionally preset)")
+    p.add_argument("--preset", choices=PRESETS, help="per-stage defaults (image size, iterations, Gaussian cap, "
+                   "SH bands) under the config's explicit fields; default: the config's preset, else standard")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="render a synthetic drone flight and reconstruct it on this machine (CPU)")
+    p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
+    p.add_argument("--preset", choices=PRESETS, help="default: draft, with the demo's own settings on top")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("view", help="serve a result's web viewer on 127.0.0.1 and print its URL")
+    p.add_argument("dir", help="a `spaceport run` output, a runs/<n> folder or a compress folder")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 picks a free one)")
+    p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser("inspect", help="print what a .ply, .sog or SOG meta.json holds")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("crd", help="print (or write) the CRD generated from the API models")
     p.add_argument("files", nargs="*", help="files to write; default stdout")
@@ -125,13 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         print("spaceport: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except StageError as e:
         print(f"spaceport: error: {e}", file=sys.stderr)
         return e.exit_code
 
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_RETRYABLE", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RETRYABLE", "EXIT_USAGE", "main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

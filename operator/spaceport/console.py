@@ -11,41 +11,110 @@ from rich.table import Table
 
 from spaceport.api import STAGES
 from spaceport.contract import ProgressRecord, StageResult
-from spaceport.local import LocalRun, run_pipeline
+from spaceport.local import LocalRun, run_metrics, run_pipeline
 
 STAGE_WEIGHTS = {"sfm": 0.25, "train": 0.6, "compress": 0.15}
 """Share of the whole run each stage takes, roughly, for the overall bar."""
 
+SUMMARY_ROWS: list[tuple[str, tuple[str, ...], str]] = [
+    # label, metric keys (first present wins; the names of status.metrics), format
+    ("Registered images", ("registeredImages",), "count"),
+    ("Gaussians", ("gaussians",), "count"),
+    ("PSNR (held-out views)", ("psnr",), "db"),
+    ("SSIM", ("ssim",), "ratio3"),
+    ("PSNR drop after compression", ("psnrDropDb",), "db"),
+    ("PLY size", ("plyBytes",), "bytes"),
+    ("SOG size", ("sogBytes",), "bytes"),
+    ("Compression ratio", ("compressionRatio",), "times"),
+]
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _format(value: Any, kind: str, metrics: dict[str, Any]) -> str:
+    if kind == "count":
+        total = metrics.get("images")
+        text = f"{int(value):,}"
+        return f"{text} / {int(total):,}" if total is not None and "registeredImages" in metrics and \
+            value == metrics["registeredImages"] else text
+    if kind == "db":
+        return f"{float(value):.2f} dB"
+    if kind == "ratio3":
+        return f"{float(value):.3f}"
+    if kind == "bytes":
+        return human_bytes(float(value))
+    if kind == "times":
+        return f"{float(value):.1f}x"
+    return str(value)
+
 
 def run_with_progress(photos: str | Path, out: str | Path, config: dict[str, Any] | None,
-                      console: Console | None = None) -> LocalRun:
+                      console: Console | None = None, *, preset: str | None = None) -> LocalRun:
     console = console or Console(stderr=True)
     columns = (TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[message]}"))
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[message]}"))
     with Progress(*columns, console=console, transient=False) as bars:
         overall = bars.add_task("overall", total=1.0, message="")
-        tasks: dict[str, TaskID] = {s: bars.add_task(s, total=1.0, message="") for s in STAGES}
+        tasks: dict[str, TaskID] = {s: bars.add_task(s, total=1.0, message="waiting", start=False) for s in STAGES}
+
+        def overall_at(stage: str, fraction: float) -> float:
+            before = sum(STAGE_WEIGHTS[s] for s in STAGES[: STAGES.index(stage)])
+            return before + STAGE_WEIGHTS[stage] * fraction
+
+        started: set[str] = set()
+
+        def on_start(stage: str) -> None:
+            started.add(stage)
+            bars.start_task(tasks[stage])
+            bars.update(tasks[stage], message="starting")
 
         def on_progress(stage: str, rec: ProgressRecord) -> None:
             bars.update(tasks[stage], completed=rec.fraction, message=rec.message[:60])
-            before = sum(STAGE_WEIGHTS[s] for s in STAGES[: STAGES.index(stage)])
-            bars.update(overall, completed=before + STAGE_WEIGHTS[stage] * rec.fraction)
+            bars.update(overall, completed=overall_at(stage, rec.fraction), message=stage)
 
         def on_done(stage: str, result: StageResult) -> None:
-            bars.update(tasks[stage], completed=1.0, message=f"done in {result.duration_seconds:.1f} s")
+            done_now = stage in started  # run_pipeline starts only the stages it runs
+            message = f"done in {result.duration_seconds:.1f} s" if done_now else "done earlier: skipped"
+            bars.start_task(tasks[stage])
+            bars.update(tasks[stage], completed=1.0, message=message)
+            bars.update(overall, completed=overall_at(stage, 1.0))
 
-        run = run_pipeline(photos, out, config, listener=on_progress, on_stage_done=on_done)
-        bars.update(overall, completed=1.0)
+        run = run_pipeline(photos, out, config, preset=preset, listener=on_progress, on_stage_start=on_start,
+                           on_stage_done=on_done)
+        bars.update(overall, completed=1.0, message="done")
     console.print(summary_table(run))
     return run
 
 
 def summary_table(run: LocalRun) -> Table:
-    table = Table(title=f"run {run.number}: {run.store.uri}")
-    table.add_column("stage")
-    table.add_column("seconds", justify="right")
-    table.add_column("metrics")
+    """The end-of-run summary: quality, sizes, durations, and where the result is."""
+    metrics = run_metrics(run)
+    table = Table(title=f"Spaceport run {run.number}", title_justify="left", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for label, keys, kind in SUMMARY_ROWS:
+        key = next((k for k in keys if metrics.get(k) is not None), None)
+        if key is not None:
+            table.add_row(label, _format(metrics[key], kind, metrics))
+    total = 0.0
     for stage, result in run.results.items():
-        shown = ", ".join(f"{k}={v}" for k, v in result.metrics.items() if not isinstance(v, (dict, list)))
-        table.add_row(stage, f"{result.duration_seconds:.1f}", shown)
+        note = " (done earlier, skipped)" if stage in run.skipped else ""
+        table.add_row(f"{stage} time", f"{result.duration_seconds:.1f} s{note}")
+        total += 0 if stage in run.skipped else result.duration_seconds
+    table.add_row("Total time (this invocation)", f"{total:.1f} s")
+    compress = run.stage_store("compress")
+    table.add_row("Run folder", run.store.uri)
+    if compress.exists("scene.sog"):
+        table.add_row("Scene", compress.uri_of("scene.sog"))
+    if compress.exists("index.html"):
+        table.add_row("Viewer", compress.uri_of("index.html"))
+        local = compress.local_path()
+        if local is not None:
+            table.add_row("Look at it", f"spaceport view {local}")
     return table
