@@ -31,5 +31,19 @@ crd: setup
 bench: setup
 	$(BIN)/python bench/operator_latency.py
 
+# Container images (needs a Docker engine with BuildKit). STAGE_BUILD_ARGS picks a stage-image variant,
+# e.g. the CPU one `make e2e` loads into kind (see images/stage.Dockerfile).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+OPERATOR_IMAGE ?= ghcr.io/spaceport-dev/spaceport-operator:$(VERSION)
+STAGE_IMAGE ?= ghcr.io/spaceport-dev/spaceport-stage:$(VERSION)
+STAGE_BUILD_ARGS ?=
+images:
+	DOCKER_BUILDKIT=1 docker build -f images/operator.Dockerfile -t $(OPERATOR_IMAGE) .
+	DOCKER_BUILDKIT=1 docker build -f images/stage.Dockerfile $(STAGE_BUILD_ARGS) -t $(STAGE_IMAGE) .
+
+# kind cluster end to end (needs Docker, kind, kubectl and helm): tests/e2e/kind.sh.
+e2e:
+	bash tests/e2e/kind.sh
+
 clean:
 	rm -rf $(VENV) node_modules demo-out
