@@ -1,0 +1,214 @@
+"""Test harness: the emulated API server, the operator running in-process, S3 on moto, a fake Job controller.
+
+Tests play the Job controller: they create Pods with termination messages and patch Job status, as
+the kubelet and the Job controller would. Everything goes over HTTP to the emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import kopf
+import yaml
+
+from spaceport.contract import PROGRESS_FILE, RESULT_FILE, StageResult
+from spaceport.controller.k8s import Kube
+from spaceport.controller.main import build_registry
+from spaceport.controller.settings import OperatorSettings
+from tests.operator.emulator import ClusterEmulator
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "reconstructions.spaceport.dev.yaml"
+RECONS = "/apis/spaceport.dev/v1alpha1/namespaces/{ns}/reconstructions"
+JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
+PODS = "/api/v1/namespaces/{ns}/pods"
+MERGE = "application/merge-patch+json"
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class Api:
+    """A tiny async client for the emulator (the sync Kubernetes client would block the shared loop)."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def request(self, method: str, path: str, body: Any = None, ctype: str = "application/json") -> Any:
+        data = None if body is None else json.dumps(body)
+        async with self.session.request(method, path, data=data, headers={"Content-Type": ctype}) as resp:
+            payload = await resp.json(content_type=None)
+            if resp.status == 404:
+                return None
+            if resp.status >= 400:
+                raise AssertionError(f"{method} {path} -> {resp.status}: {payload}")
+            return payload
+
+    async def create(self, path: str, body: dict[str, Any]) -> Any:
+        return await self.request("POST", path, body)
+
+    async def get(self, path: str) -> Any:
+        return await self.request("GET", path)
+
+    async def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return await self.request("PATCH", path, body, MERGE)
+
+    async def delete(self, path: str) -> Any:
+        return await self.request("DELETE", path)
+
+
+class Cluster:
+    def __init__(self, emu: ClusterEmulator, server: kmock.Server, s3: Any, s3_url: str) -> None:
+        self.emu, self.server, self.s3, self.s3_url = emu, server, s3, s3_url
+        self.api = Api(server.client)
+        self.url = str(server.url).rstrip("/")
+        self.ns = "default"
+        self._operator: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+
+    # The operator
+    def settings(self) -> OperatorSettings:
+        return OperatorSettings(progress_interval_s=0.2, job_ttl_seconds=600, max_workers=8)
+
+    async def start_operator(self) -> None:
+        url = self.url
+
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=url, insecure=True, default_namespace="default")
+
+        registry = build_registry(Kube.for_url(url), self.settings(), login=login)
+        settings = kopf.OperatorSettings()
+        settings.watching.reconnect_backoff = 0.05
+        settings.scanning.disabled = True
+        self._stop = asyncio.Event()
+        self._operator = asyncio.create_task(kopf.operator(
+            registry=registry, settings=settings, standalone=True, clusterwide=True, stop_flag=self._stop))
+
+    async def kill_operator(self) -> None:
+        """Stop it abruptly: whatever it was doing is cut off, as when a Pod is killed."""
+        if self._operator is not None:
+            self._operator.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._operator
+            self._operator = None
+
+    # Objects
+    async def recon(self, name: str) -> dict[str, Any] | None:
+        return await self.api.get(RECONS.format(ns=self.ns) + "/" + name)
+
+    async def create_recon(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": "spaceport.dev/v1alpha1", "kind": "Reconstruction",
+                "metadata": {"name": name}, "spec": spec}
+        return await self.api.create(RECONS.format(ns=self.ns), body)
+
+    async def patch_spec(self, name: str, spec: dict[str, Any]) -> Any:
+        return await self.api.patch(RECONS.format(ns=self.ns) + "/" + name, {"spec": spec})
+
+    async def job(self, name: str) -> dict[str, Any] | None:
+        return await self.api.get(JOBS.format(ns=self.ns) + "/" + name)
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        return (await self.api.get(JOBS.format(ns=self.ns)))["items"]
+
+    async def wait_status(self, name: str, check: Callable[[dict[str, Any]], bool], what: str,
+                          timeout: float = 10.0) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            body = await self.recon(name)
+            status = (body or {}).get("status") or {}
+            return status if check(status) else None
+
+        return await eventually(probe, timeout, what)
+
+    async def wait_job(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
+        return await eventually(lambda: self.job(name), timeout, f"Job {name}")
+
+    async def create_secret(self, name: str, data: dict[str, str]) -> None:
+        await self.api.create(f"/api/v1/namespaces/{self.ns}/secrets", {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})
+
+    # Storage, as a stage would write it
+    def s3_put(self, uri: str, body: bytes | str) -> None:
+        bucket, _, key = uri[len("s3://"):].partition("/")
+        self.s3.put_object(Bucket=bucket, Key=key, Body=body.encode() if isinstance(body, str) else body)
+
+    def s3_keys(self, uri: str) -> list[str]:
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
+    def write_progress(self, stage_uri: str, fraction: float, message: str, eta: float | None) -> None:
+        record = {"fraction": fraction, "message": message, "updated": "2026-11-25T15:00:00Z"}
+        if eta is not None:
+            record["etaSeconds"] = eta
+        self.s3_put(f"{stage_uri}/{PROGRESS_FILE}", json.dumps(record))
+
+    # The Job controller and kubelet, played by the test
+    async def run_pod(self, job: str, exit_code: int, message: str, attempt: int = 0) -> None:
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"{job}-{attempt}", "labels": {"job-name": job,
+                                                                  "batch.kubernetes.io/job-name": job}},
+               "spec": {"containers": [{"name": "stage", "image": "x"}]}}
+        await self.api.create(PODS.format(ns=self.ns), pod)
+        status = {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": [{
+            "name": "stage", "ready": False, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                     "message": message, "finishedAt": f"2026-11-25T15:0{attempt}:00Z"}}}]}
+        await self.api.patch(PODS.format(ns=self.ns) + f"/{job}-{attempt}/status", {"status": status})
+
+    async def start_job(self, job: str) -> None:
+        await self.api.patch(JOBS.format(ns=self.ns) + f"/{job}/status",
+                             {"status": {"active": 1, "startTime": "2026-11-25T15:00:00Z"}})
+
+    async def succeed_job(self, job: str, stage_uri: str, result: StageResult, in_storage: bool = True) -> None:
+        if in_storage:
+            self.s3_put(f"{stage_uri}/{RESULT_FILE}", result.to_json())
+        await self.run_pod(job, 0, result.termination_message())
+        await self.api.patch(JOBS.format(ns=self.ns) + f"/{job}/status", {"status": {
+            "active": 0, "succeeded": 1, "completionTime": "2026-11-25T15:05:00Z",
+            "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}})
+
+    async def fail_job(self, job: str, reason: str, message: str, pod_message: str | None = None,
+                       exit_code: int = 2) -> None:
+        if pod_message is not None:
+            await self.run_pod(job, exit_code, pod_message)
+        await self.api.patch(JOBS.format(ns=self.ns) + f"/{job}/status", {"status": {
+            "active": 0, "failed": 1,
+            "conditions": [{"type": "FailureTarget", "status": "True", "reason": reason, "message": message},
+                           {"type": "Failed", "status": "True", "reason": reason, "message": message}]}})
+
+
+def load_crds() -> list[dict[str, Any]]:
+    return [yaml.safe_load(CRD.read_text())]
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(s3: Any, s3_url: str, operator: bool = True) -> AsyncIterator[Cluster]:
+    emu = ClusterEmulator()
+    emu.setup(load_crds())
+    async with emu, kmock.Server(emu) as server:
+        cluster = Cluster(emu, server, s3, s3_url)
+        if operator:
+            await cluster.start_operator()
+        try:
+            yield cluster
+        finally:
+            await cluster.kill_operator()
