@@ -31,6 +31,8 @@ ASSETS_ENV = "SPACEPORT_VIEWER_ASSETS"
 PACKAGE = "@playcanvas/supersplat-viewer"
 ASSET_FILES = ("index.js", "index.css")
 PAGE_FILES = ("index.html", "settings.json", "metrics.json", *ASSET_FILES)
+REPO_ASSETS = Path(__file__).resolve().parents[3] / "node_modules" / PACKAGE / "public"
+"""Where `npm ci` in a source checkout puts the viewer."""
 
 
 class ViewerAssetsNotFound(FileNotFoundError):
@@ -39,9 +41,7 @@ class ViewerAssetsNotFound(FileNotFoundError):
 
 def find_assets(explicit: str | Path | None = None) -> Path:
     """The folder with the viewer's built files: $SPACEPORT_VIEWER_ASSETS, else node_modules near us."""
-    repo = Path(__file__).resolve().parents[3]
-    candidates = [explicit, os.environ.get(ASSETS_ENV)]
-    candidates += [base / "node_modules" / PACKAGE / "public" for base in (repo, Path.cwd())]
+    candidates = [explicit, os.environ.get(ASSETS_ENV), REPO_ASSETS, Path.cwd() / "node_modules" / PACKAGE / "public"]
     for c in candidates:
         if c and all((Path(c) / f).is_file() for f in ASSET_FILES):
             return Path(c)
