@@ -11,7 +11,7 @@ from rich.table import Table
 
 from spaceport.api import STAGES
 from spaceport.contract import ProgressRecord, StageResult
-from spaceport.local import LocalRun, run_metrics, run_pipeline
+from spaceport.local import LocalRun, prepare_run, run_metrics, run_pipeline
 
 STAGE_WEIGHTS = {"sfm": 0.25, "train": 0.6, "compress": 0.15}
 """Share of the whole run each stage takes, roughly, for the overall bar."""
@@ -59,6 +59,7 @@ def run_with_progress(photos: str | Path, out: str | Path, config: dict[str, Any
     console = console or Console(stderr=True)
     columns = (TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[message]}"))
+    photo_store, prepared = prepare_run(photos, out, config, preset)  # bad input fails before any bar is drawn
     with Progress(*columns, console=console, transient=False) as bars:
         overall = bars.add_task("overall", total=1.0, message="")
         tasks: dict[str, TaskID] = {s: bars.add_task(s, total=1.0, message="waiting", start=False) for s in STAGES}
@@ -85,7 +86,7 @@ def run_with_progress(photos: str | Path, out: str | Path, config: dict[str, Any
             bars.update(tasks[stage], completed=1.0, message=message)
             bars.update(overall, completed=overall_at(stage, 1.0))
 
-        run = run_pipeline(photos, out, config, preset=preset, listener=on_progress, on_stage_start=on_start,
+        run = run_pipeline(photo_store, prepared, listener=on_progress, on_stage_start=on_start,
                            on_stage_done=on_done)
         bars.update(overall, completed=1.0, message="done")
     console.print(summary_table(run))

@@ -84,14 +84,21 @@ def open_run(out: Store, options: dict[str, dict[str, Any]]) -> LocalRun:
 StageListener = Callable[[str, ProgressRecord], None]
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
 def check_photos(photos: str | Path) -> Store:
-    """The photo store; a local folder must exist (S3 prefixes are checked by the sfm stage)."""
+    """The photo store; a local folder must exist and hold images (S3 prefixes are checked by the sfm stage)."""
     store = open_store(photos)
     path = store.local_path()
-    if path is not None and not path.exists():
+    if path is None:
+        return store
+    if not path.exists():
         raise BadInputError(f"photos folder {path} does not exist")
-    if path is not None and not path.is_dir():
+    if not path.is_dir():
         raise BadInputError(f"photos {path} is not a folder")
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):
+        raise BadInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in photos folder {path}")
     return store
 
 
@@ -111,9 +118,18 @@ def check_output(out: str | Path) -> Store:
     return store
 
 
+def prepare_run(photos: str | Path, out: str | Path, config: dict[str, Any] | None = None,
+                preset: str | None = None) -> tuple[Store, LocalRun]:
+    """Check everything a run needs before any work: options, photos, output folder; open the run folder."""
+    options = resolve_options(config, preset)
+    photo_store = check_photos(photos)
+    run = open_run(check_output(out), options)
+    return photo_store, run
+
+
 def run_pipeline(
-    photos: str | Path,
-    out: str | Path,
+    photos: str | Path | Store,
+    out: str | Path | LocalRun,
     config: dict[str, Any] | None = None,
     *,
     preset: str | None = None,
@@ -121,11 +137,14 @@ def run_pipeline(
     on_stage_start: Callable[[str], None] | None = None,
     on_stage_done: Callable[[str, StageResult], None] | None = None,
 ) -> LocalRun:
-    """Run sfm → train → compress for ``photos`` into ``out``; returns the run with every result."""
-    options = resolve_options(config, preset)
-    previous = check_photos(photos)
-    out_store = check_output(out)
-    run = open_run(out_store, options)
+    """Run sfm → train → compress for ``photos`` into ``out``; returns the run with every result.
+
+    ``photos`` and ``out`` may also be what :func:`prepare_run` returned.
+    """
+    if isinstance(out, LocalRun) and isinstance(photos, Store):
+        previous, run = photos, out
+    else:
+        previous, run = prepare_run(photos, out, config, preset)  # type: ignore[arg-type]
     for stage in STAGES:
         stage_out = run.stage_store(stage)
         if read_result(stage_out) is not None:
