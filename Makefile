@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
+# setup also installs headless Chromium for the viewer's browser tests (Debian's package; CI runs as root on Debian).
 setup: $(STAMP)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		else echo "note: no /usr/bin/chromium; install it (Debian: apt-get install chromium) for the viewer tests"; fi; \
+	fi
 
 demo: setup
 	$(BIN)/spaceport demo --out demo-out
