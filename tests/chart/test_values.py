@@ -62,7 +62,8 @@ def test_cluster_wide_rbac_is_one_cluster_role_with_least_privilege() -> None:
     rules = _rules(only(docs, "ClusterRole"))
     assert rules[("", "secrets")] == {"get"}, "credentials are read by name; never list or watch Secrets"
     assert rules[("batch", "jobs")] == {"get", "list", "watch", "create", "patch", "delete"}
-    assert rules[("spaceport.dev", "reconstructions/status")] == {"get", "patch"}
+    assert rules[("spaceport.dev", "reconstructions/status")] == {"patch"}
+    assert rules[("", "pods")] == {"list"} and rules[("", "events")] == {"create"}
     assert rules[("kopf.dev", "clusterkopfpeerings")] == {"get", "list", "watch", "patch"}
     assert "update" not in rules[("spaceport.dev", "reconstructions")]
     assert not any("*" in verbs or "*" in res for (_, res), verbs in rules.items())
