@@ -215,6 +215,15 @@ class LocalStore(Store):
             os.replace(self.tmp, self.path)
 
 
+def content_type(key: str) -> str:
+    """The Content-Type S3 serves an object with: a bucket served as a website shows the viewer page."""
+    import mimetypes
+
+    if key.endswith(".js"):
+        return "text/javascript"
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
 def s3_client() -> Any:
     """A boto3 S3 client configured from the standard AWS environment."""
     import boto3
@@ -284,7 +293,9 @@ class S3Store(Store):
             raise self._wrap(e, key) from e
 
     def write_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
-        extra = {} if overwrite else {"IfNoneMatch": "*"}
+        extra = {"ContentType": content_type(key)}
+        if not overwrite:
+            extra["IfNoneMatch"] = "*"
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
         except Exception as e:
@@ -313,7 +324,8 @@ class S3Store(Store):
         callback = _ByteCounter(total, progress) if progress else None
         try:
             # Multipart uploads become visible only when completed: atomic for readers.
-            self.client.upload_file(str(local), self.bucket, self._key(key), Callback=callback)
+            self.client.upload_file(str(local), self.bucket, self._key(key), Callback=callback,
+                                    ExtraArgs={"ContentType": content_type(key)})
         except Exception as e:
             raise self._wrap(e, key) from e
 

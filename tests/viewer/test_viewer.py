@@ -157,3 +157,23 @@ def test_chromium_matches_our_own_render_from_the_same_camera(viewer_dir: Path, 
     # Measured: ~30 dB (the engine's 8-bit, SOG-quantised colours and its own splat footprint).
     assert psnr > 25, f"viewer vs our render: {psnr:.1f} dB (blank page: {blank:.1f}, mirrored: {mirrored:.1f})"
     assert psnr > mirrored + 8
+
+
+def test_viewer_in_s3_is_served_with_web_content_types(scene_files: dict[str, Path], train_output: LocalStore) -> None:
+    """A bucket served as a static website hands out objects with their stored Content-Type."""
+    import boto3
+
+    from spaceport.storage import S3Store
+    from tests.s3 import moto_s3, s3_environment
+
+    with moto_s3() as endpoint, s3_environment(endpoint):
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket="site")
+        store = S3Store("s3://site/recon/runs/1/compress")
+        store.upload_file(scene_files["sog"], "scene.sog")
+        assert write_viewer(store, source=train_output) == {"viewer": "s3://site/recon/runs/1/compress/index.html"}
+        types = {k: client.head_object(Bucket="site", Key=f"recon/runs/1/compress/{k}")["ContentType"]
+                 for k in ("index.html", "index.js", "index.css", "settings.json", "metrics.json", "georef.json")}
+    assert types == {"index.html": "text/html", "index.js": "text/javascript", "index.css": "text/css",
+                     "settings.json": "application/json", "metrics.json": "application/json",
+                     "georef.json": "application/json"}

@@ -1,0 +1,94 @@
+"""`spaceport run` end to end on a tiny synthetic flight: the summary, the viewer, resuming, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spaceport.cli import EXIT_INTERRUPTED, EXIT_OK
+
+SPACEPORT = [sys.executable, "-m", "spaceport.cli"]
+TINY = {"sfm": {"maxImageSize": 240}, "train": {"iterations": 150, "maxGaussians": 20_000, "shDegree": 1},
+        "compress": {"shBands": 1}}
+"""Settings for a pipeline that finishes in well under a minute; quality is not what is tested here."""
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from spaceport.synthetic import generate_flight
+
+    out = tmp_path_factory.mktemp("flight") / "photos"
+    generate_flight(out, n_images=12, width=240, height=180, seed=3)
+    return out
+
+
+def config_file(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Half-written files: the atomic writers' temporaries."""
+    return [p for p in folder.rglob("*") if p.name.endswith(".part")]
+
+
+@pytest.mark.slow
+def test_run_then_resume_skips_finished_stages(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = [*SPACEPORT, "run", str(photos), "--out", str(out), "--preset", "draft",
+            "--config", str(config_file(tmp_path, TINY))]
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=170)
+    assert first.returncode == EXIT_OK, first.stderr[-3000:]
+    compress = out / "runs" / "1" / "compress"
+    for name in ("scene.sog", "index.html", "settings.json", "metrics.json", "index.js", "result.json"):
+        assert (compress / name).is_file(), name
+    summary = first.stdout + first.stderr
+    for row in ("Registered images", "Gaussians", "SOG size", "Compression ratio", "sfm time", "Viewer"):
+        assert row in summary, row
+    results = {s: (out / "runs" / "1" / s / "result.json").read_text() for s in ("sfm", "train", "compress")}
+    metrics = json.loads((compress / "metrics.json").read_text())["metrics"]
+    assert metrics.get("registeredImages") and metrics.get("gaussians")
+
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert again.returncode == EXIT_OK, again.stderr[-3000:]
+    assert "done earlier" in again.stdout + again.stderr
+    assert {s: (out / "runs" / "1" / s / "result.json").read_text() for s in results} == results
+    assert not (out / "runs" / "2").exists()
+    assert leftovers(out) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_whole_files_and_the_run_resumable(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*SPACEPORT, "run", str(photos), "--out", str(out), "--preset", "draft",
+                             "--config", str(config_file(tmp_path, TINY))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    interrupted = None
+    deadline = time.monotonic() + 120
+    while interrupted is None and time.monotonic() < deadline and proc.poll() is None:
+        for stage in ("sfm", "train", "compress"):
+            folder = out / "runs" / "1" / stage
+            progress = folder / "progress.json"
+            if progress.is_file() and not (folder / "result.json").exists():
+                try:
+                    fraction = json.loads(progress.read_text())["fraction"]
+                except ValueError:
+                    continue
+                if 0 < fraction < 0.9:
+                    interrupted = stage
+                    break
+        time.sleep(0.05)
+    assert interrupted, f"no stage was seen running; exit {proc.poll()}"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_INTERRUPTED, err[-2000:]
+    assert "run the same command to resume" in err.strip().splitlines()[-1]
+    assert not (out / "runs" / "1" / interrupted / "result.json").exists()
+    assert leftovers(out) == []
