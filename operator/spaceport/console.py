@@ -57,8 +57,9 @@ def _format(value: Any, kind: str, metrics: dict[str, Any]) -> str:
 def run_with_progress(photos: str | Path, out: str | Path, config: dict[str, Any] | None,
                       console: Console | None = None, *, preset: str | None = None) -> LocalRun:
     console = console or Console(stderr=True)
-    columns = (TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[message]}"))
+    columns = (TextColumn("{task.description:<8}"), BarColumn(bar_width=24), TextColumn("{task.percentage:>3.0f}%"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(compact=True),
+               TextColumn("{task.fields[message]}"))
     photo_store, prepared = prepare_run(photos, out, config, preset)  # bad input fails before any bar is drawn
     with Progress(*columns, console=console, transient=False) as bars:
         overall = bars.add_task("overall", total=1.0, message="")

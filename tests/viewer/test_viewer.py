@@ -177,3 +177,17 @@ def test_viewer_in_s3_is_served_with_web_content_types(scene_files: dict[str, Pa
     assert types == {"index.html": "text/html", "index.js": "text/javascript", "index.css": "text/css",
                      "settings.json": "application/json", "metrics.json": "application/json",
                      "georef.json": "application/json"}
+
+
+@needs_chromium
+def test_a_missing_scene_is_reported_on_the_page(viewer_dir: Path) -> None:
+    server, url = serve_in_thread(viewer_dir)
+    try:
+        with Chromium(WIDTH, HEIGHT) as browser:
+            browser.open(f"{url}?content=./missing.sog")
+            browser.wait_for("!document.getElementById('spaceport-error').hidden", timeout=30)
+            text = browser.evaluate("document.getElementById('spaceport-error').textContent")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert text == "Cannot load the scene ./missing.sog: HTTP 404"

@@ -31,6 +31,10 @@ _TEMPLATE = """<!doctype html>
     background: rgba(20, 20, 24, 0.72); border-radius: 6px; padding: 6px 10px;
   }
   #spaceport-metrics summary { cursor: pointer; font-weight: 600; }
+  #spaceport-error {
+    position: absolute; top: 40%; left: 50%; transform: translate(-50%, -50%); z-index: 101; max-width: 60ch;
+    font: 14px/1.5 system-ui, sans-serif; color: #fff; background: #7a1f1f; border-radius: 6px; padding: 10px 14px;
+  }
   #spaceport-metrics table { border-collapse: collapse; margin-top: 4px; }
   #spaceport-metrics td { padding: 1px 6px 1px 0; vertical-align: top; }
   #spaceport-metrics td:last-child { text-align: right; font-variant-numeric: tabular-nums; }
@@ -39,6 +43,7 @@ _TEMPLATE = """<!doctype html>
 </head>
 <body>
 <div id="viewer"></div>
+<div id="spaceport-error" hidden></div>
 <aside id="spaceport-metrics" hidden><details open><summary>__TITLE__</summary><table></table></details></aside>
 <script type="module">
 import { createViewer } from './index.js';
@@ -90,12 +95,26 @@ async function showMetrics() {
   document.getElementById('spaceport-metrics').hidden = false;
 }
 
+const showError = (text) => {
+  const box = document.getElementById('spaceport-error');
+  box.textContent = text;
+  box.hidden = false;
+};
+if (location.protocol === 'file:') {
+  showError('Browsers do not load this page from a file: serve the folder, e.g. `spaceport view DIR`.');
+}
+const contents = fetch(contentUrl);
+contents.then(
+  (r) => { if (!r.ok) showError(`Cannot load the scene ${contentUrl}: HTTP ${r.status}`); },
+  (e) => showError(`Cannot load the scene ${contentUrl}: ${e}`),
+);
+
 showMetrics();
 window.spaceportViewer = await createViewer({
   container: document.getElementById('viewer'),
   settings: fetch(settingsUrl).then((r) => r.json()),
   contentUrl,
-  contents: fetch(contentUrl),
+  contents,
   ui: !flag('noui'),
   noanim: flag('noanim'),
   nofx: flag('nofx'),
