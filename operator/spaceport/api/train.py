@@ -15,6 +15,36 @@ class TrainOptions(ApiModel):
     iterations: int = Field(default=7000, ge=1, le=1_000_000, description="Optimisation steps.")
     max_gaussians: int = Field(default=1_000_000, ge=1000, description="Cap on the number of Gaussians.")
     sh_degree: int = Field(default=3, ge=0, le=3, description="Spherical-harmonics degree of colour.")
+    sh_degree_interval: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Steps between raising the SH degree by one, up to shDegree."
+    )
     checkpoint_every: int = Field(default=1000, ge=1, description="Steps between checkpoints.")
     holdout_every: int = Field(default=8, ge=0, description="Every Nth image is held out (0: none).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    downscale: float = Field(
+        default=1.0, ge=1.0, le=32.0, description="Divide image width and height by this factor before training."
+    )
+    strategy: Literal["default", "mcmc"] = Field(
+        default="default",
+        description="Densification: gsplat's default (clone/split/prune) or MCMC (CUDA only; CPU uses default).",
+    )
+    densify_from: int = Field(default=500, ge=0, description="Step at which densification starts.")
+    densify_until: int | None = Field(
+        default=None, ge=0, description="Step at which densification stops; default: half of iterations."
+    )
+    densify_every: int = Field(default=100, ge=1, le=100_000, description="Steps between densification passes.")
+    densify_grad_threshold: float = Field(
+        default=0.0002, gt=0, le=1.0, description="Mean screen-space gradient (NDC units) above which a Gaussian grows."
+    )
+    opacity_reset_every: int = Field(default=3000, ge=1, description="Steps between opacity resets.")
+    ssim_weight: float = Field(
+        default=0.2, ge=0, le=1, description="Weight of (1 - SSIM) in the loss; L1 gets the rest."
+    )
+    position_lr: float = Field(
+        default=1.6e-4, gt=0, le=1.0,
+        description="Initial learning rate of positions, in scene radii per step (decays 100x over the run).",
+    )
+    eval_every: int = Field(
+        default=0, ge=0, description="Steps between held-out evaluations in progress messages (0: only at the end)."
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Random seed (view order, densification).")

@@ -1,12 +1,20 @@
-"""Training stage (minimal until the 3DGS trainer lands): check the SfM output is there."""
+"""Training stage: 3D Gaussian Splatting from the SfM output (gsplat on CUDA, compiled kernels on CPU).
+
+Modules: ``stage`` (run_train: the stage contract), ``loop`` (the trainer), ``rasterize`` (one interface,
+two back ends), ``rasterizer_cpu`` (numba kernels), ``reference`` (pure-torch compositor for tests and
+benchmarks), ``render`` (Camera, cameras.json, render), ``data``, ``checkpoint``, ``metrics``.
+"""
 
 from __future__ import annotations
 
-from spaceport.contract import BadInputError, StageContext, StageOutput
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spaceport.contract import StageContext, StageOutput
 
 
 def run_train(ctx: StageContext) -> StageOutput:
-    files = ctx.input.list()
-    if not files:
-        raise BadInputError(f"no SfM output under {ctx.input.uri}")
-    return StageOutput(metrics={"inputFiles": len(files)})
+    # imported here so that `spaceport` commands that never train do not pay for importing torch
+    from spaceport.stages.train.stage import run_train as run
+
+    return run(ctx)

@@ -146,7 +146,7 @@ def rasterize_cpu(
     offsets, flat_ids = kernels.bin_tiles(_np(means2d), radii.numpy(), _np(depths), width, height)
     image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, offsets, flat_ids, width, height)
     info = {"means2d": means2d_b, "radii": radii[None], "depths": depths[None], "width": width, "height": height,
-            "n_cameras": 1, "isect_count": len(flat_ids)}
+            "n_cameras": 1, "gaussian_ids": None, "isect_count": len(flat_ids)}
     return image, alpha, info
 
 

@@ -76,6 +76,33 @@ def bin_tiles(
     return offsets, flat_ids
 
 
+@njit(cache=True)
+def gather_tile(
+    means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray, opacities: np.ndarray, flat_ids: np.ndarray,
+    start: int, end: int,
+) -> np.ndarray:
+    """Pack one tile's Gaussians contiguously (front to back): x, y, a, b, c, opacity, r, g, b, skip.
+
+    ``skip`` is ``log(255 * opacity)``: ``alpha < 1/255`` exactly when ``sigma > skip``, which lets the
+    inner loop reject most pairs without evaluating ``exp``.
+    """
+    out = np.empty((end - start, 10), opacities.dtype)
+    for k in range(start, end):
+        g = flat_ids[k]
+        row = out[k - start]
+        row[0] = means2d[g, 0]
+        row[1] = means2d[g, 1]
+        row[2] = conics[g, 0]
+        row[3] = conics[g, 1]
+        row[4] = conics[g, 2]
+        row[5] = opacities[g]
+        row[6] = colors[g, 0]
+        row[7] = colors[g, 1]
+        row[8] = colors[g, 2]
+        row[9] = np.log(opacities[g] / opacities.dtype.type(ALPHA_MIN)) if opacities[g] > 0 else -np.inf
+    return out
+
+
 @njit(parallel=True, cache=True)
 def composite_forward(
     means2d: np.ndarray,
@@ -103,6 +130,8 @@ def composite_forward(
         end = offsets[t + 1]
         ty = t // tiles_x
         tx = t - ty * tiles_x
+        p = gather_tile(means2d, conics, colors, opacities, flat_ids, start, end)
+        n = end - start
         for py in range(ty * TILE, min(ty * TILE + TILE, height)):
             for px in range(tx * TILE, min(tx * TILE + TILE, width)):
                 fx = px + half
@@ -111,31 +140,30 @@ def composite_forward(
                 r = opacities.dtype.type(0.0)
                 g = r
                 b = r
-                stop = start
-                for k in range(start, end):
-                    gid = flat_ids[k]
-                    dx = fx - means2d[gid, 0]
-                    dy = fy - means2d[gid, 1]
-                    sigma = half * (conics[gid, 0] * dx * dx + conics[gid, 2] * dy * dy) + conics[gid, 1] * dx * dy
-                    if sigma < 0:
+                stop = 0
+                for k in range(n):
+                    dx = fx - p[k, 0]
+                    dy = fy - p[k, 1]
+                    sigma = half * (p[k, 2] * dx * dx + p[k, 4] * dy * dy) + p[k, 3] * dx * dy
+                    if sigma < 0 or sigma > p[k, 9]:
                         continue
-                    a = min(amax, opacities[gid] * np.exp(-sigma))
+                    a = min(amax, p[k, 5] * np.exp(-sigma))
                     if a < amin:
                         continue
                     next_t = trans * (one - a)
                     if next_t <= tmin:
                         break
                     w = a * trans
-                    r += w * colors[gid, 0]
-                    g += w * colors[gid, 1]
-                    b += w * colors[gid, 2]
+                    r += w * p[k, 6]
+                    g += w * p[k, 7]
+                    b += w * p[k, 8]
                     trans = next_t
                     stop = k + 1
                 image[py, px, 0] = r
                 image[py, px, 1] = g
                 image[py, px, 2] = b
                 alpha[py, px] = one - trans
-                last[py, px] = stop
+                last[py, px] = start + stop
 
 
 @njit(parallel=True, cache=True)
@@ -165,6 +193,7 @@ def composite_backward(
         start = offsets[t]
         ty = t // tiles_x
         tx = t - ty * tiles_x
+        p = gather_tile(means2d, conics, colors, opacities, flat_ids, start, offsets[t + 1])
         for py in range(ty * TILE, min(ty * TILE + TILE, height)):
             for px in range(tx * TILE, min(tx * TILE + TILE, width)):
                 fx = px + half
@@ -179,43 +208,43 @@ def composite_backward(
                 br = opacities.dtype.type(0.0)
                 bg = br
                 bb = br
-                for k in range(last[py, px] - 1, start - 1, -1):
-                    gid = flat_ids[k]
-                    dx = fx - means2d[gid, 0]
-                    dy = fy - means2d[gid, 1]
-                    ca = conics[gid, 0]
-                    cb = conics[gid, 1]
-                    cc = conics[gid, 2]
+                for k in range(last[py, px] - 1 - start, -1, -1):
+                    dx = fx - p[k, 0]
+                    dy = fy - p[k, 1]
+                    ca = p[k, 2]
+                    cb = p[k, 3]
+                    cc = p[k, 4]
                     sigma = half * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-                    if sigma < 0:
+                    if sigma < 0 or sigma > p[k, 9]:
                         continue
                     vis = np.exp(-sigma)
-                    op = opacities[gid]
+                    op = p[k, 5]
                     a = min(amax, op * vis)
                     if a < amin:
                         continue
                     inv = one / (one - a)
                     trans = trans * inv
                     w = a * trans
-                    cr = colors[gid, 0]
-                    cg = colors[gid, 1]
-                    cbl = colors[gid, 2]
-                    rows[k, 5] += w * vr
-                    rows[k, 6] += w * vg
-                    rows[k, 7] += w * vb
+                    cr = p[k, 6]
+                    cg = p[k, 7]
+                    cbl = p[k, 8]
+                    row = start + k
+                    rows[row, 5] += w * vr
+                    rows[row, 6] += w * vg
+                    rows[row, 7] += w * vb
                     v_a = (cr * trans - br * inv) * vr + (cg * trans - bg * inv) * vg + (cbl * trans - bb * inv) * vb
                     v_a += t_final * inv * va_out
                     br += w * cr
                     bg += w * cg
                     bb += w * cbl
                     if op * vis <= amax:
-                        rows[k, 8] += vis * v_a
+                        rows[row, 8] += vis * v_a
                         v_sigma = -op * vis * v_a
-                        rows[k, 0] += -(ca * dx + cb * dy) * v_sigma
-                        rows[k, 1] += -(cb * dx + cc * dy) * v_sigma
-                        rows[k, 2] += half * dx * dx * v_sigma
-                        rows[k, 3] += dx * dy * v_sigma
-                        rows[k, 4] += half * dy * dy * v_sigma
+                        rows[row, 0] += -(ca * dx + cb * dy) * v_sigma
+                        rows[row, 1] += -(cb * dx + cc * dy) * v_sigma
+                        rows[row, 2] += half * dx * dx * v_sigma
+                        rows[row, 3] += dx * dy * v_sigma
+                        rows[row, 4] += half * dy * dy * v_sigma
 
 
 @njit(cache=True)

@@ -1,0 +1,102 @@
+"""Loading the SfM stage's output: the COLMAP model in ``sparse/`` and the images in ``images/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spaceport.contract import BadInputError
+from spaceport.stages.train.render import Camera
+from spaceport.storage import Store
+
+MODEL_FILES = ("cameras.bin", "images.bin", "points3D.bin")
+PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE")
+
+
+@dataclass
+class View:
+    camera: Camera
+    image: torch.Tensor  # [H, W, 3] uint8; converted per step to keep memory at a quarter
+
+
+@dataclass
+class Dataset:
+    views: list[View]
+    points: np.ndarray  # [P, 3] float64
+    colors: np.ndarray  # [P, 3] float32, 0..1
+    georef: bytes | None
+
+    @property
+    def train(self) -> list[View]:
+        return [v for v in self.views if not v.camera.held_out]
+
+    @property
+    def held_out(self) -> list[View]:
+        return [v for v in self.views if v.camera.held_out]
+
+
+def local_input(store: Store, scratch: Path) -> Path:
+    """The input folder on disk: the store itself when local, else a download of what training reads."""
+    root = store.local_path()
+    if root is not None:
+        return root
+    target = scratch / "input"
+    for key in ("sparse", "images"):
+        store.download_dir(key, target / key)
+    if store.exists("georef.json"):
+        store.download_file("georef.json", target / "georef.json")
+    return target
+
+
+def load_dataset(store: Store, scratch: Path, *, holdout_every: int, downscale: float) -> Dataset:
+    import pycolmap
+    from PIL import Image
+
+    root = local_input(store, scratch)
+    for name in MODEL_FILES:
+        path = root / "sparse" / name
+        if not path.is_file() or path.stat().st_size == 0:
+            raise BadInputError(f"SfM model file {store.uri_of('sparse/' + name)} is missing or empty")
+    try:
+        rec = pycolmap.Reconstruction(str(root / "sparse"))
+    except Exception as e:
+        raise BadInputError(f"{store.uri_of('sparse')}: not a readable COLMAP model ({e})") from e
+    images = sorted((im for im in rec.images.values() if im.has_pose), key=lambda im: im.name)
+    if not images:
+        raise BadInputError(f"{store.uri_of('sparse/images.bin')}: no registered images")
+    if rec.num_points3D() == 0:
+        raise BadInputError(f"{store.uri_of('sparse/points3D.bin')}: no 3D points to start from")
+    # With one or two images, holding one out would leave too little to train on.
+    hold = holdout_every if holdout_every > 0 and len(images) >= 3 else 0
+    views = []
+    for i, im in enumerate(images):
+        cam = im.camera
+        if cam.model.name not in PINHOLE_MODELS:
+            raise BadInputError(f"{store.uri_of('sparse/cameras.bin')}: camera {cam.camera_id} is {cam.model.name}; "
+                                "training needs undistorted PINHOLE cameras")
+        path = root / "images" / im.name
+        if not path.is_file():
+            raise BadInputError(f"image {store.uri_of('images/' + im.name)} named in the SfM model is missing")
+        world_to_camera = np.vstack([np.asarray(im.cam_from_world().matrix(), np.float64), [0, 0, 0, 1]])
+        camera = Camera(im.name, cam.width, cam.height, float(cam.focal_length_x), float(cam.focal_length_y),
+                        float(cam.principal_point_x), float(cam.principal_point_y), world_to_camera,
+                        held_out=hold > 0 and i % hold == 0)
+        if downscale > 1:
+            camera = camera.scaled(1 / downscale)
+        try:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")
+                if rgb.size != (camera.width, camera.height):
+                    rgb = rgb.resize((camera.width, camera.height), Image.Resampling.LANCZOS)
+                pixels = torch.from_numpy(np.asarray(rgb, np.uint8).copy())
+        except OSError as e:
+            raise BadInputError(f"image {store.uri_of('images/' + im.name)} cannot be read ({e})") from e
+        views.append(View(camera, pixels))
+    pts = rec.points3D.values()
+    points = np.array([p.xyz for p in pts], np.float64).reshape(-1, 3)
+    colors = np.array([p.color for p in pts], np.float32).reshape(-1, 3) / 255.0
+    georef = (root / "georef.json").read_bytes() if (root / "georef.json").is_file() else None
+    return Dataset(views, points, colors, georef)

@@ -1,0 +1,216 @@
+"""The training loop: one code path for both devices; only the rasterizer differs (see rasterize.py)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gsplat.strategy import DefaultStrategy
+from gsplat.strategy.ops import remove
+
+from spaceport.api import TrainOptions
+from spaceport.splats import GaussianScene
+from spaceport.stages.train.data import Dataset, View
+from spaceport.stages.train.metrics import psnr, ssim
+from spaceport.stages.train.rasterize import SH_C0, rasterize
+from spaceport.stages.train.render import camera_tensors
+
+PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class CappedStrategy(DefaultStrategy):
+    """gsplat's DefaultStrategy that stops growing at a Gaussian cap."""
+
+    cap: int = 1_000_000
+
+    def _grow_gs(self, params: Any, optimizers: Any, state: Any, step: int) -> tuple[int, int]:
+        if len(params["means"]) >= self.cap:
+            return 0, 0
+        return super()._grow_gs(params, optimizers, state, step)
+
+
+def init_params(data: Dataset, options: TrainOptions, extent: float, device: str) -> dict[str, torch.nn.Parameter]:
+    """Gaussians at the SfM points: isotropic, sized by the distance to their nearest neighbours."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(options.seed)
+    pts, cols = data.points, data.colors
+    if len(pts) > options.max_gaussians:
+        keep = np.sort(rng.choice(len(pts), options.max_gaussians, replace=False))
+        pts, cols = pts[keep], cols[keep]
+    k = min(4, len(pts))
+    dist, _ = cKDTree(pts).query(pts, k=k)
+    mean_dist = np.sqrt((dist[:, 1:] ** 2).mean(1)) if k > 1 else np.full(len(pts), 0.01 * extent)
+    mean_dist = np.clip(mean_dist, 1e-4 * extent, 0.1 * extent)
+    n = len(pts)
+    sh_rest = (options.sh_degree + 1) ** 2 - 1
+    values = {
+        "means": torch.tensor(pts, dtype=torch.float32),
+        "scales": torch.tensor(np.log(mean_dist), dtype=torch.float32)[:, None].repeat(1, 3),
+        "quats": torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
+        "opacities": torch.full((n,), math.log(0.1 / 0.9)),
+        "sh0": torch.tensor((cols - 0.5) / SH_C0, dtype=torch.float32)[:, None, :],
+        "shN": torch.zeros(n, sh_rest, 3),
+    }
+    return {k: torch.nn.Parameter(v.to(device)) for k, v in values.items()}
+
+
+def scene_of(params: dict[str, torch.Tensor]) -> GaussianScene:
+    def a(name: str) -> np.ndarray:
+        return params[name].detach().float().cpu().numpy().copy()
+
+    return GaussianScene(a("means"), a("scales"), a("quats"), a("opacities"), a("sh0")[:, 0, :], a("shN"))
+
+
+class Trainer:
+    """Holds every piece of training state; ``state_dict``/``load_state_dict`` cover all of it, so a
+    resumed run continues bit for bit (the compiled compositor sums gradients in a fixed order)."""
+
+    def __init__(self, data: Dataset, options: TrainOptions, device: str, extent: float) -> None:
+        self.data, self.options, self.device, self.extent = data, options, device, extent
+        self.train_views = data.train or data.views
+        self.eval_views = data.held_out
+        self.step = 0
+        self.params = init_params(data, options, extent, device)
+        until = options.densify_until if options.densify_until is not None else options.iterations // 2
+        self.strategy = self._make_strategy(until)
+        self.strategy.check_sanity(self.params, self._make_optimizers())
+        self.strategy_state = self.strategy.initialize_state(scene_scale=extent)
+        self.loss = float("nan")
+        self.last_psnr = float("nan")
+
+    def _make_strategy(self, until: int) -> Any:
+        o = self.options
+        if o.strategy == "mcmc" and self.device.startswith("cuda"):
+            from gsplat.strategy import MCMCStrategy
+
+            return MCMCStrategy(cap_max=o.max_gaussians, refine_start_iter=o.densify_from, refine_stop_iter=until,
+                                refine_every=o.densify_every)
+        return CappedStrategy(cap=o.max_gaussians, refine_start_iter=o.densify_from, refine_stop_iter=until,
+                              refine_every=o.densify_every, reset_every=o.opacity_reset_every,
+                              grow_grad2d=o.densify_grad_threshold)
+
+    def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        lrs = {"means": self.options.position_lr * self.extent, "scales": 5e-3, "quats": 1e-3, "opacities": 5e-2,
+               "sh0": 2.5e-3, "shN": 2.5e-3 / 20}
+        # fused Adam is ~7x faster than the default on CPU at 50k Gaussians
+        self.optimizers = {k: torch.optim.Adam([{"params": self.params[k], "lr": lr, "name": k}], eps=1e-15,
+                                               fused=True) for k, lr in lrs.items()}
+        return self.optimizers
+
+    # --- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "strategy": {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in self.strategy_state.items()},
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if self.device.startswith("cuda") else torch.empty(0),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.params = {k: torch.nn.Parameter(v.to(self.device)) for k, v in state["params"].items()}
+        self._make_optimizers()
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.strategy_state = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                               for k, v in state["strategy"].items()}
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.startswith("cuda") and len(state["cuda_rng"]):
+            torch.cuda.set_rng_state(state["cuda_rng"])
+
+    # --- one step ------------------------------------------------------------------------------
+    def sh_degree_now(self) -> int:
+        return min(self.options.sh_degree, self.step // self.options.sh_degree_interval)
+
+    def view_for(self, step: int) -> View:
+        n = len(self.train_views)
+        epoch, pos = divmod(step, n)
+        order = np.random.default_rng([self.options.seed, epoch]).permutation(n)
+        return self.train_views[order[pos]]
+
+    def render(self, view: View, sh_degree: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        p = self.params
+        viewmat, K = camera_tensors(view.camera, self.device)
+        sh = torch.cat([p["sh0"], p["shN"]], 1)
+        image, _, info = rasterize(p["means"], p["quats"], torch.exp(p["scales"]), torch.sigmoid(p["opacities"]), sh,
+                                   viewmat, K, view.camera.width, view.camera.height,
+                                   self.sh_degree_now() if sh_degree is None else sh_degree)
+        return image, info
+
+    def target(self, view: View) -> torch.Tensor:
+        return view.image.to(self.device).float() / 255.0
+
+    def train_step(self) -> float:
+        o = self.options
+        view = self.view_for(self.step)
+        gamma = 0.01 ** (min(self.step, o.iterations) / o.iterations)
+        self.optimizers["means"].param_groups[0]["lr"] = o.position_lr * self.extent * gamma
+        image, info = self.render(view)
+        self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.step, info)
+        gt = self.target(view)
+        loss = (1 - o.ssim_weight) * (image - gt).abs().mean() + o.ssim_weight * (1 - ssim(image, gt))
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss is {float(loss)} at step {self.step}")
+        loss.backward()
+        for opt in self.optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if isinstance(self.strategy, CappedStrategy):
+            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, info,
+                                             packed=False)
+            self._enforce_cap()
+        else:
+            lr = self.optimizers["means"].param_groups[0]["lr"]
+            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, info, lr=lr)
+        self.step += 1
+        self.loss = float(loss.detach())
+        self.last_psnr = psnr(image.detach(), gt)
+        return self.loss
+
+    def _enforce_cap(self) -> None:
+        extra = len(self.params["means"]) - self.options.max_gaussians
+        if extra > 0:
+            weakest = torch.argsort(self.params["opacities"].detach())[:extra]
+            mask = torch.zeros(len(self.params["means"]), dtype=torch.bool, device=self.params["means"].device)
+            mask[weakest] = True
+            remove(self.params, self.optimizers, self.strategy_state, mask)
+
+    @torch.no_grad()
+    def evaluate(self, views: list[View] | None = None) -> tuple[float, float]:
+        """Mean PSNR and SSIM over held-out views (training views when none are held out)."""
+        views = views or self.eval_views or self.train_views
+        scores = []
+        for view in views:
+            image, _ = self.render(view)
+            gt = self.target(view)
+            scores.append((psnr(image, gt), float(ssim(image.clamp(0, 1), gt))))
+        return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+    def scene(self) -> GaussianScene:
+        return scene_of(self.params)
+
+
+def train(trainer: Trainer, *, until: int, on_step: Callable[[Trainer], bool]) -> None:
+    """Step until ``until``; ``on_step`` runs after every step and returns False to stop early."""
+    while trainer.step < until:
+        trainer.train_step()
+        if not on_step(trainer):
+            return
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    return fn(), time.perf_counter() - t0

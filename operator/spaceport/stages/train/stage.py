@@ -1,0 +1,170 @@
+"""``run_train``: the training stage under the stage contract (inputs, checkpoints, signals, outputs)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import signal
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from spaceport.api import TrainOptions
+from spaceport.contract import BadInputError, RetryableError, StageContext, StageOutput
+from spaceport.splats import ply_bytes
+from spaceport.stages.train import checkpoint
+from spaceport.stages.train.data import Dataset, load_dataset
+from spaceport.stages.train.loop import Trainer, TrainingDiverged
+from spaceport.stages.train.rasterize import scene_extent
+from spaceport.stages.train.render import CAMERAS_FILE, cameras_json
+
+LOAD_SHARE, TRAIN_SHARE = 0.05, 0.9
+"""Fractions of the stage's progress bar for loading and for the optimisation steps."""
+
+
+def pick_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("train.device: 'cuda' requested but no CUDA device is visible; use 'auto' or 'cpu'")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def fingerprint(options: TrainOptions, data: Dataset) -> str:
+    """Identifies a training setup: a checkpoint from another one must not be resumed."""
+    ident = {"options": options.model_dump(mode="json", exclude={"device"}),
+             "views": [(v.camera.name, v.camera.width, v.camera.height, v.camera.held_out) for v in data.views],
+             "points": len(data.points)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class StopRequest:
+    """Set by SIGTERM; the loop checkpoints at the next step boundary and exits (the pod's grace period)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: Any = None
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *_: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def run_train(ctx: StageContext) -> StageOutput:
+    device = pick_device(ctx.options.device)
+    if device != "cpu":
+        return _run(ctx, device)
+    # On CPU the compiled kernels own the cores. torch's own thread pool, spinning between its many small
+    # ops, fights them for the same cores (measured: SSIM 40x slower with two torch threads beside numba).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(ctx, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(ctx: StageContext, device: str) -> StageOutput:
+    options: TrainOptions = ctx.options
+    # gsplat JIT-builds its CUDA extension on first use; never into the (read-only) image filesystem
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ctx.scratch / "torch_extensions"))
+    ctx.progress.update(0.0, "train: loading the SfM model and images", force=True)
+    data = load_dataset(ctx.input, ctx.scratch, holdout_every=options.holdout_every, downscale=options.downscale)
+    if options.strategy == "mcmc" and device == "cpu":
+        ctx.warn("train.strategy 'mcmc' needs CUDA; using the default strategy on CPU")
+    centres = np.stack([v.camera.centre for v in data.views])
+    trainer = Trainer(data, options, device, scene_extent(centres))
+    fp = fingerprint(options, data)
+    meta: dict[str, Any] = {"initial_psnr": None, "seconds": 0.0}
+    resumed = checkpoint.load_latest(ctx.output, fp)
+    if resumed is not None:
+        state, step = resumed
+        trainer.load_state_dict(state)
+        meta = dict(state.get("meta", meta))
+        ctx.log.info("resuming from the checkpoint at step %d", step)
+    else:
+        meta["initial_psnr"] = trainer.evaluate()[0]
+    resumed_from = trainer.step if resumed else None
+    ctx.progress.update(LOAD_SHARE, f"train: {len(data.train)} views, {len(data.held_out)} held out, "
+                                    f"{len(trainer.params['means'])} Gaussians on {device}", force=True)
+
+    def save() -> None:
+        state = trainer.state_dict()
+        state["meta"] = {**meta, "seconds": meta["seconds"] + (time.monotonic() - t0)}
+        checkpoint.save(ctx.output, state, trainer.step, fp)
+
+    t0 = time.monotonic()
+    start_step = trainer.step
+    span = ctx.progress.span(LOAD_SHARE, LOAD_SHARE + TRAIN_SHARE)
+    try:
+        with StopRequest() as stop:
+            while trainer.step < options.iterations:
+                trainer.train_step()
+                s = trainer.step
+                message = f"step {s}/{options.iterations} loss {trainer.loss:.4f} psnr {trainer.last_psnr:.2f}"
+                if options.eval_every and s % options.eval_every == 0:
+                    message += f" held-out psnr {trainer.evaluate()[0]:.2f}"
+                span.update(s / options.iterations, message)
+                if stop.signal is not None:
+                    save()
+                    raise RetryableError(f"stopped by signal {stop.signal} at step {s}; checkpoint saved, "
+                                         "a re-run resumes from it")
+                if s % options.checkpoint_every == 0 and s < options.iterations:
+                    save()
+    except TrainingDiverged as e:
+        raise BadInputError(f"training diverged ({e}); the last good checkpoint is kept; lower train.positionLr "
+                            "or check the SfM model's scale") from e
+    except torch.OutOfMemoryError as e:
+        raise BadInputError(f"out of GPU memory with {len(trainer.params['means'])} Gaussians; lower "
+                            "train.maxGaussians or raise train.downscale") from e
+    seconds = meta["seconds"] + (time.monotonic() - t0)
+    steps_run = trainer.step - start_step
+    steps_per_second = steps_run / max(1e-9, time.monotonic() - t0)
+    ctx.progress.update(LOAD_SHARE + TRAIN_SHARE, "train: evaluating held-out views", force=True)
+    psnr_value, ssim_value = trainer.evaluate()
+    outputs = write_outputs(ctx, trainer, data)
+    peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    metrics = {
+        "gaussians": len(trainer.params["means"]),
+        "psnr": round(psnr_value, 3),
+        "ssim": round(ssim_value, 4),
+        "initialPsnr": None if meta["initial_psnr"] is None else round(meta["initial_psnr"], 3),
+        "evalViews": "heldOut" if data.held_out else "train",
+        "steps": trainer.step,
+        "durationSeconds": round(seconds, 2),
+        "stepsPerSecond": round(steps_per_second, 2),
+        "peakMemoryBytes": int(peak),
+        "device": device,
+    }
+    if resumed_from is not None:
+        metrics["resumedFromStep"] = resumed_from
+    return StageOutput(metrics={k: v for k, v in metrics.items() if v is not None}, outputs=outputs)
+
+
+def write_outputs(ctx: StageContext, trainer: Trainer, data: Dataset) -> dict[str, str]:
+    scene = trainer.scene()
+    keep = scene.finite_mask()
+    if not keep.all():
+        ctx.warn(f"dropped {int((~keep).sum())} Gaussians with non-finite values from splats.ply")
+        scene = scene.subset(keep)
+    ctx.output.write_bytes("splats.ply", ply_bytes(scene))
+    ctx.output.write_text(CAMERAS_FILE, cameras_json([v.camera for v in data.views]))
+    outputs = {"ply": ctx.output.uri_of("splats.ply"), "cameras": ctx.output.uri_of(CAMERAS_FILE)}
+    if data.georef is not None:
+        ctx.output.write_bytes("georef.json", data.georef)
+        outputs["georef"] = ctx.output.uri_of("georef.json")
+    return outputs
