@@ -97,7 +97,9 @@ class Chromium:
 
     def wait_for(self, expression: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while not self.evaluate(f"Boolean({expression})"):
+        # The page may still be loading (its elements missing): an error counts as "not yet".
+        guarded = f"(() => {{ try {{ return Boolean({expression}); }} catch (e) {{ return false; }} }})()"
+        while not self.evaluate(guarded):
             if time.monotonic() > deadline:
                 raise BrowserError(f"timed out waiting for {expression}; console: {self.console[-10:]}")
             time.sleep(0.2)
