@@ -81,6 +81,9 @@ class Trainer:
         self.train_views = data.train or data.views
         self.eval_views = data.held_out
         self.step = 0
+        # gsplat's strategies draw from the global generator (split positions): seed it so that a run is
+        # reproducible; a resumed run restores the generator from the checkpoint instead
+        torch.manual_seed(options.seed)
         self.params = init_params(data, options, extent, device)
         until = options.densify_until if options.densify_until is not None else options.iterations // 2
         self.strategy = self._make_strategy(until)
@@ -163,7 +166,7 @@ class Trainer:
         gt = self.target(view)
         loss = (1 - o.ssim_weight) * (image - gt).abs().mean() + o.ssim_weight * (1 - ssim(image, gt))
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss is {float(loss)} at step {self.step}")
+            raise TrainingDiverged(f"loss is {float(loss.detach())} at step {self.step}")
         loss.backward()
         for opt in self.optimizers.values():
             opt.step()
