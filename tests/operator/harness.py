@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -75,11 +76,48 @@ class Api:
         return await self.request("DELETE", path)
 
 
+class EmulatorThread:
+    """The emulated API server on its own thread and event loop.
+
+    kopf.operator() cancels every task created while it ran when it stops, which in a shared loop
+    would include the server's connection handlers; a real API server lives elsewhere anyway.
+    """
+
+    def __init__(self, crds: list[dict[str, Any]]) -> None:
+        self.crds = crds
+        self.url = ""
+        self.emu: ClusterEmulator | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="emulator", daemon=True)
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        emu = ClusterEmulator()
+        emu.setup(self.crds)
+        async with emu, kmock.Server(emu) as server:
+            self.emu, self.url = emu, str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> EmulatorThread:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the emulator did not start")
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(15)
+
+
 class Cluster:
-    def __init__(self, emu: ClusterEmulator, server: kmock.Server, s3: Any, s3_url: str) -> None:
-        self.emu, self.server, self.s3, self.s3_url = emu, server, s3, s3_url
-        self.api = Api(server.client)
-        self.url = str(server.url).rstrip("/")
+    def __init__(self, url: str, session: aiohttp.ClientSession, s3: Any, s3_url: str) -> None:
+        self.s3, self.s3_url = s3, s3_url
+        self.api = Api(session)
+        self.url = url
         self.ns = "default"
         self._operator: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
@@ -124,6 +162,10 @@ class Cluster:
 
     async def job(self, name: str) -> dict[str, Any] | None:
         return await self.api.get(JOBS.format(ns=self.ns) + "/" + name)
+
+    async def events(self, name: str) -> list[dict[str, Any]]:
+        items = (await self.api.get(f"/api/v1/namespaces/{self.ns}/events"))["items"]
+        return [e for e in items if e["involvedObject"]["name"] == name]
 
     async def jobs(self) -> list[dict[str, Any]]:
         return (await self.api.get(JOBS.format(ns=self.ns)))["items"]
@@ -202,13 +244,12 @@ def load_crds() -> list[dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def running_cluster(s3: Any, s3_url: str, operator: bool = True) -> AsyncIterator[Cluster]:
-    emu = ClusterEmulator()
-    emu.setup(load_crds())
-    async with emu, kmock.Server(emu) as server:
-        cluster = Cluster(emu, server, s3, s3_url)
-        if operator:
-            await cluster.start_operator()
-        try:
-            yield cluster
-        finally:
-            await cluster.kill_operator()
+    with EmulatorThread(load_crds()) as emulator:
+        async with aiohttp.ClientSession(emulator.url) as session:
+            cluster = Cluster(emulator.url, session, s3, s3_url)
+            if operator:
+                await cluster.start_operator()
+            try:
+                yield cluster
+            finally:
+                await cluster.kill_operator()

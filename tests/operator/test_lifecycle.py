@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from spaceport.contract import StageResult
-from tests.operator.harness import Cluster
+from tests.operator.harness import Cluster, eventually
 
 
 def spec_for(buckets: tuple[str, str], **extra: Any) -> dict[str, Any]:
@@ -57,8 +57,144 @@ async def test_happy_path_three_stages_with_metrics(cluster: Cluster, buckets: t
     assert [c["status"] for c in status["conditions"] if c["type"] == "Ready"] == ["True"]
     assert len(await cluster.jobs()) == 3
 
-    events = cluster.emu.list("", "events", "default")
-    reasons = [e["reason"] for e in events if e["involvedObject"]["name"] == "site"]
+    events = await cluster.events("site")
+    reasons = [e["reason"] for e in events]
     for reason in ("RunStarted", "StageStarted", "StageSucceeded", "Succeeded"):
         assert reason in reasons
     assert all("testing" not in e["message"] for e in events)  # no credential values leak into Events
+
+
+async def test_restart_mid_stage_never_duplicates_a_job(cluster: Cluster, buckets: tuple[str, str]) -> None:
+    await cluster.create_recon("site", spec_for(buckets))
+    run = f"s3://{buckets[1]}/site/runs/1"
+    await cluster.wait_status("site", lambda s: s.get("phase") == "Running", "Running")
+
+    # Killed after creating the sfm Job but before recording it: status still says the stage is Pending.
+    await cluster.kill_operator()
+    await cluster.api.patch("/apis/spaceport.dev/v1alpha1/namespaces/default/reconstructions/site/status",
+                            {"status": {"phase": "Pending", "stages": {"sfm": {"phase": "Pending"}}}})
+    await cluster.start_operator()
+    await cluster.wait_status("site", lambda s: s["stages"]["sfm"]["phase"] == "Running", "sfm adopted")
+    assert [j["metadata"]["name"] for j in await cluster.jobs()] == ["site-r1-sfm"]
+
+    # Killed again; the stage finishes while nobody watches; the next operator carries on.
+    await cluster.kill_operator()
+    await cluster.succeed_job("site-r1-sfm", f"{run}/sfm", result("sfm", {"images": 3, "registeredImages": 3}))
+    await cluster.start_operator()
+    await cluster.wait_job("site-r1-train")
+    await cluster.succeed_job("site-r1-train", f"{run}/train", result("train", {"gaussians": 10}))
+    await cluster.kill_operator()
+    await cluster.start_operator()
+    await cluster.wait_job("site-r1-compress")
+    await cluster.succeed_job("site-r1-compress", f"{run}/compress", result("compress", {"sogBytes": 5}))
+    status = await cluster.wait_status("site", lambda s: s.get("phase") == "Succeeded", "Succeeded")
+    assert status["run"] == 1 and status["metrics"]["gaussians"] == 10
+    names = sorted(j["metadata"]["name"] for j in await cluster.jobs())
+    assert names == ["site-r1-compress", "site-r1-sfm", "site-r1-train"]
+
+
+async def test_job_failure_gives_failed_with_stage_and_reason(cluster: Cluster, buckets: tuple[str, str]) -> None:
+    await cluster.create_recon("site", spec_for(buckets))
+    await cluster.wait_job("site-r1-sfm")
+    await cluster.fail_job("site-r1-sfm", "PodFailurePolicy", "Container stage exited with 2 matching FailJob rule",
+                           pod_message='{"stage":"sfm","reason":"BadInput","message":"input: no images under site/"}')
+    status = await cluster.wait_status("site", lambda s: s.get("phase") == "Failed", "Failed")
+    assert status["reason"] == "StageFailed" and status["stage"] == "sfm"
+    assert status["message"] == "sfm failed: BadInput: input: no images under site/"
+    assert status["stages"]["sfm"]["phase"] == "Failed"
+    assert [j["metadata"]["name"] for j in await cluster.jobs()] == ["site-r1-sfm"]  # no train after a failure
+
+
+async def test_job_failure_without_message_uses_job_condition(cluster: Cluster, buckets: tuple[str, str]) -> None:
+    await cluster.create_recon("site", spec_for(buckets))
+    await cluster.wait_job("site-r1-sfm")
+    await cluster.fail_job("site-r1-sfm", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    status = await cluster.wait_status("site", lambda s: s.get("phase") == "Failed", "Failed")
+    assert status["message"] == "sfm failed: BackoffLimitExceeded: Job has reached the specified backoff limit"
+
+
+async def test_vanished_job_is_never_reported_running(cluster: Cluster, buckets: tuple[str, str]) -> None:
+    await cluster.create_recon("site", spec_for(buckets))
+    await cluster.wait_status("site", lambda s: s.get("phase") == "Running", "Running")
+    await cluster.api.delete("/apis/batch/v1/namespaces/default/jobs/site-r1-sfm")
+    status = await cluster.wait_status("site", lambda s: s.get("phase") == "Failed", "Failed")
+    assert status["reason"] == "JobVanished" and "site-r1-sfm" in status["message"]
+
+
+async def test_suspend_and_resume(cluster: Cluster, buckets: tuple[str, str]) -> None:
+    await cluster.create_recon("site", spec_for(buckets))
+    await cluster.wait_job("site-r1-sfm")
+    await cluster.patch_spec("site", {"suspend": True})
+    status = await cluster.wait_status("site", lambda s: s.get("phase") == "Suspended", "Suspended")
+    assert status["run"] == 1 and status["reason"] == "Suspended"
+    assert (await cluster.job("site-r1-sfm"))["spec"]["suspend"] is True
+
+    await cluster.patch_spec("site", {"suspend": False})
+    status = await cluster.wait_status("site", lambda s: s.get("phase") == "Running", "Running again")
+    assert status["run"] == 1
+    assert (await cluster.job("site-r1-sfm"))["spec"]["suspend"] is False
+    assert len(await cluster.jobs()) == 1
+
+
+async def test_spec_change_starts_a_new_run_and_keeps_old_output(cluster: Cluster,
+                                                                 buckets: tuple[str, str]) -> None:
+    await cluster.create_recon("site", spec_for(buckets))
+    run1 = f"s3://{buckets[1]}/site/runs/1"
+    await cluster.wait_job("site-r1-sfm")
+    await cluster.succeed_job("site-r1-sfm", f"{run1}/sfm", result("sfm", {"images": 3}))
+    await cluster.wait_job("site-r1-train")
+    cluster.s3_put(f"{run1}/train/checkpoints/step-1000.pt", b"weights")
+    before = cluster.s3_keys(run1)
+
+    await cluster.patch_spec("site", {"train": {"iterations": 1000}})
+    status = await cluster.wait_status("site", lambda s: s.get("run") == 2, "run 2")
+    assert status["runUri"] == f"s3://{buckets[1]}/site/runs/2"
+    await cluster.wait_job("site-r2-sfm")
+    names = sorted(j["metadata"]["name"] for j in await cluster.jobs())
+    assert names == ["site-r2-sfm"]  # the old run's Jobs are gone
+    assert cluster.s3_keys(run1) == before  # and its output untouched
+    job = await cluster.job("site-r2-sfm")
+    assert f"s3://{buckets[1]}/site/runs/2/sfm" in job["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    await cluster.patch_spec("site", {"retries": 5, "suspend": False})  # neither changes results
+    await cluster.wait_status("site", lambda s: s.get("observedGeneration") == 3, "generation 3 seen")
+    assert (await cluster.recon("site"))["status"]["run"] == 2
+
+
+async def test_delete_removes_jobs_and_keeps_outputs(cluster: Cluster, buckets: tuple[str, str]) -> None:
+    await cluster.create_recon("site", spec_for(buckets))
+    run = f"s3://{buckets[1]}/site/runs/1"
+    await cluster.wait_job("site-r1-sfm")
+    await cluster.succeed_job("site-r1-sfm", f"{run}/sfm", result("sfm", {"images": 3}))
+    await cluster.wait_job("site-r1-train")
+    await eventually(lambda: _has_finalizer(cluster, "site"), what="kopf's finalizer")
+    await cluster.api.delete("/apis/spaceport.dev/v1alpha1/namespaces/default/reconstructions/site")
+    # Deleted at once, possibly before the finalizer lands: the DELETED event cleans up too.
+    await cluster.create_recon("quick", spec_for(buckets))
+    await cluster.wait_job("quick-r1-sfm")
+    await cluster.api.delete("/apis/spaceport.dev/v1alpha1/namespaces/default/reconstructions/quick")
+
+    async def gone() -> bool:
+        return await cluster.recon("site") is None and await cluster.recon("quick") is None \
+            and not await cluster.jobs()
+
+    await eventually(gone, what="Reconstructions and Jobs deleted")
+    assert cluster.s3_keys(f"{run}/sfm") == ["site/runs/1/sfm/result.json"]
+
+
+async def _has_finalizer(cluster: Cluster, name: str) -> bool:
+    return "spaceport.dev/cleanup" in ((await cluster.recon(name)) or {}).get("metadata", {}).get("finalizers", [])
+
+
+async def test_invalid_spec_fails_naming_the_field(cluster: Cluster, buckets: tuple[str, str]) -> None:
+    spec = spec_for(buckets)
+    spec["output"] = {"uri": "http://example.com/out"}
+    await cluster.create_recon("bad", spec)
+    status = await cluster.wait_status("bad", lambda s: s.get("phase") == "Failed", "Failed")
+    assert status["reason"] == "InvalidSpec"
+    assert status["message"].startswith("spec.output.uri: ")
+    assert not await cluster.jobs()
+
+    spec["output"] = {"uri": f"s3://{buckets[1]}/bad"}
+    await cluster.patch_spec("bad", spec)  # fixing it starts a run
+    await cluster.wait_job("bad-r1-sfm")

@@ -63,9 +63,12 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
         except RetryLater as e:
             raise kopf.TemporaryError(str(e), delay=1) from e
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, when=_active, registry=registry)
-    def reconstruction_changed(type: str, namespace: str, name: str, **_: Any) -> None:
-        if type != "DELETED":
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def reconstruction_changed(type: str, namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
+        if type == "DELETED":
+            # Also covers objects deleted before kopf's finalizer landed on them.
+            reconciler.cleanup(namespace, name, body["metadata"].get("uid"))
+        elif _active(status=dict(body.get("status") or {}), meta=dict(body["metadata"])):
             reconcile(namespace, name)
 
     @kopf.timer(GROUP, VERSION, PLURAL, interval=settings.progress_interval_s, when=_active, registry=registry)
@@ -79,6 +82,6 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
             reconcile(namespace, owner)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    def reconstruction_deleted(namespace: str, name: str, logger: kopf.Logger, **_: Any) -> None:
-        count = reconciler.cleanup(namespace, name)
+    def reconstruction_deleted(namespace: str, name: str, uid: str, logger: kopf.Logger, **_: Any) -> None:
+        count = reconciler.cleanup(namespace, name, uid)
         logger.info("deleted %d Job(s); outputs are kept", count)

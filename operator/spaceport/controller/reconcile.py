@@ -56,7 +56,10 @@ class Reconciler:
     def reconcile(self, namespace: str, name: str) -> ReconstructionStatus | None:
         with self._lock(namespace, name):
             body = self.kube.get_reconstruction(namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
+            if body is None:
+                self._delete_jobs(namespace, name, keep_run=None)  # orphans: no garbage collector here
+                return None
+            if body["metadata"].get("deletionTimestamp"):
                 return None
             return self._reconcile(body)
 
@@ -162,9 +165,9 @@ class Reconciler:
 
     def _delete_jobs(self, namespace: str, name: str, keep_run: int | None) -> None:
         for job in self.kube.list_jobs(namespace, name):
-            if keep_run is None or job["metadata"].get("labels", {}).get(LABEL_RUN) != str(keep_run):
-                self.kube.delete_job(namespace, job["metadata"]["name"])
-                log.info("deleted Job %s/%s of an earlier run", namespace, job["metadata"]["name"])
+            stale = keep_run is None or job["metadata"].get("labels", {}).get(LABEL_RUN) != str(keep_run)
+            if stale and self.kube.delete_job(namespace, job["metadata"]["name"]):
+                log.info("deleted Job %s/%s", namespace, job["metadata"]["name"])
 
     def _write(self, body: dict[str, Any], raw_status: dict[str, Any], old: ReconstructionStatus,
                new: ReconstructionStatus) -> ReconstructionStatus:
@@ -178,12 +181,15 @@ class Reconciler:
                 self.kube.post_event(body, type_, reason, message)
         return new
 
-    def cleanup(self, namespace: str, name: str) -> int:
-        """Delete every Job of a deleted Reconstruction (ownerReferences do the same where a GC runs)."""
+    def cleanup(self, namespace: str, name: str, uid: str | None) -> int:
+        """Delete every Job of a deleted Reconstruction (ownerReferences do the same where a GC runs).
+
+        Only Jobs owned by ``uid``: a namesake created since then keeps its own.
+        """
         with self._lock(namespace, name):
-            jobs = self.kube.list_jobs(namespace, name)
-            for job in jobs:
-                self.kube.delete_job(namespace, job["metadata"]["name"])
+            jobs = [j for j in self.kube.list_jobs(namespace, name)
+                    if uid is None or uid in {r.get("uid") for r in j["metadata"].get("ownerReferences") or []}]
+            deleted = sum(self.kube.delete_job(namespace, job["metadata"]["name"]) for job in jobs)
         with self._guard:
             self._locks.pop((namespace, name), None)
-        return len(jobs)
+        return deleted
