@@ -118,6 +118,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def _serve_version(self, request: rendering.Request) -> Any:
         body = await super()._serve_version(request)
         body["groupVersion"] = body["groupVersion"].lstrip("/")  # kmock says "/v1" for the core group
+        for entry in body["resources"]:
+            if "/" in entry["name"]:  # subresources carry no short names (kubectl warns of ambiguity)
+                entry.update(shortNames=[], categories=[], verbs=["get", "patch", "update"])
         return body
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
