@@ -18,9 +18,9 @@ STAGE_WEIGHTS = {"sfm": 0.25, "train": 0.6, "compress": 0.15}
 
 SUMMARY_ROWS: list[tuple[str, tuple[str, ...], str]] = [
     # label, metric keys (first present wins; the names of status.metrics), format
-    ("Registered images", ("registeredImages",), "count"),
+    ("Registered images", ("registeredImages",), "registered"),
     ("Gaussians", ("gaussians",), "count"),
-    ("PSNR (held-out views)", ("psnr",), "db"),
+    ("PSNR", ("psnr",), "psnr"),
     ("SSIM", ("ssim",), "ratio3"),
     ("PSNR drop after compression", ("psnrDropDb",), "db"),
     ("PLY size", ("plyBytes",), "bytes"),
@@ -38,13 +38,16 @@ def human_bytes(n: float) -> str:
 
 
 def _format(value: Any, kind: str, metrics: dict[str, Any]) -> str:
+    if kind == "registered":
+        total = metrics.get("imagesUsed", metrics.get("images"))
+        return f"{int(value):,} / {int(total):,}" if total is not None else f"{int(value):,}"
     if kind == "count":
-        total = metrics.get("images")
-        text = f"{int(value):,}"
-        return f"{text} / {int(total):,}" if total is not None and "registeredImages" in metrics and \
-            value == metrics["registeredImages"] else text
+        return f"{int(value):,}"
     if kind == "db":
         return f"{float(value):.2f} dB"
+    if kind == "psnr":
+        where = {"heldOut": " (held-out views)", "train": " (training views)"}.get(metrics.get("evalViews"), "")
+        return f"{float(value):.2f} dB{where}"
     if kind == "ratio3":
         return f"{float(value):.3f}"
     if kind == "bytes":

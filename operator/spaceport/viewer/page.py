@@ -58,9 +58,12 @@ window.spaceportReady = false;
 window.firstFrame = () => { window.spaceportReady = true; };
 
 const LABELS = [
-  ['registeredImages', 'Registered images', (v, m) => m.images ? `${v} / ${m.images}` : `${v}`],
+  ['registeredImages', 'Registered images', (v, m) => {
+    const total = m.imagesUsed ?? m.images;
+    return total ? `${v} / ${total}` : `${v}`;
+  }],
   ['gaussians', 'Gaussians', (v) => Number(v).toLocaleString('en')],
-  ['psnr', 'PSNR (held-out)', (v) => `${Number(v).toFixed(2)} dB`],
+  ['psnr', 'PSNR', (v, m) => `${Number(v).toFixed(2)} dB${m.evalViews === 'heldOut' ? ' (held-out views)' : ''}`],
   ['ssim', 'SSIM', (v) => Number(v).toFixed(3)],
   ['psnrDropDb', 'PSNR drop after compression', (v) => `${Number(v).toFixed(2)} dB`],
   ['plyBytes', 'PLY size', (v) => bytes(v)],
