@@ -91,6 +91,7 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
     input_uri, output_uri = stage_io(spec, run, stage)
     config = json.dumps(spec.stage_options(stage).to_wire(), sort_keys=True, separators=(",", ":"))
     resources = scheduling.resources.to_wire() if scheduling.resources else _plain(settings.resources_for(stage))
+    resources = {k: v for k, v in resources.items() if v}
     tolerations = [t.to_wire() for t in scheduling.tolerations]
     if not tolerations and GPU in resources.get("limits", {}):
         # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule; without this the Pod never schedules.
