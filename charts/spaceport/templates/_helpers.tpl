@@ -86,3 +86,11 @@ app.kubernetes.io/part-of: spaceport
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
+
+{{/* Port of kopf's liveness endpoint (/healthz); fixed in operator/spaceport/controller/main.py. */}}
+{{- define "spaceport.healthPort" -}}
+{{- if eq (int .Values.metrics.port) 8080 -}}
+{{- fail "metrics.port 8080 is taken by the operator's liveness endpoint (/healthz on 8080): choose another port" -}}
+{{- end -}}
+8080
+{{- end -}}

@@ -1,0 +1,88 @@
+"""The chart agrees with the operator's code: RBAC covers every API call it makes, probes hit its endpoint."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from typing import Any
+
+import helm_python
+import pytest
+
+import spaceport.controller.handlers as handlers
+import spaceport.controller.k8s as k8s
+import spaceport.controller.main as operator_main
+from tests.chart.chartlib import VARIANTS, of_kind, only, operator_container, render
+
+# kubernetes-client method prefix -> RBAC verb.
+VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "patch": "patch", "delete": "delete",
+         "replace": "update", "watch": "watch"}
+# kubernetes-client method suffix -> (API group, resource).
+RESOURCES = {
+    "namespaced_job": ("batch", "jobs"),
+    "namespaced_pod": ("", "pods"),
+    "namespaced_secret": ("", "secrets"),
+    "namespaced_event": ("", "events"),
+    "namespaced_custom_object": ("spaceport.dev", "reconstructions"),
+    "namespaced_custom_object_status": ("spaceport.dev", "reconstructions/status"),
+}
+
+
+def client_calls() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of every kubernetes-client call in controller/k8s.py."""
+    calls = set()
+    for node in ast.walk(ast.parse(inspect.getsource(k8s))):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
+                and node.value.attr in ("core", "batch", "custom"):
+            verb, _, rest = node.attr.partition("_")
+            assert verb in VERBS and rest in RESOURCES, f"k8s.py calls {node.attr}: teach this test its RBAC"
+            calls.add((*RESOURCES[rest], VERBS[verb]))
+    return calls
+
+
+def kopf_needs() -> set[tuple[str, str, str]]:
+    """What kopf itself does for the handlers in controller/handlers.py."""
+    source = inspect.getsource(handlers)
+    needs = {("spaceport.dev", "reconstructions", v) for v in ("list", "watch", "patch")}  # finalizer, annotations
+    if re.search(r'kopf\.on\.\w+\("batch", "v1", "jobs"', source):
+        needs |= {("batch", "jobs", "list"), ("batch", "jobs", "watch")}
+    needs.add(("", "events", "create"))  # kopf posts handler failures as Events
+    return needs
+
+
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+@pytest.mark.parametrize(("variant", "kind"), [("default", "ClusterRole"), ("namespaced", "Role")])
+def test_rbac_covers_every_call_the_operator_makes(variant: str, kind: str) -> None:
+    needed = client_calls() | kopf_needs()
+    assert ("", "secrets", "get") in needed and ("batch", "jobs", "create") in needed  # the scan works
+    for role in of_kind(render(VARIANTS[variant]), kind):
+        missing = needed - granted(role)
+        assert not missing, f"{kind} lacks {sorted(missing)}"
+
+
+def test_rbac_grants_nothing_the_operator_does_not_use() -> None:
+    peering = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
+    crd_watch = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+    extra = granted(only(render(), "ClusterRole")) - client_calls() - kopf_needs() - peering - crd_watch
+    assert not extra, f"granted but never used: {sorted(extra)}"
+
+
+def test_probes_hit_the_operators_liveness_endpoint() -> None:
+    source = inspect.getsource(operator_main.run_operator)
+    m = re.search(r'liveness_endpoint="http://0\.0\.0\.0:(\d+)(/\w+)"', source)
+    assert m, "run_operator no longer sets a liveness endpoint the chart can probe"
+    port, path = int(m.group(1)), m.group(2)
+    container = operator_container(render())
+    assert {"name": "health", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": path, "port": "health"}
+
+
+def test_metrics_port_may_not_take_the_liveness_port() -> None:
+    with pytest.raises(helm_python.HelmError, match=r"metrics\.port 8080 is taken"):
+        render({"metrics": {"port": 8080}})
