@@ -191,3 +191,19 @@ def test_a_missing_scene_is_reported_on_the_page(viewer_dir: Path) -> None:
         server.shutdown()
         server.server_close()
     assert text == "Cannot load the scene ./missing.sog: HTTP 404"
+
+
+def test_start_pose_follows_a_scene_turned_for_the_viewer() -> None:
+    """A compress stage that turns a Z-up (ENU) scene to the viewer's up axis passes the turn along."""
+    turn = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # (x, y, z) -> (x, -z, y): +Z up becomes -Y up
+    cams = [trained_camera("a.jpg", (0.3, -0.9, -3.0))]
+    plain, turned = start_pose(cams), start_pose(cams, scene_rotation=turn)
+    assert plain is not None and turned is not None
+    centre = np.array([0.3, -0.9, -3.0])
+    assert turned.position == pytest.approx(tuple(np.diag([-1, -1, 1]) @ turn @ centre))
+    # The same view up to roll (the viewer has none, so its roll follows the scene's up axis):
+    # a point keeps its depth and its distance from the image centre.
+    point = np.array([0.2, 0.1, 0.0, 1.0])
+    a = plain.world_to_camera() @ point
+    b = turned.world_to_camera() @ np.r_[turn @ point[:3], 1.0]
+    assert b[2] == pytest.approx(a[2]) and np.hypot(*b[:2]) == pytest.approx(np.hypot(*a[:2]))

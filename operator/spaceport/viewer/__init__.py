@@ -67,16 +67,25 @@ def _read_json(store: Store | None, key: str) -> Any:
         return None
 
 
-def start_pose(cameras: list[dict[str, Any]], means: np.ndarray | None = None) -> ViewPose | None:
-    """A start view from the trained cameras (cameras.json entries): the middle one of the flight."""
+def start_pose(cameras: list[dict[str, Any]], means: np.ndarray | None = None,
+               scene_rotation: np.ndarray | None = None) -> ViewPose | None:
+    """A start view from the trained cameras (cameras.json entries): the middle one of the flight.
+
+    ``scene_rotation`` (3x3) is how the .sog's coordinates relate to the cameras' world
+    (sog = R · world), for a compress stage that turns scenes to the viewer's up axis.
+    """
     if not cameras:
         return None
+    undo = np.eye(4)
+    if scene_rotation is not None:
+        undo[:3, :3] = np.asarray(scene_rotation, float).T
+        means = None if means is None else np.asarray(means, float) @ np.asarray(scene_rotation, float).T
     ordered = sorted(cameras, key=lambda c: c.get("name", ""))
-    cam = ordered[len(ordered) // 2]
-    w2c = np.asarray(cam["worldToCamera"], float)
-    centres = np.array([-np.asarray(c["worldToCamera"], float)[:3, :3].T @ np.asarray(c["worldToCamera"], float)[:3, 3]
-                        for c in ordered])
+    w2cs = [np.asarray(c["worldToCamera"], float) @ undo for c in ordered]
+    centres = np.array([-w[:3, :3].T @ w[:3, 3] for w in w2cs])
     spread = float(np.linalg.norm(centres.max(0) - centres.min(0))) or 1.0
+    i = len(ordered) // 2
+    cam, w2c = ordered[i], w2cs[i]
     distance = focus_distance(w2c, means, fallback=spread / 2)
     return pose_from_camera(w2c, int(cam["width"]), int(cam["height"]), float(cam["fx"]), float(cam["fy"]), distance)
 
@@ -88,6 +97,7 @@ def write_viewer(
     metrics: Mapping[str, Any] | None = None,
     source: Store | None = None,
     means: np.ndarray | None = None,
+    scene_rotation: np.ndarray | None = None,
     durations: Mapping[str, float] | None = None,
     title: str = "Spaceport reconstruction",
     assets: str | Path | None = None,
@@ -98,6 +108,7 @@ def write_viewer(
     ``source`` is the training output (the compress stage's input): its cameras.json gives the start
     view, its georef.json is copied, its result.json's metrics are shown. ``means`` (the splat centres)
     places the orbit point at the scene; ``metrics`` (camelCase) are shown over the training ones.
+    ``scene_rotation``: see :func:`start_pose` (only when the .sog is turned relative to cameras.json).
     Without the viewer's assets this raises :class:`ViewerAssetsNotFound`, or, when ``warn`` is given,
     reports it there and returns ``{}`` (a compressed scene is still worth keeping without a page).
     """
@@ -124,7 +135,7 @@ def write_viewer(
         store.write_text("georef.json", json.dumps(georef, indent=1))
     for name in ASSET_FILES:
         store.upload_file(asset_dir / name, name)
-    store.write_text("settings.json", json.dumps(settings_json(start_pose(cameras, means)), indent=1))
+    store.write_text("settings.json", json.dumps(settings_json(start_pose(cameras, means, scene_rotation)), indent=1))
     store.write_text("metrics.json", json.dumps(info, indent=1, default=_plain))
     # The page goes last: a folder with index.html has everything the page needs.
     store.write_text("index.html", render_page(sog_name, title))
