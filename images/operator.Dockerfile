@@ -22,17 +22,17 @@ LABEL org.opencontainers.image.title="spaceport-operator" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/spaceport /opt/spaceport
 # A fixed numeric UID lets `runAsNonRoot: true` be checked by the kubelet without a passwd lookup.
-RUN groupadd --gid 65532 spaceport \
-    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /scratch --shell /usr/sbin/nologin spaceport \
+RUN groupadd --gid 10001 spaceport \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /scratch --shell /usr/sbin/nologin spaceport \
     && mkdir -p /scratch \
-    && chown 65532:65532 /scratch
+    && chown 10001:10001 /scratch
 ENV PATH=/opt/spaceport/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/scratch \
     TMPDIR=/scratch
 WORKDIR /scratch
-USER 65532:65532
+USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["spaceport"]
 CMD ["operator", "--all-namespaces"]

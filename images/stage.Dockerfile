@@ -65,14 +65,15 @@ LABEL org.opencontainers.image.title="spaceport-stage" \
       org.opencontainers.image.description="Spaceport pipeline stages: sfm (pycolmap), train (gsplat), compress (SOG)" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV DEBIAN_FRONTEND=noninteractive
+# UID/GID 10001: the operator runs stage Pods as this user (RUN_AS_UID in controller/jobs.py).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.12 libgomp1 \
     && rm -rf /var/lib/apt/lists/* \
-    && groupadd --gid 65532 spaceport \
-    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /scratch --shell /usr/sbin/nologin spaceport \
+    && groupadd --gid 10001 spaceport \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /scratch --shell /usr/sbin/nologin spaceport \
     && mkdir -p /scratch \
-    && chown 65532:65532 /scratch
+    && chown 10001:10001 /scratch
 COPY --from=build /opt/spaceport /opt/spaceport
 COPY --from=web /web/node_modules/@playcanvas/supersplat-viewer /opt/spaceport/web/supersplat-viewer
 ENV PATH=/opt/spaceport/bin:$PATH \
@@ -88,6 +89,6 @@ ENV PATH=/opt/spaceport/bin:$PATH \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 WORKDIR /scratch
-USER 65532:65532
+USER 10001:10001
 ENTRYPOINT ["spaceport"]
 CMD ["stage", "--help"]

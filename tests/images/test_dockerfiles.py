@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from spaceport.cli import build_parser
+from spaceport.controller.jobs import RUN_AS_UID
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
@@ -179,3 +180,8 @@ def test_make_images_builds_both_with_the_charts_image_names() -> None:
     assert re.search(rf"^STAGE_IMAGE \?= {re.escape(values['stageImage']['repository'])}:", makefile, re.M)
     chart = yaml.safe_load((ROOT / "charts/spaceport/Chart.yaml").read_text())
     assert chart["appVersion"] == PYPROJECT["project"]["version"], "image tags follow the package version"
+
+
+def test_stage_image_user_is_the_one_the_operator_runs_jobs_as() -> None:
+    _, stages = parse(IMAGES / "stage.Dockerfile")
+    assert stages[-1].all("USER")[-1] == f"{RUN_AS_UID}:{RUN_AS_UID}"

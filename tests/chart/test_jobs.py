@@ -1,0 +1,66 @@
+"""The Jobs the operator builds from the chart's settings and the examples are valid on Kubernetes 1.29-1.34."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from spaceport.api import STAGES, ReconstructionSpec
+from spaceport.controller.jobs import Owner, build_job
+from spaceport.controller.settings import OperatorSettings
+from tests.chart.chartlib import KUBE_VERSIONS, ROOT, VARIANTS, operator_container, plain_env, render
+
+EXAMPLES = [ROOT / "examples" / "reconstruction.yaml", ROOT / "examples" / "gpu-pool.yaml",
+            ROOT / "examples" / "gitops" / "base" / "reconstructions" / "site-001.yaml"]
+
+
+def _settings(values: dict[str, Any]) -> OperatorSettings:
+    return OperatorSettings.from_env(plain_env(operator_container(render(values))))
+
+
+def _jobs(example: Path, settings: OperatorSettings) -> list[dict[str, Any]]:
+    manifest = yaml.safe_load(example.read_text())
+    spec = ReconstructionSpec.model_validate(manifest["spec"])
+    owner = Owner(name=manifest["metadata"]["name"], namespace="surveys", uid="0f9d7c3e-5b1a-4c55-9a53-7d1f0c2e8b11")
+    return [build_job(owner, spec, 1, stage, settings) for stage in STAGES]
+
+
+@pytest.mark.parametrize("variant", ["default", "gpu-pool", "cpu-only"])
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_stage_jobs_validate_strictly(variant: str, example: Path) -> None:
+    for job in _jobs(example, _settings(VARIANTS[variant])):
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(job, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                pytest.fail(f"{job['metadata']['name']} invalid for {version} at "
+                            f"{'/'.join(map(str, e.path))}: {e.message}")
+
+
+def test_chart_gpu_pool_reaches_the_train_job() -> None:
+    example = ROOT / "examples" / "gitops" / "base" / "reconstructions" / "site-001.yaml"  # names no resources
+    sfm, train, _ = _jobs(example, _settings(VARIANTS["gpu-pool"]))
+    train_limits = train["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert train_limits["nvidia.com/gpu"] == 2
+    assert "nvidia.com/gpu" not in sfm["spec"]["template"]["spec"]["containers"][0]["resources"].get("limits", {})
+    _, cpu_train, _ = _jobs(example, _settings(VARIANTS["cpu-only"]))
+    limits = cpu_train["spec"]["template"]["spec"]["containers"][0]["resources"].get("limits", {})
+    assert "nvidia.com/gpu" not in limits
+
+
+def test_stage_pods_meet_the_restricted_pod_security_standard() -> None:
+    for job in _jobs(ROOT / "examples" / "gpu-pool.yaml", _settings({})):
+        pod = job["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        [container] = pod["containers"]
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["readOnlyRootFilesystem"] is True
+        assert container["command"][:2] == ["spaceport", "stage"], "the stage image's console script"
+        assert any(m["mountPath"] == "/scratch" for m in container["volumeMounts"])
