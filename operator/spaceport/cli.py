@@ -203,8 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if args.command in ("run", "demo") and not args.verbose:
+        # The progress bars tell the story; stage chatter (and COLMAP's glog) only with -v.
+        level = logging.WARNING
+        os.environ.setdefault("GLOG_minloglevel", "2")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except KeyboardInterrupt:

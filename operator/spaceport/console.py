@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -64,7 +68,7 @@ def run_with_progress(photos: str | Path, out: str | Path, config: dict[str, Any
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(compact=True),
                TextColumn("{task.fields[message]}"))
     photo_store, prepared = prepare_run(photos, out, config, preset)  # bad input fails before any bar is drawn
-    with Progress(*columns, console=console, transient=False) as bars:
+    with Progress(*columns, console=console, transient=False) as bars, _log_above(console):
         overall = bars.add_task("overall", total=1.0, message="")
         tasks: dict[str, TaskID] = {s: bars.add_task(s, total=1.0, message="waiting", start=False) for s in STAGES}
 
@@ -95,6 +99,18 @@ def run_with_progress(photos: str | Path, out: str | Path, config: dict[str, Any
         bars.update(overall, completed=1.0, message="done")
     console.print(summary_table(run))
     return run
+
+
+@contextlib.contextmanager
+def _log_above(console: Console) -> Iterator[None]:
+    """Route log records through rich while the bars are live, so they print above them, not through them."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [RichHandler(console=console, show_path=False, show_time=False)]
+    try:
+        yield
+    finally:
+        root.handlers = saved
 
 
 def summary_table(run: LocalRun) -> Table:
