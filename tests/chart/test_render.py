@@ -8,6 +8,7 @@ import helm_python
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from spaceport.crd import CRD_FILE, to_json_schema
 from tests.chart.chartlib import (
@@ -77,10 +78,12 @@ def test_chart_crd_is_byte_identical_to_the_generated_one() -> None:
 
 @pytest.mark.parametrize("kube_version", [f"v{v}" for v in KUBE_VERSIONS])
 def test_strict_lint_is_clean(kube_version: str) -> None:
-    for variant in ("default", "namespaced", "gpu-pool", "service-monitor"):
-        report = helm_python.lint(CHART, VARIANTS[variant], strict=True, kube_version=kube_version)
+    ci_values = [yaml.safe_load(p.read_text()) for p in sorted((CHART / "ci").glob("*-values.yaml"))]
+    assert ci_values
+    for values in [VARIANTS[v] for v in ("default", "namespaced", "gpu-pool", "service-monitor")] + ci_values:
+        report = helm_python.lint(CHART, values, strict=True, kube_version=kube_version)
         problems = [m for m in report["messages"] if m["severity"] >= 2]
-        assert not report["errors"] and not problems, (variant, report)
+        assert not report["errors"] and not problems, (values, report)
 
 
 def test_service_monitor_scrapes_the_metrics_service() -> None:

@@ -114,13 +114,14 @@ def test_gpu_pool_overrides_reach_the_operator() -> None:
     assert "nvidia.com/gpu" not in cpu.resources_for("train").get("limits", {})
 
 
-def test_changing_settings_restarts_the_operator() -> None:
-    def checksum(values: dict[str, Any]) -> str:
-        return only(render(values), "StatefulSet")["spec"]["template"]["metadata"]["annotations"][
-            "spaceport.dev/settings-checksum"]
+def test_changing_settings_rolls_the_operator() -> None:
+    # Settings are read once at start-up; they live in the Pod template, so a change rolls the replicas.
+    def template(values: dict[str, Any]) -> dict[str, Any]:
+        return only(render(values), "StatefulSet")["spec"]["template"]
 
-    assert checksum({}) == checksum({})
-    assert checksum({}) != checksum({"stages": {"train": {"gpus": 4}}})
+    assert template({}) == template({})
+    assert template({}) != template({"stages": {"train": {"gpus": 4}}})
+    assert template({}) != template({"settings": {"jobTtlSeconds": 60}})
 
 
 @pytest.mark.parametrize("variant", ["default", "gpu-pool", "namespaced"])
