@@ -55,7 +55,8 @@ def run_operator(namespaces: list[str], all_namespaces: bool, standalone: bool, 
         namespaces=[] if clusterwide else namespaces,
         standalone=standalone,
         priority=priority or 0,
-        peering_name=peering,
+        # kopf makes a named peering mandatory even with standalone=True: name it only when peering.
+        peering_name=None if standalone else peering,
         liveness_endpoint="http://0.0.0.0:8080/healthz",
     ))
     return 0
