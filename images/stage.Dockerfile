@@ -46,8 +46,9 @@ RUN python3.12 -m venv /opt/spaceport
 ENV PATH=/opt/spaceport/bin:$PATH
 WORKDIR /src
 # torch first, so that gsplat compiles against exactly this build (same pin as pyproject.toml).
-RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple} \
-        torch==2.13.0
+# An extra index (not a replacement): pip then prefers its 2.13.0+cpu over PyPI's CUDA build.
+RUN if [ -n "$TORCH_INDEX_URL" ]; then export PIP_EXTRA_INDEX_URL="$TORCH_INDEX_URL"; fi \
+    && pip install torch==2.13.0
 # --no-binary: PyPI's gsplat wheel defers its CUDA build to the first call (JIT); the source build
 # compiles it here. --no-build-isolation: gsplat's setup.py imports the torch installed above.
 RUN pip install ninja==1.13.0 setuptools==80.9.0 wheel==0.45.1 \
