@@ -57,6 +57,10 @@ async def test_happy_path_three_stages_with_metrics(cluster: Cluster, buckets: t
     assert [c["status"] for c in status["conditions"] if c["type"] == "Ready"] == ["True"]
     assert len(await cluster.jobs()) == 3
 
+    await cluster.patch_spec("site", {"retries": 1})  # seen, but a finished run stays finished
+    status = await cluster.wait_status("site", lambda s: s.get("observedGeneration") == 2, "generation 2 seen")
+    assert status["phase"] == "Succeeded" and status["run"] == 1
+
     events = await cluster.events("site")
     reasons = [e["reason"] for e in events]
     for reason in ("RunStarted", "StageStarted", "StageSucceeded", "Succeeded"):

@@ -71,7 +71,9 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
         elif _active(status=dict(body.get("status") or {}), meta=dict(body["metadata"])):
             reconcile(namespace, name)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=settings.progress_interval_s, when=_active, registry=registry)
+    # backoff: after an error the next look comes as soon as a regular one would (kopf's default is 60 s).
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=settings.progress_interval_s, backoff=settings.progress_interval_s,
+                when=_active, registry=registry)
     def reconstruction_poll(namespace: str, name: str, **_: Any) -> None:
         reconcile(namespace, name)
 

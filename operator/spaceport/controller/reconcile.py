@@ -85,7 +85,8 @@ class Reconciler:
             status = st.start_run(old, spec, name, generation, now_iso())
             self._write(body, raw_status, old, status)
             raw_status, old = status.to_wire(), status
-            self._delete_jobs(namespace, name, keep_run=status.run)
+        # A generation that changes nothing the run depends on (suspend, retries) still counts as seen.
+        status = status.model_copy(update={"observed_generation": generation})
 
         owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
         for _ in STAGES:  # a finished stage starts the next one in the same pass
@@ -110,6 +111,9 @@ class Reconciler:
         if raw is not None and raw["metadata"].get("labels", {}).get(LABEL_RUN) not in (None, str(run)):
             raise RetryLater(f"Job {job_name} belongs to another run")
         if raw is None and sst.phase == Phase.PENDING:
+            # Earlier runs' Jobs go before this run's first (or next) Job: also after a restart that cut
+            # the previous pass short between saving the new run and deleting the old one.
+            self._delete_jobs(ns, owner.name, keep_run=run)
             try:
                 raw, created = self.kube.create_job(build_job(owner, spec, run, stage, self.settings))
             except OwnerMismatchError as e:
