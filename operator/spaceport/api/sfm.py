@@ -10,6 +10,7 @@ from spaceport.api.common import ApiModel
 
 MatchingMode = Literal["auto", "sequential", "spatial", "exhaustive"]
 MapperKind = Literal["incremental", "global"]
+CameraModel = Literal["SIMPLE_RADIAL", "RADIAL", "OPENCV", "PINHOLE", "SIMPLE_PINHOLE"]
 
 
 class SfmOptions(ApiModel):
@@ -19,10 +20,34 @@ class SfmOptions(ApiModel):
         default="auto",
         description="auto: spatial with GPS tags, sequential for ordered flights, exhaustive for small sets.",
     )
-    mapper: MapperKind = "incremental"
+    mapper: MapperKind = Field(
+        default="incremental",
+        description="incremental: robust, the default; global: rotation and position averaging, then one bundle "
+        "adjustment.",
+    )
     max_image_size: int = Field(
         default=1600, ge=64, le=16384, description="Longest side, in pixels, of images used for SfM/training."
     )
     min_registered_fraction: float = Field(
         default=0.5, gt=0, le=1, description="Fail when fewer of the usable images register."
+    )
+    camera_model: CameraModel = Field(
+        default="SIMPLE_RADIAL",
+        description="COLMAP camera model estimated per camera (one per make, model, image size and focal length); "
+        "images are undistorted to PINHOLE afterwards.",
+    )
+    max_features: int = Field(
+        default=8192, ge=256, le=65536, description="Most SIFT features kept per image."
+    )
+    spatial_neighbors: int = Field(
+        default=12, ge=2, le=500,
+        description="Spatial matching: each image is matched with this many nearest images by GPS position.",
+    )
+    sequential_overlap: int = Field(
+        default=10, ge=1, le=500,
+        description="Sequential matching: each image is matched with this many following images in name order.",
+    )
+    exhaustive_max_images: int = Field(
+        default=40, ge=0, le=5000,
+        description="auto: image sets up to this size without GPS tags are matched exhaustively (every pair).",
     )

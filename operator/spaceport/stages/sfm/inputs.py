@@ -1,0 +1,179 @@
+"""Finding, decoding and downscaling the input photos, and reading what their EXIF says about the camera.
+
+Each usable photo is written to the scratch folder under its key (the name COLMAP and training use),
+upright (EXIF orientation applied) and no larger than ``max_image_size``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from spaceport.storage import Store
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+FULL_FRAME_DIAGONAL_MM = 43.267
+"""35 mm equivalent focal lengths scale with the diagonal (the crop factor convention COLMAP uses too)."""
+MIN_SIDE = 32
+"""Photos smaller than this (pixels) cannot give SIFT features: they are skipped with a warning."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One usable photo, as prepared for SfM."""
+
+    name: str  # key under the input store; also the image name in the model
+    width: int  # after orientation and downscaling
+    height: int
+    original_size: tuple[int, int]
+    make: str
+    model: str
+    focal_35mm: float | None
+    gps: tuple[float, float, float] | None  # latitude, longitude (degrees), altitude (metres)
+    taken: datetime | None
+
+    @property
+    def focal_px(self) -> float | None:
+        """Focal length prior in pixels of the prepared image, from the 35 mm equivalent."""
+        if not self.focal_35mm:
+            return None
+        return self.focal_35mm / FULL_FRAME_DIAGONAL_MM * float(np.hypot(self.width, self.height))
+
+    @property
+    def camera_key(self) -> tuple:
+        """Photos with equal keys share one set of intrinsics."""
+        return (self.make, self.model, self.width, self.height, self.focal_35mm)
+
+
+def find_images(store: Store) -> list[str]:
+    return [k for k in store.list() if k.lower().endswith(IMAGE_SUFFIXES) and not _hidden(k)]
+
+
+def _hidden(key: str) -> bool:
+    return any(part.startswith(".") for part in key.split("/"))
+
+
+def _ratio(v: object) -> float:
+    if isinstance(v, tuple) and len(v) == 2:  # (numerator, denominator) from some writers
+        return float(v[0]) / float(v[1])
+    return float(v)  # type: ignore[arg-type]
+
+
+def _gps(exif: Image.Exif) -> tuple[float, float, float] | None:
+    g = exif.get_ifd(0x8825)
+    if 2 not in g or 4 not in g:
+        return None
+    try:
+        lat = sum(_ratio(x) / 60**i for i, x in enumerate(g[2]))
+        lon = sum(_ratio(x) / 60**i for i, x in enumerate(g[4]))
+        alt = _ratio(g[6]) if 6 in g else 0.0
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if str(g.get(1, "N")).upper().startswith("S"):
+        lat = -lat
+    if str(g.get(3, "E")).upper().startswith("W"):
+        lon = -lon
+    if g.get(5) in (b"\x01", 1):  # below sea level
+        alt = -alt
+    if not (np.isfinite([lat, lon, alt]).all() and abs(lat) <= 90 and abs(lon) <= 180) or (lat == 0 and lon == 0):
+        return None
+    return lat, lon, alt
+
+
+def _taken(exif: Image.Exif) -> datetime | None:
+    text = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
+    try:
+        return datetime.strptime(str(text).strip("\x00 "), "%Y:%m:%d %H:%M:%S") if text else None
+    except ValueError:
+        return None
+
+
+def _focal_35mm(exif: Image.Exif) -> float | None:
+    sub = exif.get_ifd(0x8769)
+    try:
+        f35 = float(sub.get(0xA405) or 0)
+    except (TypeError, ValueError):
+        return None
+    return f35 if 5 <= f35 <= 2000 else None
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale (some TIFF exports): keep the top 8 bits rather than clipping at 255.
+        a = np.asarray(im, np.float32)
+        return Image.fromarray((a / max(float(a.max()), 1.0) * 255).astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")
+
+
+def prepare_photo(store: Store, key: str, target: Path, max_size: int) -> Photo:
+    """Decode ``key``, apply its EXIF orientation, downscale and write it to ``target``.
+
+    Raises ValueError (or OSError from Pillow) when the file cannot be used.
+    """
+    local = store.local_path(key)
+    src = Image.open(local if local is not None else io.BytesIO(store.read_bytes(key)))
+    src.load()  # decode now: truncated or corrupt files fail here
+    exif = src.getexif()
+    original = src.size
+    im = _to_rgb(ImageOps.exif_transpose(src))
+    if min(im.size) < MIN_SIDE:
+        raise ValueError(f"{im.size[0]}x{im.size[1]} pixels is too small")
+    scale = max_size / max(im.size)
+    if scale < 1:
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = target.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        im.save(target, "JPEG", quality=95)
+    elif suffix == ".png":
+        im.save(target, "PNG", compress_level=1)
+    else:
+        im.save(target, "TIFF")
+    make = str(exif.get(0x010F, "")).strip("\x00 ")
+    model = str(exif.get(0x0110, "")).strip("\x00 ")
+    return Photo(key, im.width, im.height, original, make, model, _focal_35mm(exif), _gps(exif), _taken(exif))
+
+
+def prepare_photos(
+    store: Store, keys: list[str], folder: Path, max_size: int, on_done: Callable[[int, int], None] | None = None
+) -> tuple[list[Photo], dict[str, str]]:
+    """Prepare every photo in parallel; returns the usable ones (in key order) and why the others failed."""
+    photos: list[Photo] = []
+    failed: dict[str, str] = {}
+
+    def one(key: str) -> Photo | str:
+        try:
+            return prepare_photo(store, key, folder / key, max_size)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            (folder / key).unlink(missing_ok=True)
+            return str(e) or type(e).__name__
+
+    # Decoding and resizing release the GIL; more threads than cores also hide S3 latency.
+    with ThreadPoolExecutor(max_workers=min(16, 2 * (os.cpu_count() or 1))) as pool:
+        for i, (key, result) in enumerate(zip(keys, pool.map(one, keys), strict=True)):
+            if isinstance(result, Photo):
+                photos.append(result)
+            else:
+                failed[key] = result
+            if on_done:
+                on_done(i + 1, len(keys))
+    return photos, failed
+
+
+def is_ordered(photos: list[Photo]) -> bool:
+    """Whether name order is capture order: timestamps that never go back, or numbered names."""
+    times = [p.taken for p in photos]
+    if all(t is not None for t in times):
+        return all(a <= b for a, b in pairwise(times))  # type: ignore[operator]
+    numbers = [re.search(r"(\d+)\D*$", p.name) for p in photos]
+    return all(numbers)

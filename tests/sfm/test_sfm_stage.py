@@ -1,0 +1,155 @@
+"""The SfM stage end to end on synthetic flights, through the stage runner (as `spaceport stage sfm` runs it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+import pytest
+from PIL import Image
+
+from spaceport.contract import BadInputError
+from spaceport.stages.runner import run_stage
+from spaceport.storage import S3Store, s3_client
+from spaceport.synthetic import Flight, enu_to_geodetic, generate_flight, geodetic_to_enu
+from tests.s3 import moto_s3, s3_environment
+from tests.sfm.geometry import alignment_error, model_centres
+
+
+@pytest.fixture(scope="module")
+def gps_flight(tmp_path_factory: pytest.TempPathFactory) -> Flight:
+    return generate_flight(tmp_path_factory.mktemp("gps") / "photos", n_images=16, width=320, height=240, seed=3)
+
+
+def _original_name(name: str) -> str:
+    return name.split("/")[-1].replace(".JPG", ".jpg")
+
+
+def _georeferenced_error(out: Path, flight: Flight) -> float:
+    """Largest distance between a camera placed through georef.json and the truth, over the flight's extent."""
+    georef = json.loads((out / "georef.json").read_text())
+    origin = (georef["latitude"], georef["longitude"], georef["altitude"])
+    centres = {_original_name(n): c for n, c in model_centres(out / "sparse").items()}
+    names = sorted(centres)
+    lat, lon, alt = enu_to_geodetic(np.array([centres[n] for n in names]), origin)
+    placed = geodetic_to_enu(lat, lon, alt, flight.origin)
+    truth = dict(zip(flight.image_names, flight.camera_centers, strict=True))
+    return float(np.linalg.norm(placed - np.array([truth[n] for n in names]), axis=1).max() / flight.extent)
+
+
+def test_gps_flight_registers_at_metric_scale(gps_flight: Flight, tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    # A messy upload: nested folders, upper-case suffixes, a corrupt JPEG and a stray text file.
+    shutil.copytree(gps_flight.out_dir, photos / "day1")
+    for name in gps_flight.image_names[::3]:
+        (photos / "day1" / name).rename(photos / "day1" / name.replace(".jpg", ".JPG"))
+    (photos / "day1" / "IMG_9999.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (photos / "notes.txt").write_text("flown at noon")
+    out = tmp_path / "out"
+    seen = []
+    result = run_stage("sfm", str(photos), str(out), {"maxImageSize": 320}, listener=seen.append)
+
+    m = result.metrics
+    assert (m["imagesFound"], m["imagesUsed"], m["registeredImages"]) == (17, 16, 16)
+    assert m["matchingMode"] == "spatial" and m["components"] == 1 and m["cameras"] == 1
+    assert m["meanReprojectionError"] < 1.0 and m["points3D"] > 300 and m["meanTrackLength"] > 2.5
+    assert set(m["durationsSeconds"]) == {"prepare", "features", "matching", "mapping", "undistortion", "upload"}
+    assert any("IMG_9999.jpg" in w for w in result.warnings)
+    assert any("registered" in r.message for r in seen) and seen[-1].fraction == 1.0
+
+    centres = model_centres(out / "sparse")
+    names = [f"day1/{n.replace('.jpg', '.JPG') if i % 3 == 0 else n}" for i, n in enumerate(gps_flight.image_names)]
+    assert sorted(centres) == sorted(names)
+    renamed = {_original_name(n): c for n, c in centres.items()}
+    scale, err = alignment_error(renamed, gps_flight)
+    assert err < 0.01
+    assert scale == pytest.approx(1.0, abs=0.02)  # metric straight from GPS: nothing rescaled here
+    assert _georeferenced_error(out, gps_flight) < 0.01
+    assert m["georeference"] == json.loads((out / "georef.json").read_text())
+
+    rec = pycolmap.Reconstruction(str(out / "sparse"))
+    assert {c.model.name for c in rec.cameras.values()} == {"PINHOLE"}
+    for image in rec.images.values():
+        assert Image.open(out / "images" / image.name).size == (image.camera.width, image.camera.height)
+    assert result.outputs["sparse"].endswith("sparse") and result.outputs["georef"].endswith("georef.json")
+
+
+def test_orbit_without_gps_matches_every_pair(tmp_path: Path) -> None:
+    flight = generate_flight(tmp_path / "photos", n_images=12, width=320, height=240, seed=4, path="orbit", gps=False)
+    result = run_stage("sfm", str(flight.out_dir), str(tmp_path / "out"))
+    assert result.metrics["matchingMode"] == "exhaustive"
+    assert result.metrics["registeredImages"] == 12 and result.metrics["georeference"] is None
+    assert not (tmp_path / "out" / "georef.json").exists()
+    _, err = alignment_error(model_centres(tmp_path / "out" / "sparse"), flight)
+    assert err < 0.01
+
+
+def test_s3_in_and_out(gps_flight: Flight, tmp_path: Path) -> None:
+    with moto_s3() as endpoint, s3_environment(endpoint):
+        s3_client().create_bucket(Bucket="drone")
+        S3Store("s3://drone/uploads/site-a").upload_dir(gps_flight.out_dir)
+        result = run_stage("sfm", "s3://drone/uploads/site-a", "s3://drone/runs/1/sfm",
+                           {"maxImageSize": 400})
+        out = S3Store("s3://drone/runs/1/sfm")
+        keys = out.list()
+        model = {"sparse/cameras.bin", "sparse/images.bin", "sparse/points3D.bin"}
+        assert {"georef.json", "result.json", *model} <= set(keys)
+        out.download_dir("", tmp_path / "out")
+    assert result.metrics["registeredImages"] == 16
+    assert sum(k.startswith("images/") for k in keys) == 16
+    scale, err = alignment_error(model_centres(tmp_path / "out" / "sparse"), gps_flight)
+    assert err < 0.01 and scale == pytest.approx(1.0, abs=0.02)
+    assert _georeferenced_error(tmp_path / "out", gps_flight) < 0.01
+
+
+def test_global_mapper_on_an_orbit_lands_on_gps(tmp_path: Path) -> None:
+    flight = generate_flight(tmp_path / "photos", n_images=12, width=320, height=240, seed=4, path="orbit")
+    result = run_stage("sfm", str(flight.out_dir), str(tmp_path / "out"), {"mapper": "global"})
+    assert result.metrics["mapper"] == "global" and result.metrics["registeredImages"] == 12
+    assert result.metrics["gpsResidualMeters"] < 0.05 * flight.extent
+    scale, err = alignment_error(model_centres(tmp_path / "out" / "sparse"), flight)
+    assert err < 0.01 and scale == pytest.approx(1.0, abs=0.02)
+    assert _georeferenced_error(tmp_path / "out", flight) < 0.01
+
+
+def test_disconnected_sites_keep_the_largest(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    big = generate_flight(photos, n_images=10, width=320, height=240, seed=5, name_format="A_{:03d}.jpg")
+    # A second site 2 km away, never overlapping the first.
+    generate_flight(photos, n_images=6, width=320, height=240, seed=6, name_format="B_{:03d}.jpg",
+                    origin=(47.3949, 8.5417, 420.0))
+    result = run_stage("sfm", str(photos), str(tmp_path / "out"))
+    assert result.metrics["registeredImages"] == 10 and result.metrics["components"] == 2
+    assert any("2 disconnected components" in w and "dropped 6" in w for w in result.warnings)
+    assert sorted(model_centres(tmp_path / "out" / "sparse")) == big.image_names
+
+
+def test_no_images(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "flight.log").write_text("nothing here")
+    with pytest.raises(BadInputError, match="no images found under") as e:
+        run_stage("sfm", str(tmp_path / "in"), str(tmp_path / "out"))
+    assert e.value.exit_code == 2
+
+
+def test_too_few_usable_images(gps_flight: Flight, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    for name in gps_flight.image_names[:2]:
+        shutil.copy(gps_flight.out_dir / name, tmp_path / "in" / name)
+    (tmp_path / "in" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(BadInputError, match=r"only 2 usable images .*3 found, 1 unreadable"):
+        run_stage("sfm", str(tmp_path / "in"), str(tmp_path / "out"))
+
+
+def test_unrelated_photos_fail_with_the_numbers(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    for i in range(5):
+        # Smooth random blobs: plenty of SIFT features, no two photos of the same place.
+        small = rng.uniform(0, 255, (12, 16, 3)).astype(np.uint8)
+        Image.fromarray(small).resize((320, 240), Image.Resampling.BICUBIC).save(tmp_path / "in" / f"p{i}.png")
+    with pytest.raises(BadInputError, match=r"only 0 of 5 usable images registered .*minRegisteredFraction is 0.5"):
+        run_stage("sfm", str(tmp_path / "in"), str(tmp_path / "out"))
