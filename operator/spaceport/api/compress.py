@@ -15,8 +15,36 @@ Ordering = Literal["auto", "plas", "morton"]
 class CompressOptions(ApiModel):
     """How the trained PLY becomes web formats."""
 
-    formats: list[SogFormat] = Field(default_factory=lambda: ["sog", "sog-unbundled"], min_length=1)
-    ordering: Ordering = "morton"
+    formats: list[SogFormat] = Field(
+        default_factory=lambda: ["sog", "sog-unbundled"], min_length=1,
+        description="Outputs: sog (scene.sog bundle), sog-unbundled (sog/meta.json + WebPs), sogs-v1 (sogs-v1/).",
+    )
+    ordering: Ordering = Field(
+        default="morton",
+        description="Texel order: morton (Z-order), plas (sorted grid; slower), auto (both, keep the smaller).",
+    )
     sh_bands: int = Field(default=3, ge=0, le=3, description="Spherical-harmonics bands kept (0 drops all).")
-    kmeans_iterations: int = Field(default=10, ge=1, le=100)
-    seed: int = 0
+    kmeans_iterations: int = Field(default=10, ge=1, le=100, description="k-means passes for the SH palette.")
+    sh_palette_error: float = Field(
+        default=0.12, ge=0, le=1,
+        description="Target RMSE of the SH palette relative to the SH spread; the palette doubles from 1024 "
+        "entries until it is met (or reaches splat-transform's size for the scene).",
+    )
+    sh_palette_max: int = Field(default=65536, ge=64, le=65536, description="Most SH palette entries.")
+    webp_effort: int = Field(default=4, ge=0, le=6, description="Lossless WebP effort (libwebp method 0-6).")
+    plas_max_splats: int = Field(
+        default=2_000_000, ge=0,
+        description="With ordering auto, scenes with more splats than this use Morton only (PLAS time grows "
+        "with the grid).",
+    )
+    quality_views: int = Field(
+        default=4, ge=0, le=1000,
+        description="Training cameras rendered to measure psnrDropDb (0 skips the measurement).",
+    )
+    quality_max_side: int = Field(
+        default=480, ge=16, le=8192, description="Longest side, in pixels, of the quality renders.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Device for k-means and PLAS (auto: CUDA when present)."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of k-means and PLAS; equal seeds give equal files.")

@@ -1,12 +1,179 @@
-"""Compression stage (minimal until the SOG encoder lands): check a PLY is there."""
+"""Compression stage: the trained ``splats.ply`` → PlayCanvas SOG v2 (bundled and unbundled) and SOGS v1.
+
+Input (the train output folder): ``splats.ply``, ``cameras.json`` (for the quality renders), and
+``georef.json`` when the scene is georeferenced. Output: ``scene.sog``, ``sog/`` (meta.json + WebPs),
+``sogs-v1/`` when asked. Everything is built in scratch and uploaded file by file (each upload is
+atomic), so a failure never leaves a partial ``.sog``.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spaceport.api.compress import CompressOptions
 from spaceport.contract import BadInputError, StageContext, StageOutput
+from spaceport.splats import GaussianScene, PlyFormatError, read_ply
+from spaceport.stages.compress import quality
+from spaceport.stages.compress.pipeline import encode_scene, keep_bands, resolve_device
+from spaceport.stages.compress.sog import META, bundle, decode_v2
+from spaceport.storage import Store
+
+PLY = "splats.ply"
+CAMERAS = "cameras.json"
+GEOREF = "georef.json"
+GEOREF_FIELDS = ("latitude", "longitude", "altitude")
+
+
+def _find_ply(store: Store) -> str:
+    if store.exists(PLY):
+        return PLY
+    plys = [k for k in store.list() if k.endswith(".ply") and "/" not in k]
+    if len(plys) == 1:
+        return plys[0]
+    raise BadInputError(f"{store.uri_of(PLY)} does not exist" + (f" (found {', '.join(plys)})" if plys else ""))
+
+
+def _local_copy(store: Store, key: str, scratch: Path) -> Path:
+    local = store.local_path(key)
+    if local is not None:
+        return local
+    target = scratch / "input" / key
+    store.download_file(key, target)
+    return target
+
+
+def read_scene(store: Store, scratch: Path) -> tuple[GaussianScene, int, int, str]:
+    """(finite scene, PLY bytes, non-finite splats dropped, key) — bad files become BadInputError."""
+    key = _find_ply(store)
+    path = _local_copy(store, key, scratch)
+    try:
+        scene = read_ply(path, name=store.uri_of(key))
+    except PlyFormatError as e:
+        raise BadInputError(str(e)) from e
+    finite = scene.finite_mask()
+    dropped = int((~finite).sum())
+    if dropped:
+        scene = scene.subset(finite)
+    if scene.count == 0:
+        raise BadInputError(f"{store.uri_of(key)}: no splats" + (f" ({dropped} non-finite dropped)" if dropped else ""))
+    return scene, path.stat().st_size, dropped, key
+
+
+def read_georef(store: Store) -> dict[str, Any] | None:
+    if not store.exists(GEOREF):
+        return None
+    try:
+        data = json.loads(store.read_text(GEOREF))
+        ref = {f: float(data[f]) for f in GEOREF_FIELDS}
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadInputError(f"{store.uri_of(GEOREF)}: needs numeric latitude, longitude, altitude ({e})") from e
+    ref["frame"] = str(data.get("frame", "ENU"))
+    return ref
+
+
+def load_views(store: Store) -> list[Any]:
+    if not store.exists(CAMERAS):
+        return []
+    try:
+        from spaceport.stages.train.render import load_cameras
+    except ImportError:
+        try:
+            cams = json.loads(store.read_text(CAMERAS))["cameras"]
+            return [quality.ViewCamera(str(c["name"]), int(c["width"]), int(c["height"]), float(c["fx"]),
+                                       float(c["fy"]), float(c["cx"]), float(c["cy"]),
+                                       np.asarray(c["worldToCamera"], np.float64), bool(c.get("heldOut")))
+                    for c in cams]
+        except (ValueError, KeyError, TypeError) as e:
+            raise BadInputError(f"{store.uri_of(CAMERAS)}: not a valid cameras file ({e})") from e
+    return load_cameras(store)
 
 
 def run_compress(ctx: StageContext) -> StageOutput:
-    plys = [k for k in ctx.input.list() if k.endswith(".ply")]
-    if not plys:
-        raise BadInputError(f"no .ply under {ctx.input.uri}")
-    return StageOutput(metrics={"plyFiles": len(plys)})
+    options: CompressOptions = ctx.options
+    t0 = time.perf_counter()
+    progress = ctx.progress
+    progress.update(0.0, "compress: reading the PLY")
+    scene, ply_size, dropped, key = read_scene(ctx.input, ctx.scratch)
+    if dropped:
+        ctx.warn(f"{ctx.input.uri_of(key)}: dropped {dropped} splat(s) with NaN or infinite values")
+    original = scene
+    scene = keep_bands(scene, options.sh_bands)
+    georef = read_georef(ctx.input)
+    extra = {"spaceport": {"georef": georef}} if georef else None
+    read_s = time.perf_counter() - t0
+
+    encode_progress = progress.span(0.05, 0.8)
+    encoded = encode_scene(scene, options, extra=extra, progress=lambda f, m: encode_progress.update(f, m))
+
+    out = ctx.scratch / "out"
+    out.mkdir()
+    sog_bytes = bundle(encoded.sog_files)
+    if "sog" in options.formats:
+        (out / "scene.sog").write_bytes(sog_bytes)
+    if "sog-unbundled" in options.formats:
+        (out / "sog").mkdir()
+        for name, data in encoded.sog_files.items():
+            (out / "sog" / name).write_bytes(data)
+    if encoded.v1_files is not None:
+        (out / "sogs-v1").mkdir()
+        for name, data in encoded.v1_files.items():
+            (out / "sogs-v1" / name).write_bytes(data)
+
+    metrics: dict[str, Any] = {
+        "splats": scene.count,
+        "droppedNonFinite": dropped,
+        "shBands": scene.sh_degree,
+        "plyBytes": ply_size,
+        "sogBytes": len(sog_bytes),
+        "compressionRatio": round(ply_size / len(sog_bytes), 3),
+        "sogFileBytes": {name: len(data) for name, data in encoded.sog_files.items()},
+        "ordering": encoded.ordering,
+        "orderingBytes": encoded.sizes_by_ordering,
+    }
+    if encoded.palette is not None:
+        metrics.update(shPaletteSize=encoded.palette.size, shPaletteError=round(encoded.palette.relative_error, 4),
+                       shPaletteTried=[list(t) for t in encoded.palette.tried])
+    if encoded.v1_files is not None:
+        metrics["sogsV1Bytes"] = sum(len(d) for d in encoded.v1_files.values())
+        metrics["sogsV1Splats"] = json.loads(encoded.v1_files[META])["means"]["shape"][0]
+    if georef:
+        metrics["georef"] = georef
+
+    t = time.perf_counter()
+    views = quality.pick_views(load_views(ctx.input), options.quality_views) if options.quality_views else []
+    if views:
+        qprog = progress.span(0.8, 0.95)
+        decoded, _ = decode_v2(encoded.sog_files)
+        report = quality.compare(original, decoded, views, max_side=options.quality_max_side,
+                                 device=resolve_device(options.device),
+                                 progress=lambda f: qprog.update(f, "compress: quality renders"))
+        # The PSNR of the compressed scene's renders against the uncompressed scene's (higher is better).
+        metrics.update(psnrDropDb=round(report.psnr_db, 3), ssim=round(report.ssim, 5), qualityViews=report.views,
+                       qualityRenderer=report.renderer)
+    elif options.quality_views:
+        ctx.warn(f"{ctx.input.uri_of(CAMERAS)} missing: psnrDropDb not measured")
+    durations = {k: round(v, 3) for k, v in encoded.durations.items()}
+    durations.update(readSeconds=round(read_s, 3), qualitySeconds=round(time.perf_counter() - t, 3))
+
+    progress.update(0.95, "compress: uploading")
+    # meta.json last in each folder: a reader that sees it finds every texture it names
+    files = sorted((p for p in out.rglob("*") if p.is_file()), key=lambda p: (p.name == META, str(p)))
+    for path in files:
+        ctx.output.upload_file(path, path.relative_to(out).as_posix())
+    shutil.rmtree(out, ignore_errors=True)
+    durations["totalSeconds"] = round(time.perf_counter() - t0, 3)
+    metrics["durations"] = durations
+    outputs = {}
+    if "sog" in options.formats:
+        outputs["sog"] = ctx.output.uri_of("scene.sog")
+    if "sog-unbundled" in options.formats:
+        outputs["sogUnbundled"] = ctx.output.uri_of("sog/meta.json")
+    if encoded.v1_files is not None:
+        outputs["sogsV1"] = ctx.output.uri_of("sogs-v1/meta.json")
+    return StageOutput(metrics=metrics, outputs=outputs)
