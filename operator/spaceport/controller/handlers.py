@@ -68,6 +68,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
         if type == "DELETED":
             # Also covers objects deleted before kopf's finalizer landed on them.
             reconciler.cleanup(namespace, name, body["metadata"].get("uid"))
+        elif reconciler.is_echo(namespace, name, body["metadata"].get("resourceVersion")):
+            return
         elif _active(status=dict(body.get("status") or {}), meta=dict(body["metadata"])):
             reconcile(namespace, name)
 

@@ -48,6 +48,11 @@ class Reconciler:
         self.storage = storage or StorageReader(kube, settings.secret_cache_s)
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
+        self._written: dict[tuple[str, str], str] = {}
+
+    def is_echo(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """True for the watch event of our own last status write: it holds nothing new to act on."""
+        return resource_version is not None and self._written.get((namespace, name)) == resource_version
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
@@ -107,19 +112,20 @@ class Reconciler:
         run = status.run or 0
         sst = status.stages.get(stage, StageStatus())
         job_name = sst.job or ""
-        raw = self.kube.get_job(ns, job_name)
-        if raw is not None and raw["metadata"].get("labels", {}).get(LABEL_RUN) not in (None, str(run)):
-            raise RetryLater(f"Job {job_name} belongs to another run")
-        if raw is None and sst.phase == Phase.PENDING:
-            # Earlier runs' Jobs go before this run's first (or next) Job: also after a restart that cut
-            # the previous pass short between saving the new run and deleting the old one.
-            self._delete_jobs(ns, owner.name, keep_run=run)
-            try:
+        raw: dict[str, Any] | None
+        if sst.phase == Phase.PENDING:
+            if run > 1:
+                # Earlier runs' Jobs go before this run's first (or next) Job: also after a restart that cut
+                # the previous pass short between saving the new run and deleting the old one.
+                self._delete_jobs(ns, owner.name, keep_run=run)
+            try:  # create straight away: an existing Job answers 409 and is adopted
                 raw, created = self.kube.create_job(build_job(owner, spec, run, stage, self.settings))
             except OwnerMismatchError as e:
                 self.kube.delete_job(ns, job_name)
                 raise RetryLater(str(e)) from e
             log.info("%s Job %s/%s for run %d", "created" if created else "adopted", ns, job_name, run)
+        else:
+            raw = self.kube.get_job(ns, job_name)
         uri = stage_location(spec, run, stage)
         if raw is None:  # vanished: finished before its TTL ran out while we were away?
             return st.Observation(stage, None, result=self.storage.read_result(ns, spec, uri))
@@ -180,7 +186,8 @@ class Reconciler:
         patch.pop("kopf", None)  # never touch kopf's own bookkeeping
         if patch:
             meta = body["metadata"]
-            self.kube.patch_reconstruction_status(meta["namespace"], meta["name"], patch)
+            written = self.kube.patch_reconstruction_status(meta["namespace"], meta["name"], patch)
+            self._written[(meta["namespace"], meta["name"])] = written["metadata"]["resourceVersion"]
             for type_, reason, message in st.transitions(old, new):
                 self.kube.post_event(body, type_, reason, message)
         return new
@@ -196,4 +203,5 @@ class Reconciler:
             deleted = sum(self.kube.delete_job(namespace, job["metadata"]["name"]) for job in jobs)
         with self._guard:
             self._locks.pop((namespace, name), None)
+            self._written.pop((namespace, name), None)
         return deleted
