@@ -120,7 +120,7 @@ async def main(args: argparse.Namespace) -> int:
             "clusters": [{"name": "bench", "cluster": {"server": emulator.url}}],
             "users": [{"name": "bench", "user": {"token": "unused"}}],
             "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}]}))
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "SPACEPORT_HEALTH_ENDPOINT": "none"}
         log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115
         verbose = ["-v"] if os.environ.get("BENCH_DEBUG") else []
         operator = subprocess.Popen([str(ROOT / ".venv/bin/spaceport"), *verbose, "operator", "-A", "--standalone"],

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
+from spaceport.api import ReconstructionSpec
 from spaceport.contract import StageResult
-from tests.operator.harness import Cluster, eventually
+from tests.operator.harness import ROOT, Cluster, eventually
 
 
 def spec_for(buckets: tuple[str, str], **extra: Any) -> dict[str, Any]:
@@ -202,3 +205,26 @@ async def test_invalid_spec_fails_naming_the_field(cluster: Cluster, buckets: tu
     spec["output"] = {"uri": f"s3://{buckets[1]}/bad"}
     await cluster.patch_spec("bad", spec)  # fixing it starts a run
     await cluster.wait_job("bad-r1-sfm")
+
+
+async def test_volume_outputs_take_metrics_from_termination_messages(cluster: Cluster) -> None:
+    spec = yaml.safe_load((ROOT / "examples" / "reconstruction-pvc.yaml").read_text())["spec"]
+    await cluster.create_recon("bridge", spec)
+    job = await cluster.wait_job("bridge-r1-sfm")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[1] == "/mnt/spaceport/input/surveys/bridge-7/2026-11-24"
+    assert args[3] == "/mnt/spaceport/output/reconstructions/bridge-7/runs/1/sfm"
+    await cluster.succeed_job("bridge-r1-sfm", "unused", result("sfm", {"images": 7, "registeredImages": 6}),
+                              in_storage=False)
+    status = await cluster.wait_status("bridge", lambda s: s["stages"]["sfm"]["phase"] == "Succeeded", "sfm done")
+    assert status["stages"]["sfm"]["metrics"] == {"images": 7, "registeredImages": 6, "durationSeconds": 300.0}
+    assert status["runUri"] == "reconstructions/bridge-7/runs/1"
+
+
+def test_examples_are_valid_specs() -> None:
+    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    assert len(examples) >= 2
+    for path in examples:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Reconstruction":
+                ReconstructionSpec.model_validate(doc["spec"])

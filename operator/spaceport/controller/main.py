@@ -57,6 +57,6 @@ def run_operator(namespaces: list[str], all_namespaces: bool, standalone: bool, 
         priority=priority or 0,
         # kopf makes a named peering mandatory even with standalone=True: name it only when peering.
         peering_name=None if standalone else peering,
-        liveness_endpoint="http://0.0.0.0:8080/healthz",
+        liveness_endpoint=settings.health_endpoint,
     ))
     return 0

@@ -62,6 +62,9 @@ class OperatorSettings:
     secret_cache_s: float = 60.0
     """Seconds the storage credentials read for progress polling are kept in memory (SPACEPORT_SECRET_CACHE_S)."""
 
+    health_endpoint: str | None = "http://0.0.0.0:8080/healthz"
+    """kopf's liveness endpoint for the Pod's probes (SPACEPORT_HEALTH_ENDPOINT; "none" disables it)."""
+
     def resources_for(self, stage: str) -> Mapping[str, Any]:
         return self.default_resources.get(stage, {})
 
@@ -90,6 +93,9 @@ class OperatorSettings:
         kw.update(_number(env, "SPACEPORT_SECRET_CACHE_S", "secret_cache_s", float, 0))
         if env.get("SPACEPORT_SCRATCH_SIZE_LIMIT"):
             kw["scratch_size_limit"] = env["SPACEPORT_SCRATCH_SIZE_LIMIT"]
+        if env.get("SPACEPORT_HEALTH_ENDPOINT"):
+            endpoint = env["SPACEPORT_HEALTH_ENDPOINT"]
+            kw["health_endpoint"] = None if endpoint.lower() == "none" else endpoint
         if env.get("SPACEPORT_NAMESPACE"):
             kw["namespace"] = env["SPACEPORT_NAMESPACE"]
         return cls(**kw)
