@@ -206,6 +206,20 @@ async def test_invalid_spec_fails_naming_the_field(cluster: Cluster, buckets: tu
     await cluster.patch_spec("bad", spec)  # fixing it starts a run
     await cluster.wait_job("bad-r1-sfm")
 
+    await cluster.patch_spec("bad", {"train": {"iterations": 0}})  # breaking it again stops that run
+    status = await cluster.wait_status("bad", lambda s: s.get("reason") == "InvalidSpec", "InvalidSpec again")
+    assert status["message"].startswith("spec.train.iterations: ")
+    assert status["stages"]["sfm"]["phase"] == "Failed"
+    await eventually(lambda: _no_jobs(cluster), what="run 1's Job deleted")
+    await cluster.patch_spec("bad", {"train": {"iterations": None}})  # the same valid spec as run 1
+    await cluster.wait_job("bad-r2-sfm")
+    status = await cluster.wait_status("bad", lambda s: s.get("phase") == "Running", "Running")
+    assert status["run"] == 2
+
+
+async def _no_jobs(cluster: Cluster) -> bool:
+    return not await cluster.jobs()
+
 
 async def test_volume_outputs_take_metrics_from_termination_messages(cluster: Cluster) -> None:
     spec = yaml.safe_load((ROOT / "examples" / "reconstruction-pvc.yaml").read_text())["spec"]

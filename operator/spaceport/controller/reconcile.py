@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from spaceport.api import (
     STAGES,
     Phase,
+    Reason,
     ReconstructionSpec,
     ReconstructionStatus,
     describe_validation_error,
@@ -85,7 +86,7 @@ class Reconciler:
             return old
 
         status = old
-        if status.run is None or status.run_key != spec.run_key():
+        if status.run is None or status.run_key != spec.run_key() or status.reason == Reason.INVALID_SPEC:
             # Run number and Job names reach the API server before any Job exists: a restart finds them.
             status = st.start_run(old, spec, name, generation, now_iso())
             self._write(body, raw_status, old, status)

@@ -112,9 +112,13 @@ def start_run(status: ReconstructionStatus, spec: ReconstructionSpec, name: str,
 
 def invalid_spec(status: ReconstructionStatus, message: str, generation: int | None,
                  now: str) -> ReconstructionStatus:
+    # The run's Jobs are deleted with an invalid spec: none of its stages may go on saying Running.
+    stages = {name: s.model_copy(update={"phase": Phase.FAILED, "message": "stopped: the spec became invalid",
+                                         "eta_seconds": None, "finished_at": s.finished_at or now})
+              if s.phase in (Phase.RUNNING, Phase.SUSPENDED) else s for name, s in status.stages.items()}
     return _with_condition(status.model_copy(update={
         "phase": Phase.FAILED, "reason": Reason.INVALID_SPEC, "message": message, "progress": None,
-        "observed_generation": generation,
+        "observed_generation": generation, "stages": stages,
     }), now)
 
 
