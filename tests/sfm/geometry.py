@@ -1,4 +1,4 @@
-"""Comparing a reconstructed model with a synthetic flight's ground truth."""
+"""Reading camera centres out of a COLMAP model, for comparison with a synthetic flight's ground truth."""
 
 from __future__ import annotations
 
@@ -8,17 +8,7 @@ import numpy as np
 import pycolmap
 
 from spaceport.synthetic import Flight
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Scale, rotation and translation minimising |s R src + t - dst|^2 (least squares, no outlier handling)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(b.T @ a / len(src))
-    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rot = u @ d @ vt
-    scale = float(np.trace(np.diag(sig) @ d) / (a**2).sum(1).mean())
-    return scale, rot, mu_d - scale * rot @ mu_s
+from spaceport.synthetic.evaluate import centre_error
 
 
 def model_centres(sparse: Path) -> dict[str, np.ndarray]:
@@ -26,14 +16,7 @@ def model_centres(sparse: Path) -> dict[str, np.ndarray]:
     return {im.name: np.asarray(im.projection_center()) for im in rec.images.values() if im.has_pose}
 
 
-def alignment_error(
-    centres: dict[str, np.ndarray], flight: Flight, names: list[str] | None = None
-) -> tuple[float, float]:
+def alignment_error(centres: dict[str, np.ndarray], flight: Flight) -> tuple[float, float]:
     """(similarity scale, largest centre error after the similarity as a fraction of the flight's extent)."""
-    names = names or flight.image_names
-    truth = dict(zip(flight.image_names, flight.camera_centers, strict=True))
-    src = np.array([centres[n] for n in names])
-    dst = np.array([truth[n] for n in names])
-    s, r, t = umeyama(src, dst)
-    err = np.linalg.norm(src @ (s * r).T + t - dst, axis=1)
-    return s, float(err.max() / flight.extent)
+    assert sorted(centres) == sorted(flight.image_names), "every image must be registered"
+    return centre_error(centres, flight)

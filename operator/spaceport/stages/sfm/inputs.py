@@ -122,9 +122,12 @@ def prepare_photo(store: Store, key: str, target: Path, max_size: int) -> Photo:
     """
     local = store.local_path(key)
     src = Image.open(local if local is not None else io.BytesIO(store.read_bytes(key)))
-    src.load()  # decode now: truncated or corrupt files fail here
     exif = src.getexif()
     original = src.size
+    if src.format == "JPEG" and max(original) > 2 * max_size:
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (never below the target): 48 MP photos decode ~8x faster.
+        src.draft("RGB", (original[0] * max_size // max(original), original[1] * max_size // max(original)))
+    src.load()  # decode now: truncated or corrupt files fail here
     im = _to_rgb(ImageOps.exif_transpose(src))
     if min(im.size) < MIN_SIDE:
         raise ValueError(f"{im.size[0]}x{im.size[1]} pixels is too small")
@@ -172,7 +175,7 @@ def prepare_photos(
 
 def is_ordered(photos: list[Photo]) -> bool:
     """Whether name order is capture order: timestamps that never go back, or numbered names."""
-    times = [p.taken for p in photos]
+    times = [p.taken for p in sorted(photos, key=lambda p: p.name)]  # COLMAP pairs sequences by name
     if all(t is not None for t in times):
         return all(a <= b for a, b in pairwise(times))  # type: ignore[operator]
     numbers = [re.search(r"(\d+)\D*$", p.name) for p in photos]

@@ -8,6 +8,7 @@ largest registered component, PINHOLE cameras), ``images/`` (undistorted, named 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -30,6 +31,9 @@ STEPS = {"prepare": (0.0, 0.1), "features": (0.1, 0.3), "matching": (0.3, 0.55),
 
 def run_sfm(ctx: StageContext) -> StageOutput:
     opts: SfmOptions = ctx.options
+    if not ctx.log.isEnabledFor(logging.DEBUG):
+        # COLMAP logs a line per image per step; our own log says what each step did.
+        pycolmap.logging.minloglevel = pycolmap.logging.WARNING
     durations: dict[str, float] = {}
 
     @contextmanager
