@@ -10,7 +10,7 @@ from spaceport.api import Phase, Reason, ReconstructionSpec, ReconstructionStatu
 from spaceport.contract import ProgressRecord, StageResult
 from spaceport.controller.jobs import Owner, build_job, stage_io
 from spaceport.controller.naming import MAX_NAME, job_name
-from spaceport.controller.settings import OperatorSettings, SettingsError
+from spaceport.controller.settings import DEFAULT_STAGE_IMAGE, OperatorSettings, SettingsError
 from spaceport.controller.status import JobView, Observation, merge_patch, next_status, start_run
 
 OWNER = Owner(name="site", namespace="surveys", uid="u-1")
@@ -150,3 +150,24 @@ def test_settings_from_env() -> None:
     assert settings.resources_for("train")["limits"]["nvidia.com/gpu"] == 1
     with pytest.raises(SettingsError, match="SPACEPORT_PROGRESS_INTERVAL_S"):
         OperatorSettings.from_env({"SPACEPORT_PROGRESS_INTERVAL_S": "30"})
+
+
+def test_stage_pools_and_default_secret_fill_what_the_spec_leaves_open() -> None:
+    settings = OperatorSettings.from_env({
+        "SPACEPORT_STAGE_POOLS": json.dumps({"train": {"image": "gpu-stage:1", "nodeSelector": {"pool": "gpu"},
+                                                       "tolerations": [{"key": "gpu", "operator": "Exists"}]}}),
+        "SPACEPORT_DEFAULT_CREDENTIALS_SECRET": "shared-s3"})
+    spec = ReconstructionSpec.model_validate({"input": {"uri": "s3://photos/a"}, "output": {"uri": "s3://out/a"}})
+    pod = build_job(OWNER, spec, 1, "train", settings)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "gpu-stage:1"
+    assert pod["nodeSelector"] == {"pool": "gpu"} and pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "shared-s3", "optional": True}}]
+    sfm = build_job(OWNER, spec, 1, "sfm", settings)["spec"]["template"]["spec"]
+    assert sfm["containers"][0]["image"] == DEFAULT_STAGE_IMAGE and "nodeSelector" not in sfm
+
+    named = build_job(OWNER, s3_spec(train={"scheduling": {"image": "mine:2", "nodeSelector": {"a": "b"}}}), 1,
+                      "train", settings)["spec"]["template"]["spec"]
+    assert named["containers"][0]["image"] == "mine:2" and named["nodeSelector"] == {"a": "b"}
+    assert named["containers"][0]["envFrom"] == [{"secretRef": {"name": "creds"}}]
+    with pytest.raises(SettingsError, match="SPACEPORT_STAGE_POOLS"):
+        OperatorSettings.from_env({"SPACEPORT_STAGE_POOLS": '{"training": {}}'})

@@ -64,6 +64,10 @@ async def test_happy_path_three_stages_with_metrics(cluster: Cluster, buckets: t
     status = await cluster.wait_status("site", lambda s: s.get("observedGeneration") == 2, "generation 2 seen")
     assert status["phase"] == "Succeeded" and status["run"] == 1
 
+    from prometheus_client import REGISTRY
+
+    assert (REGISTRY.get_sample_value("spaceport_jobs_created_total", {"stage": "compress"}) or 0) >= 1
+
     events = await cluster.events("site")
     reasons = [e["reason"] for e in events]
     for reason in ("RunStarted", "StageStarted", "StageSucceeded", "Succeeded"):

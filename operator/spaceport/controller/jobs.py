@@ -92,16 +92,18 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
     config = json.dumps(spec.stage_options(stage).to_wire(), sort_keys=True, separators=(",", ":"))
     resources = scheduling.resources.to_wire() if scheduling.resources else _plain(settings.resources_for(stage))
     resources = {k: v for k, v in resources.items() if v}
-    tolerations = [t.to_wire() for t in scheduling.tolerations]
+    pool = settings.pool_for(stage)
+    tolerations = [t.to_wire() for t in scheduling.tolerations] or _plain(list(pool.get("tolerations") or []))
     if not tolerations and GPU in resources.get("limits", {}):
         # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule; without this the Pod never schedules.
         tolerations = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
-    secret = spec.input.credentials_secret or spec.output.credentials_secret
+    node_selector = dict(scheduling.node_selector) or dict(pool.get("nodeSelector") or {})
+    secret_ref = credentials_ref(spec, settings)
     volumes, mounts = _volumes(spec, stage, settings)
 
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": scheduling.image or settings.stage_image,
+        "image": scheduling.image or pool.get("image") or settings.stage_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["spaceport", "stage", stage],
         "args": ["--input", input_uri, "--output", output_uri, "--config", config],
@@ -125,9 +127,9 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if secret:
+    if secret_ref:
         # By reference only: the operator never copies the values anywhere.
-        container["envFrom"] = [{"secretRef": {"name": secret}}]
+        container["envFrom"] = [{"secretRef": secret_ref}]
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # podFailurePolicy requires it
@@ -143,8 +145,8 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
         "containers": [container],
         "volumes": volumes,
     }
-    if scheduling.node_selector:
-        pod_spec["nodeSelector"] = dict(scheduling.node_selector)
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
     if tolerations:
         pod_spec["tolerations"] = tolerations
 
@@ -176,6 +178,24 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
         },
         "spec": job_spec,
     }
+
+
+def credentials_secret(spec: ReconstructionSpec, settings: OperatorSettings) -> tuple[str | None, bool]:
+    """The storage Secret's name, and whether the spec named it (a default one may be absent)."""
+    named = spec.input.credentials_secret or spec.output.credentials_secret
+    if named:
+        return named, True
+    if settings.default_credentials_secret and (is_s3_uri(spec.input.uri) or is_s3_uri(spec.output.uri)):
+        return settings.default_credentials_secret, False
+    return None, False
+
+
+def credentials_ref(spec: ReconstructionSpec, settings: OperatorSettings) -> dict[str, Any] | None:
+    name, named = credentials_secret(spec, settings)
+    if name is None:
+        return None
+    # A Secret the spec names must exist (the Pod waits for it); the operator-wide default is optional.
+    return {"name": name} if named else {"name": name, "optional": True}
 
 
 def _volumes(spec: ReconstructionSpec, stage: str,

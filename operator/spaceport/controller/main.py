@@ -48,6 +48,10 @@ def run_operator(namespaces: list[str], all_namespaces: bool, standalone: bool, 
     if not namespaces and not all_namespaces and settings.namespace:
         namespaces = [settings.namespace]
     clusterwide = all_namespaces or not namespaces
+    if settings.metrics_port:
+        import prometheus_client
+
+        prometheus_client.start_http_server(settings.metrics_port)
     registry = build_registry(_cluster_client(), settings, login=_login_via_client)
     asyncio.run(kopf.operator(
         registry=registry,

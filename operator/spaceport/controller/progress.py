@@ -25,8 +25,9 @@ log = logging.getLogger("spaceport.operator.progress")
 
 
 class StorageReader:
-    def __init__(self, kube: Kube, cache_seconds: float = 60.0) -> None:
+    def __init__(self, kube: Kube, cache_seconds: float = 60.0, default_secret: str | None = None) -> None:
         self._kube = kube
+        self._default_secret = default_secret
         self._cache_seconds = cache_seconds
         self._clients: dict[tuple[str, str], tuple[float, Any]] = {}
         self._lock = threading.Lock()
@@ -34,7 +35,7 @@ class StorageReader:
     def store(self, namespace: str, spec: ReconstructionSpec, uri: str) -> S3Store | None:
         if not is_s3_uri(uri):
             return None
-        secret = spec.output.credentials_secret or spec.input.credentials_secret
+        secret = spec.output.credentials_secret or spec.input.credentials_secret or self._default_secret
         try:
             return S3Store(uri, self._client(namespace, secret))
         except Exception as e:  # no readable credentials: status shows Job state only

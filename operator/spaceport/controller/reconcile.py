@@ -24,6 +24,7 @@ from spaceport.api import (
 )
 from spaceport.api.reconstruction import StageStatus
 from spaceport.contract import StageResult
+from spaceport.controller import metrics
 from spaceport.controller import status as st
 from spaceport.controller.jobs import CONTAINER, Owner, build_job, stage_location
 from spaceport.controller.k8s import Kube, OwnerMismatchError
@@ -46,7 +47,7 @@ class Reconciler:
     def __init__(self, kube: Kube, settings: OperatorSettings, storage: StorageReader | None = None) -> None:
         self.kube = kube
         self.settings = settings
-        self.storage = storage or StorageReader(kube, settings.secret_cache_s)
+        self.storage = storage or StorageReader(kube, settings.secret_cache_s, settings.default_credentials_secret)
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self._written: dict[tuple[str, str], str] = {}
@@ -60,14 +61,25 @@ class Reconciler:
             return self._locks[(namespace, name)]
 
     def reconcile(self, namespace: str, name: str) -> ReconstructionStatus | None:
-        with self._lock(namespace, name):
-            body = self.kube.get_reconstruction(namespace, name)
-            if body is None:
-                self._delete_jobs(namespace, name, keep_run=None)  # orphans: no garbage collector here
-                return None
-            if body["metadata"].get("deletionTimestamp"):
-                return None
-            return self._reconcile(body)
+        outcome = "error"
+        with self._lock(namespace, name), metrics.RECONCILE_SECONDS.time():
+            try:
+                body = self.kube.get_reconstruction(namespace, name)
+                if body is None:
+                    self._delete_jobs(namespace, name, keep_run=None)  # orphans: no garbage collector here
+                    outcome = "gone"
+                    return None
+                if body["metadata"].get("deletionTimestamp"):
+                    outcome = "deleting"
+                    return None
+                status = self._reconcile(body)
+                outcome = "ok"
+                return status
+            except RetryLater:
+                outcome = "retry"
+                raise
+            finally:
+                metrics.RECONCILES.labels(outcome).inc()
 
     def _reconcile(self, body: dict[str, Any]) -> ReconstructionStatus:
         meta = body["metadata"]
@@ -125,6 +137,8 @@ class Reconciler:
                 self.kube.delete_job(ns, job_name)
                 raise RetryLater(str(e)) from e
             log.info("%s Job %s/%s for run %d", "created" if created else "adopted", ns, job_name, run)
+            if created:
+                metrics.JOBS_CREATED.labels(stage).inc()
         else:
             raw = self.kube.get_job(ns, job_name)
         uri = stage_location(spec, run, stage)
@@ -191,6 +205,9 @@ class Reconciler:
             self._written[(meta["namespace"], meta["name"])] = written["metadata"]["resourceVersion"]
             for type_, reason, message in st.transitions(old, new):
                 self.kube.post_event(body, type_, reason, message)
+            for stage, stage_status in new.stages.items():
+                if old.run != new.run or old.stages.get(stage, StageStatus()).phase != stage_status.phase:
+                    metrics.TRANSITIONS.labels(stage, str(stage_status.phase)).inc()
         return new
 
     def cleanup(self, namespace: str, name: str, uid: str | None) -> int:

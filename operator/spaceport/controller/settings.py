@@ -41,6 +41,17 @@ class OperatorSettings:
     """Per-stage requests/limits when ``scheduling.resources`` is empty (SPACEPORT_DEFAULT_RESOURCES, a JSON
     object ``{"train": {"limits": {...}}}`` whose stages replace the built-in ones)."""
 
+    stage_pools: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-stage ``image``, ``nodeSelector`` and ``tolerations`` used where a Reconstruction's scheduling leaves
+    them empty (SPACEPORT_STAGE_POOLS, a JSON object keyed by stage; the chart's ``stages`` values)."""
+
+    default_credentials_secret: str | None = None
+    """Secret (in the Reconstruction's namespace) for S3 Reconstructions that name none
+    (SPACEPORT_DEFAULT_CREDENTIALS_SECRET). Mounted as optional: without it stages use their own AWS env."""
+
+    metrics_port: int | None = None
+    """Port of the Prometheus /metrics endpoint (SPACEPORT_METRICS_PORT); unset: no endpoint."""
+
     job_ttl_seconds: int = 24 * 3600
     """Seconds a finished Job (and its Pod logs) stays before Kubernetes deletes it
     (SPACEPORT_JOB_TTL_SECONDS). A day leaves time to read logs; results live in storage anyway."""
@@ -68,6 +79,9 @@ class OperatorSettings:
     def resources_for(self, stage: str) -> Mapping[str, Any]:
         return self.default_resources.get(stage, {})
 
+    def pool_for(self, stage: str) -> Mapping[str, Any]:
+        return self.stage_pools.get(stage, {})
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
         env = os.environ if env is None else env
@@ -80,13 +94,12 @@ class OperatorSettings:
                 raise SettingsError(f"SPACEPORT_IMAGE_PULL_POLICY={policy!r}: use Always, IfNotPresent or Never")
             kw["image_pull_policy"] = policy
         if env.get("SPACEPORT_DEFAULT_RESOURCES"):
-            try:
-                extra = json.loads(env["SPACEPORT_DEFAULT_RESOURCES"])
-            except ValueError as e:
-                raise SettingsError(f"SPACEPORT_DEFAULT_RESOURCES is not JSON: {e}") from e
-            if not isinstance(extra, dict) or not set(extra) <= set(STAGES):
-                raise SettingsError(f"SPACEPORT_DEFAULT_RESOURCES: expected an object keyed by {', '.join(STAGES)}")
-            kw["default_resources"] = {**DEFAULT_RESOURCES, **extra}
+            kw["default_resources"] = {**DEFAULT_RESOURCES, **_stage_json(env, "SPACEPORT_DEFAULT_RESOURCES")}
+        if env.get("SPACEPORT_STAGE_POOLS"):
+            kw["stage_pools"] = _stage_json(env, "SPACEPORT_STAGE_POOLS")
+        if env.get("SPACEPORT_DEFAULT_CREDENTIALS_SECRET"):
+            kw["default_credentials_secret"] = env["SPACEPORT_DEFAULT_CREDENTIALS_SECRET"]
+        kw.update(_number(env, "SPACEPORT_METRICS_PORT", "metrics_port", int, 1, 65535))
         kw.update(_number(env, "SPACEPORT_JOB_TTL_SECONDS", "job_ttl_seconds", int, 0))
         kw.update(_number(env, "SPACEPORT_PROGRESS_INTERVAL_S", "progress_interval_s", float, 0.05, 8.0))
         kw.update(_number(env, "SPACEPORT_MAX_WORKERS", "max_workers", int, 1))
@@ -99,6 +112,17 @@ class OperatorSettings:
         if env.get("SPACEPORT_NAMESPACE"):
             kw["namespace"] = env["SPACEPORT_NAMESPACE"]
         return cls(**kw)
+
+
+def _stage_json(env: Mapping[str, str], var: str) -> dict[str, Any]:
+    try:
+        value = json.loads(env[var])
+    except ValueError as e:
+        raise SettingsError(f"{var} is not JSON: {e}") from e
+    if not isinstance(value, dict) or not set(value) <= set(STAGES) \
+            or not all(isinstance(v, dict) for v in value.values()):
+        raise SettingsError(f"{var}: expected an object keyed by {', '.join(STAGES)}")
+    return value
 
 
 def _number(env: Mapping[str, str], var: str, attr: str, kind: type, low: float,
