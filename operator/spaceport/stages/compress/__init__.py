@@ -56,6 +56,8 @@ def read_scene(store: Store, scratch: Path) -> tuple[GaussianScene, int, int, st
         scene = read_ply(path, name=store.uri_of(key))
     except PlyFormatError as e:
         raise BadInputError(str(e)) from e
+    if scene.count == 0:
+        raise BadInputError(f"{store.uri_of(key)}: no splats")
     finite = scene.finite_mask()
     dropped = int((~finite).sum())
     if dropped:

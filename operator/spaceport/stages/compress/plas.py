@@ -84,13 +84,18 @@ def plas_sort(
     features: torch.Tensor,
     *,
     seed: int = 0,
-    radius_decay: float = 0.95,
-    min_improvement: float = 1e-4,
+    radius_decay: float = 0.9,
+    min_improvement: float = 1e-3,
     min_rolls: int = 4,
-    max_rolls: int = 64,
+    max_rolls: int = 8,
     progress: Callable[[float], None] | None = None,
 ) -> torch.Tensor:
-    """Sort a [H, W, C] grid; returns [H, W] indices into the row-major input (a permutation)."""
+    """Sort a [H, W, C] grid; returns [H, W] indices into the row-major input (a permutation).
+
+    The paper's schedule (radius x0.95, up to convergence) costs ~4x more passes here for a texture a
+    few percent smaller; these defaults (x0.9, 4 to 8 rolls per radius) keep PLAS within a few times
+    the WebP encoding time on CPU.
+    """
     h, w, _ = features.shape
     grid = features.reshape(h * w, -1).clone().float()
     index = torch.arange(h * w, device=features.device)
