@@ -12,6 +12,9 @@ import pytest
 from tests.operator.harness import Cluster, running_cluster
 from tests.s3 import S3_ENV, moto_s3
 
+SECRET_VALUE = "s3cr3t-never-leaves-the-client"
+"""moto accepts any key: a distinctive one lets tests prove it never shows up in status, Events or logs."""
+
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
@@ -39,5 +42,6 @@ def buckets(s3: Any) -> tuple[str, str]:
 @pytest.fixture
 async def cluster(s3: Any, moto_url: str) -> AsyncIterator[Cluster]:
     async with running_cluster(s3, moto_url) as c:
-        await c.create_secret("s3-creds", {**S3_ENV, "AWS_ENDPOINT_URL": moto_url})
+        await c.create_secret("s3-creds", {**S3_ENV, "AWS_ENDPOINT_URL": moto_url,
+                                           "AWS_SECRET_ACCESS_KEY": SECRET_VALUE})
         yield c

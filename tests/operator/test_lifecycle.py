@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
+import pytest
 import yaml
 
 from spaceport.api import ReconstructionSpec
 from spaceport.contract import StageResult
+from tests.operator.conftest import SECRET_VALUE
 from tests.operator.harness import ROOT, Cluster, eventually
 
 
@@ -22,7 +26,9 @@ def result(stage: str, metrics: dict[str, Any], outputs: dict[str, str] | None =
                        duration_seconds=300.0, metrics=metrics, outputs=outputs or {})
 
 
-async def test_happy_path_three_stages_with_metrics(cluster: Cluster, buckets: tuple[str, str]) -> None:
+async def test_happy_path_three_stages_with_metrics(cluster: Cluster, buckets: tuple[str, str],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     await cluster.create_recon("site", spec_for(buckets))
     run = f"s3://{buckets[1]}/site/runs/1"
 
@@ -72,7 +78,9 @@ async def test_happy_path_three_stages_with_metrics(cluster: Cluster, buckets: t
     reasons = [e["reason"] for e in events]
     for reason in ("RunStarted", "StageStarted", "StageSucceeded", "Succeeded"):
         assert reason in reasons
-    assert all("testing" not in e["message"] for e in events)  # no credential values leak into Events
+    leaks = [json.dumps(events), json.dumps(await cluster.recon("site")), caplog.text]
+    assert not [text for text in leaks if SECRET_VALUE in text]
+    assert "progress.json" in caplog.text  # the logs did cover the S3 reads made with that Secret
 
 
 async def test_restart_mid_stage_never_duplicates_a_job(cluster: Cluster, buckets: tuple[str, str]) -> None:
