@@ -87,10 +87,10 @@ app.kubernetes.io/part-of: spaceport
 {{- toJson $out -}}
 {{- end -}}
 
-{{/* Port of kopf's liveness endpoint (/healthz); fixed in operator/spaceport/controller/main.py. */}}
+{{/* Port of kopf's liveness endpoint (/healthz), passed as SPACEPORT_HEALTH_ENDPOINT. */}}
 {{- define "spaceport.healthPort" -}}
-{{- if eq (int .Values.metrics.port) 8080 -}}
-{{- fail "metrics.port 8080 is taken by the operator's liveness endpoint (/healthz on 8080): choose another port" -}}
+{{- if eq (int .Values.metrics.port) (int .Values.operator.healthPort) -}}
+{{- fail (printf "metrics.port %d is taken by the operator's liveness endpoint (operator.healthPort): choose another port" (int .Values.metrics.port)) -}}
 {{- end -}}
-8080
+{{- .Values.operator.healthPort -}}
 {{- end -}}
