@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from spaceport.stages.train import project_cpu
 from spaceport.stages.train import rasterizer_cpu as kernels
 
 EPS2D = 0.3
@@ -107,12 +108,13 @@ class Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor,  # type: ignore[override]
-                offsets: np.ndarray, flat_ids: np.ndarray, width: int, height: int) -> tuple[Tensor, Tensor]:
+                radii: np.ndarray, offsets: np.ndarray, flat_ids: np.ndarray, width: int,
+                height: int) -> tuple[Tensor, Tensor]:
         dtype = means2d.dtype
         image = torch.empty(height, width, 3, dtype=dtype)
         alpha = torch.empty(height, width, dtype=dtype)
         last = np.empty((height, width), np.int64)
-        arrays = [_np(means2d), _np(conics), _np(colors), _np(opacities)]
+        arrays = [_np(means2d), _np(conics), _np(colors), _np(opacities), radii]
         kernels.composite_forward(*arrays, offsets, flat_ids, width, height, image.numpy(), alpha.numpy(), last)
         ctx.arrays, ctx.offsets, ctx.flat_ids, ctx.size, ctx.last = arrays, offsets, flat_ids, (width, height), last
         ctx.save_for_backward(alpha)
@@ -126,25 +128,56 @@ class Composite(torch.autograd.Function):
         dtype = means2d.dtype
         v_image = torch.zeros(height, width, 3, dtype=alpha.dtype) if v_image is None else v_image
         v_alpha = torch.zeros(height, width, dtype=alpha.dtype) if v_alpha is None else v_alpha
-        rows = np.zeros((len(ctx.flat_ids), kernels.GRAD_COLS), dtype)
+        rows = np.zeros((len(ctx.flat_ids), kernels.GRAD_COLS), dtype)  # rows past a pixel run stay 0
         kernels.composite_backward(*ctx.arrays, ctx.offsets, ctx.flat_ids, width, height, _np(alpha), ctx.last,
                                    _np(v_image.to(alpha.dtype)), _np(v_alpha.to(alpha.dtype)), rows)
         grads = np.zeros((len(means2d), kernels.GRAD_COLS), dtype)
         kernels.reduce_rows(ctx.flat_ids, rows, grads)
         g = torch.from_numpy(grads)
-        return g[:, 0:2], g[:, 2:5], g[:, 5:8], g[:, 8], None, None, None, None
+        return g[:, 0:2], g[:, 2:5], g[:, 5:8], g[:, 8], None, None, None, None, None
+
+
+class ProjectSH(torch.autograd.Function):
+    """Projection and SH colour on the compiled CPU kernels (same maths as :func:`project` + :func:`sh_colors`)."""
+
+    @staticmethod
+    def forward(ctx: Any, means: Tensor, quats: Tensor, scales: Tensor, sh: Tensor,  # type: ignore[override]
+                viewmat: Tensor, K: Tensor, width: int, height: int, degree: int) -> tuple[Tensor, ...]:
+        n, dtype = len(means), means.dtype
+        means2d, conics = torch.empty(n, 2, dtype=dtype), torch.empty(n, 3, dtype=dtype)
+        colors, depths = torch.empty(n, 3, dtype=dtype), torch.empty(n, dtype=dtype)
+        radii = torch.empty(n, 2, dtype=torch.int32)
+        arrays = [_np(means), _np(quats), _np(scales), _np(sh), degree, _np(viewmat), _np(K), width, height]
+        project_cpu.project_forward(*arrays, means2d.numpy(), conics.numpy(), colors.numpy(), depths.numpy(),
+                                    radii.numpy())
+        ctx.arrays = arrays
+        ctx.mark_non_differentiable(depths, radii)
+        return means2d, conics, colors, depths, radii
+
+    @staticmethod
+    def backward(ctx: Any, v_means2d: Tensor, v_conics: Tensor, v_colors: Tensor, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
+        means, quats, scales, sh = ctx.arrays[:4]
+        grads = [np.zeros_like(a) for a in (means, quats, scales, sh)]
+
+        def upstream(v: Tensor | None, cols: int) -> np.ndarray:
+            return np.zeros((len(means), cols), means.dtype) if v is None else v.detach().numpy().astype(means.dtype)
+
+        project_cpu.project_backward(*ctx.arrays, upstream(v_means2d, 2), upstream(v_conics, 3),
+                                     upstream(v_colors, 3), *grads)
+        return (*(torch.from_numpy(g) for g in grads), None, None, None, None, None)
 
 
 def rasterize_cpu(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, sh: Tensor, viewmat: Tensor, K: Tensor,
     width: int, height: int, sh_degree: int,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    means2d, conics, depths, radii = project(means, quats, scales, viewmat, K, width, height)
-    campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
-    colors = sh_colors(means, sh, sh_degree, campos.detach())
+    means2d, conics, colors, depths, radii = ProjectSH.apply(means, quats, scales, sh, viewmat.to(means.dtype),
+                                                             K.to(means.dtype), width, height, sh_degree)
     means2d_b = means2d[None]  # the tensor strategies read .grad from
-    offsets, flat_ids = kernels.bin_tiles(_np(means2d), radii.numpy(), _np(depths), width, height)
-    image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, offsets, flat_ids, width, height)
+    radii_np = radii.numpy()
+    offsets, flat_ids = kernels.bin_tiles(_np(means2d), radii_np, _np(depths), width, height)
+    image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, radii_np, offsets, flat_ids, width,
+                                   height)
     info = {"means2d": means2d_b, "radii": radii[None], "depths": depths[None], "width": width, "height": height,
             "n_cameras": 1, "gaussian_ids": None, "isect_count": len(flat_ids)}
     return image, alpha, info

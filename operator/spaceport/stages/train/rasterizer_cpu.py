@@ -17,8 +17,16 @@ order. That keeps the result free of races and bit-identical from run to run (re
 
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
 from numba import njit, prange
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # OpenMP's worker threads spin after each parallel region and starve torch's ops running in between;
+    # the workqueue layer sleeps instead (measured 2x faster full steps on a busy 2-core machine)
+    numba.config.THREADING_LAYER = "workqueue"
 
 TILE = 16
 ALPHA_MIN = 1.0 / 255.0
@@ -103,12 +111,27 @@ def gather_tile(
     return out
 
 
+@njit(cache=True)
+def pixel_box(mx: float, my: float, rx: int, ry: int, x0: int, x1: int, y0: int, y1: int) -> tuple[int, int, int, int]:
+    """Pixels of the tile ``[x0, x1) x [y0, y1)`` whose centres lie within the Gaussian's radii.
+
+    Outside them ``sigma > 0.5 * 3.33^2`` (the radius bounds the marginal standard deviation), so
+    ``alpha < opacity * 0.00392 < 1/255``: skipping them changes nothing, only saves work.
+    """
+    bx0 = max(x0, int(np.ceil(mx - rx - 0.5)))
+    bx1 = min(x1, int(np.floor(mx + rx - 0.5)) + 1)
+    by0 = max(y0, int(np.ceil(my - ry - 0.5)))
+    by1 = min(y1, int(np.floor(my + ry - 0.5)) + 1)
+    return bx0, bx1, by0, by1
+
+
 @njit(parallel=True, cache=True)
 def composite_forward(
     means2d: np.ndarray,
     conics: np.ndarray,
     colors: np.ndarray,
     opacities: np.ndarray,
+    radii: np.ndarray,
     offsets: np.ndarray,
     flat_ids: np.ndarray,
     width: int,
@@ -117,11 +140,16 @@ def composite_forward(
     alpha: np.ndarray,
     last: np.ndarray,
 ) -> None:
-    """Fill ``image [H, W, 3]``, ``alpha [H, W]`` and ``last [H, W]`` (end of each pixel's run)."""
+    """Fill ``image [H, W, 3]``, ``alpha [H, W]`` and ``last [H, W]`` (end of each pixel's run).
+
+    Gaussians are the outer loop (front to back) and each visits only the pixels of its box; per-pixel
+    transmittance lives in small tile-local arrays.
+    """
     tiles_x = (width + TILE - 1) // TILE
     n_tiles = offsets.shape[0] - 1
     one = opacities.dtype.type(1.0)
     half = opacities.dtype.type(0.5)
+    ftype = opacities.dtype.type  # int + float32 would promote to float64: convert pixel indices explicitly
     amin = opacities.dtype.type(ALPHA_MIN)
     amax = opacities.dtype.type(ALPHA_MAX)
     tmin = opacities.dtype.type(T_MIN)
@@ -130,40 +158,53 @@ def composite_forward(
         end = offsets[t + 1]
         ty = t // tiles_x
         tx = t - ty * tiles_x
+        x0 = tx * TILE
+        y0 = ty * TILE
+        x1 = min(x0 + TILE, width)
+        y1 = min(y0 + TILE, height)
         p = gather_tile(means2d, conics, colors, opacities, flat_ids, start, end)
-        n = end - start
-        for py in range(ty * TILE, min(ty * TILE + TILE, height)):
-            for px in range(tx * TILE, min(tx * TILE + TILE, width)):
-                fx = px + half
-                fy = py + half
-                trans = one
-                r = opacities.dtype.type(0.0)
-                g = r
-                b = r
-                stop = 0
-                for k in range(n):
-                    dx = fx - p[k, 0]
-                    dy = fy - p[k, 1]
+        trans = np.ones((TILE, TILE), opacities.dtype)
+        rgb = np.zeros((TILE, TILE, 3), opacities.dtype)
+        stop = np.zeros((TILE, TILE), np.int64)
+        done = np.zeros((TILE, TILE), np.bool_)
+        remaining = (x1 - x0) * (y1 - y0)
+        for k in range(end - start):
+            g = flat_ids[start + k]
+            bx0, bx1, by0, by1 = pixel_box(p[k, 0], p[k, 1], radii[g, 0], radii[g, 1], x0, x1, y0, y1)
+            for py in range(by0, by1):
+                dy = ftype(py) + half - p[k, 1]
+                ly = py - y0
+                for px in range(bx0, bx1):
+                    lx = px - x0
+                    if done[ly, lx]:
+                        continue
+                    dx = ftype(px) + half - p[k, 0]
                     sigma = half * (p[k, 2] * dx * dx + p[k, 4] * dy * dy) + p[k, 3] * dx * dy
                     if sigma < 0 or sigma > p[k, 9]:
                         continue
                     a = min(amax, p[k, 5] * np.exp(-sigma))
                     if a < amin:
                         continue
-                    next_t = trans * (one - a)
+                    next_t = trans[ly, lx] * (one - a)
                     if next_t <= tmin:
-                        break
-                    w = a * trans
-                    r += w * p[k, 6]
-                    g += w * p[k, 7]
-                    b += w * p[k, 8]
-                    trans = next_t
-                    stop = k + 1
-                image[py, px, 0] = r
-                image[py, px, 1] = g
-                image[py, px, 2] = b
-                alpha[py, px] = one - trans
-                last[py, px] = start + stop
+                        done[ly, lx] = True
+                        remaining -= 1
+                        continue
+                    w = a * trans[ly, lx]
+                    rgb[ly, lx, 0] += w * p[k, 6]
+                    rgb[ly, lx, 1] += w * p[k, 7]
+                    rgb[ly, lx, 2] += w * p[k, 8]
+                    trans[ly, lx] = next_t
+                    stop[ly, lx] = k + 1
+            if remaining == 0:
+                break
+        for py in range(y0, y1):
+            for px in range(x0, x1):
+                image[py, px, 0] = rgb[py - y0, px - x0, 0]
+                image[py, px, 1] = rgb[py - y0, px - x0, 1]
+                image[py, px, 2] = rgb[py - y0, px - x0, 2]
+                alpha[py, px] = one - trans[py - y0, px - x0]
+                last[py, px] = start + stop[py - y0, px - x0]
 
 
 @njit(parallel=True, cache=True)
@@ -172,6 +213,7 @@ def composite_backward(
     conics: np.ndarray,
     colors: np.ndarray,
     opacities: np.ndarray,
+    radii: np.ndarray,
     offsets: np.ndarray,
     flat_ids: np.ndarray,
     width: int,
@@ -182,69 +224,105 @@ def composite_backward(
     v_alpha: np.ndarray,
     rows: np.ndarray,
 ) -> None:
-    """Per-intersection gradients into ``rows [I, 9]`` (zeroed by the caller)."""
+    """Per-intersection gradients into ``rows [I, 9]`` (each row written once, by its tile's thread)."""
     tiles_x = (width + TILE - 1) // TILE
     n_tiles = offsets.shape[0] - 1
     one = opacities.dtype.type(1.0)
+    zero = opacities.dtype.type(0.0)
     half = opacities.dtype.type(0.5)
+    ftype = opacities.dtype.type  # int + float32 would promote to float64: convert pixel indices explicitly
     amin = opacities.dtype.type(ALPHA_MIN)
     amax = opacities.dtype.type(ALPHA_MAX)
     for t in prange(n_tiles):
         start = offsets[t]
         ty = t // tiles_x
         tx = t - ty * tiles_x
+        x0 = tx * TILE
+        y0 = ty * TILE
+        x1 = min(x0 + TILE, width)
+        y1 = min(y0 + TILE, height)
         p = gather_tile(means2d, conics, colors, opacities, flat_ids, start, offsets[t + 1])
-        for py in range(ty * TILE, min(ty * TILE + TILE, height)):
-            for px in range(tx * TILE, min(tx * TILE + TILE, width)):
-                fx = px + half
-                fy = py + half
-                t_final = one - alpha[py, px]
-                trans = t_final
-                vr = v_image[py, px, 0]
-                vg = v_image[py, px, 1]
-                vb = v_image[py, px, 2]
-                va_out = v_alpha[py, px]
-                # colour already composited behind the current Gaussian
-                br = opacities.dtype.type(0.0)
-                bg = br
-                bb = br
-                for k in range(last[py, px] - 1 - start, -1, -1):
-                    dx = fx - p[k, 0]
-                    dy = fy - p[k, 1]
-                    ca = p[k, 2]
-                    cb = p[k, 3]
-                    cc = p[k, 4]
+        trans = np.empty((TILE, TILE), opacities.dtype)
+        t_final = np.empty((TILE, TILE), opacities.dtype)
+        behind = np.zeros((TILE, TILE, 3), opacities.dtype)  # colour composited behind the current Gaussian
+        stop = np.zeros((TILE, TILE), np.int64)
+        n_max = 0
+        for py in range(y0, y1):
+            for px in range(x0, x1):
+                t_final[py - y0, px - x0] = one - alpha[py, px]
+                trans[py - y0, px - x0] = one - alpha[py, px]
+                stop[py - y0, px - x0] = last[py, px] - start
+                n_max = max(n_max, last[py, px] - start)
+        for k in range(n_max - 1, -1, -1):
+            g = flat_ids[start + k]
+            ca = p[k, 2]
+            cb = p[k, 3]
+            cc = p[k, 4]
+            op = p[k, 5]
+            cr = p[k, 6]
+            cg = p[k, 7]
+            cbl = p[k, 8]
+            g0 = zero
+            g1 = zero
+            g2 = zero
+            g3 = zero
+            g4 = zero
+            g5 = zero
+            g6 = zero
+            g7 = zero
+            g8 = zero
+            bx0, bx1, by0, by1 = pixel_box(p[k, 0], p[k, 1], radii[g, 0], radii[g, 1], x0, x1, y0, y1)
+            for py in range(by0, by1):
+                dy = ftype(py) + half - p[k, 1]
+                ly = py - y0
+                for px in range(bx0, bx1):
+                    lx = px - x0
+                    if k >= stop[ly, lx]:
+                        continue
+                    dx = ftype(px) + half - p[k, 0]
                     sigma = half * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
                     if sigma < 0 or sigma > p[k, 9]:
                         continue
                     vis = np.exp(-sigma)
-                    op = p[k, 5]
                     a = min(amax, op * vis)
                     if a < amin:
                         continue
                     inv = one / (one - a)
-                    trans = trans * inv
-                    w = a * trans
-                    cr = p[k, 6]
-                    cg = p[k, 7]
-                    cbl = p[k, 8]
-                    row = start + k
-                    rows[row, 5] += w * vr
-                    rows[row, 6] += w * vg
-                    rows[row, 7] += w * vb
-                    v_a = (cr * trans - br * inv) * vr + (cg * trans - bg * inv) * vg + (cbl * trans - bb * inv) * vb
-                    v_a += t_final * inv * va_out
-                    br += w * cr
-                    bg += w * cg
-                    bb += w * cbl
+                    tr = trans[ly, lx] * inv
+                    trans[ly, lx] = tr
+                    w = a * tr
+                    vr = v_image[py, px, 0]
+                    vg = v_image[py, px, 1]
+                    vb = v_image[py, px, 2]
+                    g5 += w * vr
+                    g6 += w * vg
+                    g7 += w * vb
+                    br = behind[ly, lx, 0]
+                    bg = behind[ly, lx, 1]
+                    bb = behind[ly, lx, 2]
+                    v_a = (cr * tr - br * inv) * vr + (cg * tr - bg * inv) * vg + (cbl * tr - bb * inv) * vb
+                    v_a += t_final[ly, lx] * inv * v_alpha[py, px]
+                    behind[ly, lx, 0] = br + w * cr
+                    behind[ly, lx, 1] = bg + w * cg
+                    behind[ly, lx, 2] = bb + w * cbl
                     if op * vis <= amax:
-                        rows[row, 8] += vis * v_a
+                        g8 += vis * v_a
                         v_sigma = -op * vis * v_a
-                        rows[row, 0] += -(ca * dx + cb * dy) * v_sigma
-                        rows[row, 1] += -(cb * dx + cc * dy) * v_sigma
-                        rows[row, 2] += half * dx * dx * v_sigma
-                        rows[row, 3] += dx * dy * v_sigma
-                        rows[row, 4] += half * dy * dy * v_sigma
+                        g0 += -(ca * dx + cb * dy) * v_sigma
+                        g1 += -(cb * dx + cc * dy) * v_sigma
+                        g2 += half * dx * dx * v_sigma
+                        g3 += dx * dy * v_sigma
+                        g4 += half * dy * dy * v_sigma
+            row = start + k
+            rows[row, 0] = g0
+            rows[row, 1] = g1
+            rows[row, 2] = g2
+            rows[row, 3] = g3
+            rows[row, 4] = g4
+            rows[row, 5] = g5
+            rows[row, 6] = g6
+            rows[row, 7] = g7
+            rows[row, 8] = g8
 
 
 @njit(cache=True)

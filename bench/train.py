@@ -1,0 +1,201 @@
+"""Training benchmark on CPU: the compiled compositor vs a pure-torch one, a full step, and a demo-like run.
+
+    .venv/bin/python bench/train.py [--steps 1500] [--flight] [--skip-reference]
+
+1. Compositing, forward + backward, 20k Gaussians at 256x256: ours vs the pure-torch tile compositor
+   (spaceport.stages.train.reference, the same maths with autograd) -> speed ratio.
+2. One full training step (forward, L1 + SSIM loss, backward, fused Adam) for 50k Gaussians at 320x240.
+3. Steps/s and held-out PSNR of the training stage on a demo-like scene (40 views at 320x240, generated
+   with tests/train/fixtures; ``--flight`` uses spaceport.synthetic's demo flight + the sfm stage), and
+   the steps/s of the same loop with the pure-torch compositor for a few steps (ratio).
+Timings on a shared 2-core machine are noisy: each number is a median, and wall and CPU seconds are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from spaceport.stages.train import rasterize as rz  # noqa: E402
+from spaceport.stages.train.metrics import ssim  # noqa: E402
+from spaceport.stages.train.reference import composite_reference  # noqa: E402
+
+
+def random_scene(n: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    means = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([4.0, 3.0, 2.0]) + torch.tensor([0.0, 0.0, 5.0])
+    quats = torch.randn(n, 4, generator=g)
+    scales = torch.log(torch.rand(n, 3, generator=g) * 0.03 + 0.005)
+    opacities = torch.logit(torch.rand(n, generator=g) * 0.8 + 0.1)
+    sh0 = torch.randn(n, 1, 3, generator=g) * 0.5
+    shn = torch.randn(n, 15, 3, generator=g) * 0.1
+    return [t.requires_grad_(True) for t in (means, quats, scales, opacities, sh0, shn)]
+
+
+def camera(width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    f = 0.94 * width
+    return torch.eye(4), torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+
+
+def composite_inputs(params: list[torch.Tensor], width: int, height: int) -> tuple[Any, ...]:
+    means, quats, scales, opacities, sh0, shn = params
+    view, K = camera(width, height)
+    m2, conics, depths, radii = rz.project(means, quats, torch.exp(scales), view, K, width, height)
+    colors = rz.sh_colors(means, torch.cat([sh0, shn], 1), 3, torch.zeros(3))
+    return m2.detach(), conics.detach(), colors.detach(), torch.sigmoid(opacities).detach(), radii, depths.detach()
+
+
+def time_composite(fn: Any, inputs: tuple[Any, ...], repeats: int) -> tuple[float, float]:
+    m2, conics, colors, opac, radii, depths = inputs
+    walls, cpus = [], []
+    for _ in range(repeats):
+        leaves = [t.clone().requires_grad_(True) for t in (m2, conics, colors, opac)]
+        w0, c0 = time.perf_counter(), time.process_time()
+        image, alpha = fn(*leaves, radii, depths)
+        (image.sum() + alpha.sum()).backward()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return float(np.median(walls)), float(np.median(cpus))
+
+
+def bench_compositor(skip_reference: bool) -> None:
+    width = height = 256
+    inputs = composite_inputs(random_scene(20_000), width, height)
+
+    def ours(m2: torch.Tensor, con: torch.Tensor, col: torch.Tensor, op: torch.Tensor, radii: torch.Tensor,
+             depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = radii.numpy()
+        offsets, ids = rz.kernels.bin_tiles(m2.detach().numpy(), r, depths.numpy(), width, height)
+        return rz.Composite.apply(m2, con, col, op, r, offsets, ids, width, height)
+
+    def reference(m2: torch.Tensor, con: torch.Tensor, col: torch.Tensor, op: torch.Tensor, radii: torch.Tensor,
+                  depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return composite_reference(m2, con, col, op, radii, depths, width, height)
+
+    time_composite(ours, inputs, 1)  # JIT load
+    wall, cpu = time_composite(ours, inputs, 7)
+    print(f"[1] compositor fwd+bwd, 20k Gaussians, 256x256: ours {wall * 1e3:.1f} ms wall ({cpu * 1e3:.1f} ms CPU)")
+    if skip_reference:
+        return
+    ref_wall, ref_cpu = time_composite(reference, inputs, 1)
+    print(f"    pure-torch compositor {ref_wall * 1e3:.0f} ms wall ({ref_cpu * 1e3:.0f} ms CPU)"
+          f"  -> ours is {ref_wall / wall:.0f}x faster (wall), {ref_cpu / cpu:.0f}x (CPU)")
+
+
+def bench_step() -> None:
+    width, height = 320, 240
+    params = random_scene(50_000)
+    view, K = camera(width, height)
+    optimizers = [torch.optim.Adam([p], lr=1e-3, eps=1e-15, fused=True) for p in params]
+    target = torch.rand(height, width, 3)
+    parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "adam": [], "total": []}
+    for i in range(9):
+        t0 = time.perf_counter()
+        means, quats, scales, opacities, sh0, shn = params
+        image, _, _ = rz.rasterize(means, quats, torch.exp(scales), torch.sigmoid(opacities),
+                                   torch.cat([sh0, shn], 1), view, K, width, height, 3)
+        t1 = time.perf_counter()
+        loss = 0.8 * (image - target).abs().mean() + 0.2 * (1 - ssim(image, target))
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        if i >= 2:
+            for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0), strict=True):
+                parts[key].append(value)
+    med = {k: float(np.median(v)) * 1e3 for k, v in parts.items()}
+    print(f"[2] full step, 50k Gaussians, 320x240: {med['total']:.1f} ms (median; forward {med['forward']:.1f}, "
+          f"L1+SSIM {med['loss']:.1f}, backward {med['backward']:.1f}, fused Adam {med['adam']:.1f}); goal <= 100 ms")
+
+
+def demo_input(work: Path, flight: bool) -> tuple[Path, float]:
+    if flight:
+        from spaceport.stages.runner import run_stage
+        from spaceport.synthetic import generate_flight
+
+        generate_flight(work / "photos", preset="demo")
+        run_stage("sfm", str(work / "photos"), str(work / "sfm"), {})
+        return work / "sfm", 1.5  # demo photos are 480x360; train at 320x240
+    from tests.train.fixtures import write_sfm_output
+
+    write_sfm_output(work / "sfm", n_gaussians=4000, n_views=40, width=320, height=240, n_points=3000, seed=7)
+    return work / "sfm", 1.0
+
+
+def bench_demo(steps: int, flight: bool) -> None:
+    from spaceport.stages.runner import run_stage
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        work = Path(tmp)
+        sfm, downscale = demo_input(work, flight)
+        config = {"iterations": steps, "downscale": downscale, "densifyFrom": 200, "densifyEvery": 100,
+                  "shDegreeInterval": max(1, steps // 4), "checkpointEvery": steps, "opacityResetEvery": 10 ** 6}
+        t0 = time.perf_counter()
+        result = run_stage("train", str(sfm), str(work / "train"), config)
+        m = result.metrics
+        start = m.get("initialPsnr", float("nan"))
+        print(f"[3] demo-like scene ({'synthetic flight + sfm' if flight else 'fixture'}), {steps} steps: "
+              f"held-out PSNR {m['psnr']:.2f} dB (from {start:.2f}), SSIM {m['ssim']:.3f}, "
+              f"{m['gaussians']} Gaussians, {m['stepsPerSecond']:.1f} steps/s, stage {time.perf_counter() - t0:.0f} s; "
+              "goal >= 27 dB within 180 s")
+        torch_steps = 3
+        original = rz.rasterize_cpu
+        rz.rasterize_cpu = reference_rasterize_cpu
+        try:
+            t1 = time.perf_counter()
+            run_stage("train", str(sfm), str(work / "train-torch"), {**config, "iterations": torch_steps,
+                                                                     "checkpointEvery": 10 ** 6})
+            per_step = (time.perf_counter() - t1) / torch_steps
+        finally:
+            rz.rasterize_cpu = original
+        print(f"    same loop with the pure-torch compositor: {1 / per_step:.3f} steps/s (upper bound: includes "
+              f"loading) -> ours {m['stepsPerSecond'] * per_step:.0f}x")
+
+
+def reference_rasterize_cpu(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
+                            sh: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                            sh_degree: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    m2, conics, depths, radii = rz.project(means, quats, scales, viewmat, K, width, height)
+    campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
+    colors = rz.sh_colors(means, sh, sh_degree, campos)
+    m2b = m2[None]
+    image, alpha = composite_reference(m2b[0], conics, colors, opacities, radii, depths, width, height)
+    return image, alpha, {"means2d": m2b, "radii": radii[None], "width": width, "height": height, "n_cameras": 1,
+                          "gaussian_ids": None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--flight", action="store_true", help="demo flight + sfm stage instead of the fixture")
+    parser.add_argument("--skip-reference", action="store_true", help="skip the slow pure-torch compositor")
+    parser.add_argument("--only", choices=["compositor", "step", "demo"])
+    args = parser.parse_args()
+    # as the stage does on CPU: the kernels own the cores, torch runs its small ops on one thread
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    if args.only in (None, "compositor"):
+        bench_compositor(args.skip_reference)
+    if args.only in (None, "step"):
+        bench_step()
+    if args.only in (None, "demo"):
+        bench_demo(args.steps, args.flight)
+
+
+if __name__ == "__main__":
+    main()
