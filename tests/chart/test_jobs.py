@@ -64,3 +64,34 @@ def test_stage_pods_meet_the_restricted_pod_security_standard() -> None:
         assert sc["readOnlyRootFilesystem"] is True
         assert container["command"][:2] == ["spaceport", "stage"], "the stage image's console script"
         assert any(m["mountPath"] == "/scratch" for m in container["volumeMounts"])
+
+
+def _pod(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]
+
+
+def test_chart_pools_place_stage_pods_unless_the_reconstruction_says_otherwise() -> None:
+    settings = _settings(VARIANTS["gpu-pool"])
+    site = ROOT / "examples" / "gitops" / "base" / "reconstructions" / "site-001.yaml"  # no scheduling
+    sfm, train, compress = _jobs(site, settings)
+    assert _pod(train)["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert _pod(train)["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "gpu",
+                                          "effect": "NoSchedule"}]
+    assert _pod(train)["containers"][0]["image"] == "registry.example/spaceport-stage:0.1.0-cuda"
+    assert _pod(sfm)["containers"][0]["image"] == settings.stage_image
+    assert "nodeSelector" not in _pod(compress)
+    # examples/gpu-pool.yaml names its own A100 pool: the spec wins over the chart's pool.
+    _, own_train, _ = _jobs(ROOT / "examples" / "gpu-pool.yaml", settings)
+    assert _pod(own_train)["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+
+
+def test_default_credentials_secret_reaches_stages_of_reconstructions_naming_none() -> None:
+    settings = _settings(VARIANTS["credentials-secret"])
+    manifest = yaml.safe_load((ROOT / "examples" / "reconstruction.yaml").read_text())
+    for side in ("input", "output"):
+        manifest["spec"][side].pop("credentialsSecret")
+    spec = ReconstructionSpec.model_validate(manifest["spec"])
+    job = build_job(Owner(name="quarry", namespace="surveys", uid="0f9d7c3e-5b1a-4c55-9a53-7d1f0c2e8b11"),
+                    spec, 1, "sfm", settings)
+    assert _pod(job)["containers"][0]["envFrom"] == [{"secretRef": {"name": "spaceport-s3", "optional": True}}]
+    kubernetes_validate.validate(job, KUBE_VERSIONS[-1], strict=True)
