@@ -90,10 +90,7 @@ def test_metrics_port_may_not_take_the_liveness_port() -> None:
         render({"metrics": {"port": 8080}})
 
 
-# Set by the chart for settings the operator does not read yet (documented in charts/spaceport/README.md),
-# and the downward-API variables that feed the command line.
-PROPOSED = {"SPACEPORT_STAGE_POOLS", "SPACEPORT_DEFAULT_CREDENTIALS_SECRET", "SPACEPORT_METRICS_PORT",
-            "SPACEPORT_HEALTH_ENDPOINT"}
+# Downward-API variables: they feed the command line (--priority), not the settings.
 DOWNWARD = {"SPACEPORT_POD_INDEX", "SPACEPORT_POD_NAME", "SPACEPORT_POD_NAMESPACE"}
 
 
@@ -105,8 +102,8 @@ def test_chart_sets_every_setting_the_operator_reads() -> None:
     env = {e["name"] for e in operator_container(render(VARIANTS["credentials-secret"]))["env"]}
     # SPACEPORT_NAMESPACE is the fallback when the command line names no namespace; the chart always does.
     assert read - env <= {"SPACEPORT_NAMESPACE"}, f"the chart never sets {sorted(read - env - {'SPACEPORT_NAMESPACE'})}"
-    unknown = env - read - PROPOSED - DOWNWARD
-    assert not unknown, f"the chart sets {sorted(unknown)}, which nothing reads or documents"
+    unknown = env - read - DOWNWARD
+    assert not unknown, f"the chart sets {sorted(unknown)}, which the operator does not read"
     readme = (ROOT / "charts" / "spaceport" / "README.md").read_text()
     for name in env - DOWNWARD:
         assert name in readme, f"{name} is not documented in the chart README"
