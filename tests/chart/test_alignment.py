@@ -91,7 +91,7 @@ def test_metrics_port_may_not_take_the_liveness_port() -> None:
 
 
 # Downward-API variables: they feed the command line (--priority), not the settings.
-DOWNWARD = {"SPACEPORT_POD_INDEX", "SPACEPORT_POD_NAME", "SPACEPORT_POD_NAMESPACE"}
+DOWNWARD = {"SPACEPORT_POD_INDEX"}
 
 
 def test_chart_sets_every_setting_the_operator_reads() -> None:
