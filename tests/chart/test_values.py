@@ -7,10 +7,11 @@ from typing import Any
 
 import helm_python
 import pytest
+import yaml
 
 from spaceport.cli import build_parser
 from spaceport.controller.settings import DEFAULT_STAGE_IMAGE, OperatorSettings
-from tests.chart.chartlib import NAMESPACE, VARIANTS, of_kind, only, operator_container, plain_env, render
+from tests.chart.chartlib import NAMESPACE, VARIANTS, chart, of_kind, only, operator_container, plain_env, render
 
 
 def _expand(arg: str, env: dict[str, str]) -> str:
@@ -168,3 +169,11 @@ def test_schema_rejects_bad_values_naming_the_field(values: dict[str, Any], wher
 def test_created_secret_needs_its_keys() -> None:
     with pytest.raises(helm_python.HelmError, match="secretAccessKey is required"):
         render({"storage": {"credentialsSecret": {"name": "s3", "create": True, "accessKeyId": "AKIA"}}})
+
+
+def test_long_release_names_stay_within_kubernetes_limits() -> None:
+    files = chart().render({}, name="r" * 53, namespace=NAMESPACE, is_install=True)  # Helm's longest
+    docs = [d for name, text in files.items() if name.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+    for doc in docs:
+        assert len(doc["metadata"]["name"]) <= 63, doc["metadata"]["name"]
+    assert len(only(docs, "StatefulSet")["metadata"]["name"]) <= 52, "room for the controller-revision-hash"
