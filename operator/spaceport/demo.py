@@ -28,7 +28,7 @@ DEMO_FLIGHT = "demo"
 DEMO_PRESET = "draft"
 DEMO_CONFIG: dict[str, Any] = {
     "sfm": {"maxImageSize": 480},
-    "train": {"iterations": 1500, "maxGaussians": 60_000},
+    "train": {"iterations": 800, "maxGaussians": 60_000},
     "compress": {},
 }
 """Explicit demo settings over the draft preset (what a CPU-only laptop does in minutes)."""

@@ -14,7 +14,7 @@ import pytest
 from spaceport.cli import EXIT_INTERRUPTED, EXIT_OK
 
 SPACEPORT = [sys.executable, "-m", "spaceport.cli"]
-TINY = {"sfm": {"maxImageSize": 240}, "train": {"iterations": 150, "maxGaussians": 20_000, "shDegree": 1},
+TINY = {"sfm": {"maxImageSize": 240}, "train": {"iterations": 40, "maxGaussians": 20_000, "shDegree": 1},
         "compress": {"shBands": 1}}
 """Settings for a pipeline that finishes in well under a minute; quality is not what is tested here."""
 
