@@ -88,3 +88,11 @@ def test_unknown_preset_names_the_choices() -> None:
         resolve_options({}, preset="fast")
     with pytest.raises(ValueError, match="unknown preset"):
         apply_preset(TrainOptions(), "fast", "train")
+
+
+def test_demo_settings_are_valid_options_over_the_draft_preset() -> None:
+    from spaceport.demo import DEMO_CONFIG, DEMO_PRESET
+
+    options = resolve_options(DEMO_CONFIG, preset=DEMO_PRESET)
+    assert options["train"]["iterations"] == DEMO_CONFIG["train"]["iterations"]
+    assert options["compress"]["shBands"] == PRESET_TABLE["draft"]["compress"]["sh_bands"]
