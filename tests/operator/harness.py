@@ -113,40 +113,74 @@ class EmulatorThread:
         self._thread.join(15)
 
 
+class OperatorThread:
+    """The operator in its own thread and event loop, as it would run in its own Pod."""
+
+    def __init__(self, url: str, settings: OperatorSettings, *, peering: str | None = None,
+                 priority: int = 0) -> None:
+        self.url, self.settings, self.peering, self.priority = url, settings, peering, priority
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
+
+    def _main(self) -> None:
+        url = self.url
+
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=url, insecure=True, default_namespace="default")
+
+        registry = build_registry(Kube.for_url(url), self.settings, login=login)
+        settings = kopf.OperatorSettings()
+        settings.watching.reconnect_backoff = 0.05
+        settings.scanning.disabled = True
+        settings.peering.lifetime = 2  # seconds a dead leader's record blocks the others
+
+        async def run() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._task = asyncio.create_task(kopf.operator(
+                registry=registry, settings=settings, clusterwide=True, standalone=self.peering is None,
+                peering_name=self.peering, priority=self.priority))
+            self._started.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+        asyncio.run(run())
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("the operator did not start")
+
+    def kill(self) -> None:
+        if self._loop is not None and self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(30)
+
+
 class Cluster:
     def __init__(self, url: str, session: aiohttp.ClientSession, s3: Any, s3_url: str) -> None:
         self.s3, self.s3_url = s3, s3_url
         self.api = Api(session)
         self.url = url
         self.ns = "default"
-        self._operator: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
+        self._operators: list[OperatorThread] = []
 
     # The operator
     def settings(self) -> OperatorSettings:
         return OperatorSettings(progress_interval_s=0.2, job_ttl_seconds=600, max_workers=8)
 
-    async def start_operator(self) -> None:
-        url = self.url
+    async def start_operator(self, **kw: Any) -> OperatorThread:
+        operator = OperatorThread(self.url, self.settings(), **kw)
+        await asyncio.to_thread(operator.start)
+        self._operators.append(operator)
+        return operator
 
-        def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=url, insecure=True, default_namespace="default")
-
-        registry = build_registry(Kube.for_url(url), self.settings(), login=login)
-        settings = kopf.OperatorSettings()
-        settings.watching.reconnect_backoff = 0.05
-        settings.scanning.disabled = True
-        self._stop = asyncio.Event()
-        self._operator = asyncio.create_task(kopf.operator(
-            registry=registry, settings=settings, standalone=True, clusterwide=True, stop_flag=self._stop))
-
-    async def kill_operator(self) -> None:
+    async def kill_operator(self, operator: OperatorThread | None = None) -> None:
         """Stop it abruptly: whatever it was doing is cut off, as when a Pod is killed."""
-        if self._operator is not None:
-            self._operator.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._operator
-            self._operator = None
+        for op in [operator] if operator else list(self._operators):
+            await asyncio.to_thread(op.kill)
+            self._operators.remove(op)
 
     # Objects
     async def recon(self, name: str) -> dict[str, Any] | None:
@@ -239,7 +273,10 @@ class Cluster:
 
 
 def load_crds() -> list[dict[str, Any]]:
-    return [yaml.safe_load(CRD.read_text())]
+    """Our CRD, and kopf's peering CRDs as the chart ships them."""
+    peering = ROOT / "charts" / "spaceport" / "crds" / "kopf-peering.yaml"
+    extra = [d for d in yaml.safe_load_all(peering.read_text()) if d] if peering.exists() else []
+    return [yaml.safe_load(CRD.read_text()), *extra]
 
 
 @contextlib.asynccontextmanager
