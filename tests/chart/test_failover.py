@@ -1,8 +1,9 @@
 """High availability as the chart deploys it, against the emulated API server (tests/operator/emulator.py).
 
-The replicas run with the chart's own arguments (`--priority` from the StatefulSet ordinal, `--peering`)
-and register in the chart's ClusterKopfPeering, created from the chart's CRDs. Only the top-priority
-replica creates Jobs; when it leaves or dies, the stand-by carries the same Reconstruction on.
+The replicas run with the chart's own arguments (`--priority` from the StatefulSet ordinal, `--peering`,
+the namespaces) and register in the chart's peering object (cluster-wide or namespaced), created from the
+chart's CRDs. Only the top-priority replica creates Jobs; when it leaves or dies, the stand-by carries the
+same Reconstruction on.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from spaceport.contract import StageResult
 from spaceport.controller.k8s import Kube
 from spaceport.controller.main import build_registry
 from spaceport.controller.settings import OperatorSettings
-from tests.chart.chartlib import crd_documents, only, operator_container, render
+from tests.chart.chartlib import crd_documents, operator_container, render
 from tests.operator.harness import Cluster, EmulatorThread
 from tests.s3 import S3_ENV, moto_s3
 
@@ -45,20 +46,26 @@ class RecordingKube(Kube):
         return body, created
 
 
-def chart_replica_args(replicas: int = 2) -> tuple[list[Any], dict[str, Any]]:
+def chart_replica_args(values: dict[str, Any] | None = None) -> tuple[list[Any], dict[str, Any]]:
     """Each replica's parsed command line, as the StatefulSet gives it, and the peering object."""
-    docs = render({"operator": {"replicas": replicas}})
+    docs = render({"operator": {"replicas": 2}, **(values or {})})
     args = operator_container(docs)["args"]
     parsed = [build_parser().parse_args([a.replace("$(SPACEPORT_POD_INDEX)", str(i)) for a in args])
-              for i in range(replicas)]
-    return parsed, only(docs, "ClusterKopfPeering")
+              for i in range(2)]
+    [peering] = [d for d in docs if d["apiVersion"] == "kopf.dev/v1"]
+    return parsed, peering
+
+
+def peering_path(peering: dict[str, Any]) -> str:
+    namespace = peering["metadata"].get("namespace")
+    return f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings" if namespace else PEERINGS
 
 
 class Replica:
     """One operator replica on its own thread and event loop, as a separate Pod would be (kopf cancels
     every task of its loop when it stops, so replicas sharing a loop would take each other down)."""
 
-    def __init__(self, url: str, priority: int, peering: str) -> None:
+    def __init__(self, url: str, args: Any) -> None:
         self.kube = RecordingKube.for_url(url)
         self.kube.created = []
         self.stop = threading.Event()
@@ -71,8 +78,9 @@ class Replica:
         settings.scanning.disabled = True
         registry = build_registry(self.kube, OperatorSettings(progress_interval_s=0.2, max_workers=4), login=login)
         self.thread = threading.Thread(target=lambda: asyncio.run(kopf.operator(
-            registry=registry, settings=settings, clusterwide=True, standalone=False, priority=priority,
-            peering_name=peering, stop_flag=self.stop)), daemon=True)
+            registry=registry, settings=settings, clusterwide=args.all_namespaces, namespaces=args.namespace,
+            standalone=args.standalone, priority=args.priority, peering_name=args.peering, stop_flag=self.stop)),
+            daemon=True)
         self.thread.start()
 
     async def exit(self) -> None:
@@ -105,22 +113,24 @@ def _result(stage: str) -> StageResult:
                        duration_seconds=300.0, metrics={}, outputs={})
 
 
-async def _peers(cluster: Cluster, name: str) -> dict[str, Any]:
-    body = await cluster.api.get(f"{PEERINGS}/{name}")
+async def _peers(cluster: Cluster, peering: dict[str, Any]) -> dict[str, Any]:
+    body = await cluster.api.get(f"{peering_path(peering)}/{peering['metadata']['name']}")
     return (body or {}).get("status") or {}
 
 
+@pytest.mark.parametrize("values", [{}, {"rbac": {"clusterWide": False, "watchNamespaces": ["default"]}}],
+                         ids=["cluster-wide", "namespaced"])
 @pytest.mark.timeout(90)
-async def test_standby_takes_over_when_the_leader_exits() -> None:
-    (pod0, pod1), peering = chart_replica_args()
+async def test_standby_takes_over_when_the_leader_exits(values: dict[str, Any]) -> None:
+    (pod0, pod1), peering = chart_replica_args(values)
     assert pod0.priority > pod1.priority and pod0.peering == pod1.peering == peering["metadata"]["name"]
     async with emulated_cluster() as (cluster, spec):
-        await cluster.api.create(PEERINGS, peering)
-        leader = Replica(cluster.url, pod0.priority, pod0.peering)
-        standby = Replica(cluster.url, pod1.priority, pod1.peering)
+        await cluster.api.create(peering_path(peering), peering)
+        leader = Replica(cluster.url, pod0)
+        standby = Replica(cluster.url, pod1)
         try:
             async def both_registered() -> bool:
-                return len(await _peers(cluster, pod0.peering)) == 2
+                return len(await _peers(cluster, peering)) == 2
 
             await _wait(both_registered, "both replicas in the peering")
             await cluster.create_recon("site", spec)
@@ -128,7 +138,7 @@ async def test_standby_takes_over_when_the_leader_exits() -> None:
             assert leader.kube.created == ["site-r1-sfm"] and standby.kube.created == []
 
             await leader.exit()
-            assert len(await _peers(cluster, pod0.peering)) == 1, "a clean exit leaves the peering at once"
+            assert len(await _peers(cluster, peering)) == 1, "a clean exit leaves the peering at once"
             run = spec["output"]["uri"] + "/runs/1"
             await cluster.succeed_job("site-r1-sfm", f"{run}/sfm", _result("sfm"))
             await cluster.wait_job("site-r1-train", timeout=20)
@@ -150,7 +160,7 @@ async def test_standby_waits_out_a_crashed_leaders_record_then_takes_over() -> N
         await cluster.api.create(PEERINGS, {**peering, "status": {"crashed-pod-0": record}})
         crashed_until = time.monotonic() + lifetime
         await cluster.create_recon("site", spec)
-        standby = Replica(cluster.url, pod1.priority, pod1.peering)
+        standby = Replica(cluster.url, pod1)
         try:
             await cluster.wait_job("site-r1-sfm", timeout=lifetime + 15)
             assert time.monotonic() >= crashed_until - 0.5, "the stand-by acted while the leader looked alive"
@@ -163,14 +173,13 @@ async def test_standby_waits_out_a_crashed_leaders_record_then_takes_over() -> N
 async def test_equal_priorities_freeze_every_replica() -> None:
     # Why the chart gives each replica its own priority: two replicas sharing one (a Deployment's
     # replicas would) both pause, and nothing is ever reconciled.
-    _, peering = chart_replica_args()
-    name = peering["metadata"]["name"]
+    (pod0, _), peering = chart_replica_args()
     async with emulated_cluster() as (cluster, spec):
         await cluster.api.create(PEERINGS, peering)
-        twins = [Replica(cluster.url, 0, name), Replica(cluster.url, 0, name)]
+        twins = [Replica(cluster.url, pod0), Replica(cluster.url, pod0)]
         try:
             async def both_registered() -> bool:
-                return len(await _peers(cluster, name)) == 2
+                return len(await _peers(cluster, peering)) == 2
 
             await _wait(both_registered, "both replicas in the peering")
             await cluster.create_recon("site", spec)
