@@ -86,7 +86,7 @@ ENV PATH=/opt/spaceport/bin:$PATH \
     NUMBA_CACHE_DIR=/scratch/.cache/numba \
     TORCH_EXTENSIONS_DIR=/scratch/.cache/torch_extensions \
     MPLCONFIGDIR=/scratch/.cache/matplotlib \
-    SPACEPORT_VIEWER_DIR=/opt/spaceport/web/supersplat-viewer \
+    SPACEPORT_VIEWER_ASSETS=/opt/spaceport/web/supersplat-viewer/public \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 WORKDIR /scratch

@@ -185,3 +185,17 @@ def test_make_images_builds_both_with_the_charts_image_names() -> None:
 def test_stage_image_user_is_the_one_the_operator_runs_jobs_as() -> None:
     _, stages = parse(IMAGES / "stage.Dockerfile")
     assert stages[-1].all("USER")[-1] == f"{RUN_AS_UID}:{RUN_AS_UID}"
+
+
+def test_stage_image_points_the_viewer_at_the_copied_npm_package() -> None:
+    from spaceport.viewer import ASSETS_ENV, PACKAGE
+
+    _, stages = parse(IMAGES / "stage.Dockerfile")
+    final = stages[-1]
+    env = dict(item.partition("=")[::2] for arg in final.all("ENV") for item in shlex.split(arg))
+    copies = [shlex.split(a) for a in final.all("COPY") if a.startswith("--from=web")]
+    [(_, source, target)] = copies
+    assert source.endswith(f"node_modules/{PACKAGE}")
+    assert env[ASSETS_ENV] == f"{target}/public", "compress copies index.js/index.css from here"
+    lock = (ROOT / "package-lock.json").read_text()
+    assert f'"node_modules/{PACKAGE}"' in lock, "npm ci --omit=dev must install the viewer"
