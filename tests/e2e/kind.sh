@@ -103,7 +103,7 @@ kubectl -n "$NS" wait --for=condition=complete job/seed-photos --timeout=600s
 
 log "every example against the API server (dry run)"
 kubectl create namespace surveys --dry-run=client -o yaml | kubectl apply -f -
-kubectl -n "$NS" apply --dry-run=server -f examples/reconstruction.yaml -f examples/gpu-pool.yaml
+kubectl -n "$NS" apply --dry-run=server -f examples/   # every top-level example (not recursive)
 kubectl apply --dry-run=server -k examples/gitops/overlays/production
 
 log "run $RECON"
