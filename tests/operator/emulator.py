@@ -7,7 +7,16 @@ name clashes and stale resourceVersions, label/field selectors, status subresour
 alone (and the main resource leaving status alone), namespace listing, PUT, JSON/merge patches,
 finalizers, deletecollection, watches that honour resourceVersion and timeoutSeconds, list kinds,
 server-side Tables with CRD printer columns (kubectl get), and core discovery's groupVersion "v1".
-Still missing: garbage collection by ownerReferences, schema validation, server-side apply, protobuf.
+
+Still missing (none of it is needed by the operator or these tests):
+- controllers: no Job controller, kubelet, TTL controller or ownerReference garbage collector (tests play
+  the first two by patching status; the operator deletes its Jobs itself);
+- CRD schema validation, defaulting and pruning; admission; RBAC and authentication (any token passes);
+- server-side apply, protobuf, /openapi (so kubectl needs --validate=false), aggregated discovery v2
+  (kubectl falls back to the legacy endpoints), watch bookmarks, Tables in watch streams (`get -w`);
+- strategic merge patch is applied as a JSON merge patch (lists replaced, not merged by key);
+- set-based label selectors (`in`, `notin`), list pagination (limit/continue), DELETE options
+  (preconditions, propagationPolicy, grace periods); watch history is bounded (older versions: 410).
 """
 
 from __future__ import annotations
