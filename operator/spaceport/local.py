@@ -162,10 +162,12 @@ def run_pipeline(
 
 
 def run_metrics(run: LocalRun) -> dict[str, Any]:
-    """All stages' metrics in one dict (later stages win on a shared key)."""
+    """All stages' metrics in one dict. On a shared key the earlier stage wins: compress reports an
+    ``ssim`` of compressed against uncompressed renders, the scene's own is training's."""
     merged: dict[str, Any] = {}
     for result in run.results.values():
-        merged.update(result.metrics)
+        for key, value in result.metrics.items():
+            merged.setdefault(key, value)
     return merged
 
 

@@ -107,7 +107,8 @@ def write_viewer(
 
     ``source`` is the training output (the compress stage's input): its cameras.json gives the start
     view, its georef.json is copied, its result.json's metrics are shown. ``means`` (the splat centres)
-    places the orbit point at the scene; ``metrics`` (camelCase) are shown over the training ones.
+    places the orbit point at the scene; ``metrics`` (camelCase) are shown beside the training ones
+    (training's win on a shared key such as ``ssim``).
     ``scene_rotation``: see :func:`start_pose` (only when the .sog is turned relative to cameras.json).
     Without the viewer's assets this raises :class:`ViewerAssetsNotFound`, or, when ``warn`` is given,
     reports it there and returns ``{}`` (a compressed scene is still worth keeping without a page).
@@ -123,7 +124,7 @@ def write_viewer(
     cameras = (_read_json(source, "cameras.json") or {}).get("cameras", [])
     georef = _read_json(source, "georef.json")
     upstream = _read_json(source, "result.json") or {}
-    shown = {**upstream.get("metrics", {}), **(metrics or {})}
+    shown = {**(metrics or {}), **upstream.get("metrics", {})}  # the earlier stage owns a shared key
     times = dict(durations or {})
     if "durationSeconds" in upstream and upstream.get("stage"):
         times.setdefault(upstream["stage"], upstream["durationSeconds"])
@@ -147,7 +148,7 @@ def update_metrics(store: Store, metrics: Mapping[str, Any], durations: Mapping[
     info = _read_json(store, "metrics.json")
     if info is None:
         return
-    info["metrics"] = {**info.get("metrics", {}), **metrics}
+    info["metrics"] = {**info.get("metrics", {}), **metrics}  # the run's merged metrics, earliest stage first
     info["durations"] = {**info.get("durations", {}), **(durations or {})}
     store.write_text("metrics.json", json.dumps(info, indent=1, default=_plain))
 

@@ -81,7 +81,9 @@ const getJson = (name) => fetch(name).then((r) => (r.ok ? r.json() : null)).catc
 async function showMetrics() {
   if (flag('nometrics')) return;
   const [info, result] = await Promise.all([getJson('./metrics.json'), getJson('./result.json')]);
-  const m = { ...(info?.metrics ?? {}), ...(result?.metrics ?? {}) };
+  // metrics.json holds the earlier stages' values, which win on a shared key (compress's ssim compares
+  // compressed with uncompressed renders; the scene's own is training's)
+  const m = { ...(result?.metrics ?? {}), ...(info?.metrics ?? {}) };
   const durations = { ...(info?.durations ?? {}) };
   if (result?.durationSeconds !== undefined) durations.compress = result.durationSeconds;
   const rows = LABELS.filter(([k]) => m[k] !== undefined && m[k] !== null).map(([k, label, f]) => [label, f(m[k], m)]);
