@@ -56,6 +56,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
         settings.persistence.finalizer = "spaceport.dev/cleanup"
         settings.posting.level = 30  # WARNING: handler chatter stays in logs, not in Events
         settings.execution.max_workers = reconciler.settings.max_workers
+        # Only our Jobs: filtered by the API server, not after streaming every Job of the cluster.
+        settings.watching.label_selectors["batch", "jobs"] = LABEL_RECON
 
     def reconcile(namespace: str, name: str) -> None:
         try:
