@@ -78,10 +78,10 @@ def test_palette_grows_until_the_error_target_and_respects_the_cap() -> None:
     shn = (rng.normal(size=(5000, 2)) @ rng.normal(size=(2, 45))).reshape(5000, 15, 3).astype(np.float32)
     loose = build_palette(shn, target_error=0.5, iterations=4)
     tight = build_palette(shn, target_error=0.0, iterations=4)
-    assert loose.size == 1024 and loose.relative_error <= 0.5
+    assert loose.size == 1024 and loose.colour_error <= 0.5
     assert tight.size == splat_transform_size(5000) == 4096
     assert [s for s, _ in tight.tried] == [1024, 2048, 4096]
-    assert tight.relative_error < loose.relative_error
+    assert tight.colour_error < loose.colour_error
     assert tight.labels.shape == (5000,) and tight.centroids.shape == (4096, 15, 3)
 
 

@@ -139,7 +139,7 @@ def run_compress(ctx: StageContext) -> StageOutput:
         "orderingBytes": encoded.sizes_by_ordering,
     }
     if encoded.palette is not None:
-        metrics.update(shPaletteSize=encoded.palette.size, shPaletteError=round(encoded.palette.relative_error, 4),
+        metrics.update(shPaletteSize=encoded.palette.size, shPaletteColourError=round(encoded.palette.colour_error, 5),
                        shPaletteTried=[list(t) for t in encoded.palette.tried])
     if encoded.v1_files is not None:
         metrics["sogsV1Bytes"] = sum(len(d) for d in encoded.v1_files.values())

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-FLAT_MAX = 1024
+FLAT_MAX = 256
+TRAIN_POINTS_PER_CENTROID = 64
+"""Flat k-means trains on a sample of at most this many points per centroid, then assigns everyone."""
 CHUNK_ELEMENTS = 1 << 24
 """Entries of one distance block (64 MB of float32)."""
 
@@ -47,7 +49,11 @@ def _flat(data: torch.Tensor, k: int, iterations: int, gen: torch.Generator) -> 
     n = len(data)
     if k >= n:
         return KMeansResult(data.clone(), torch.arange(n, device=data.device), 0.0)
-    init = torch.randperm(n, generator=gen, device="cpu")[:k].to(data.device)
+    full = data
+    if n > TRAIN_POINTS_PER_CENTROID * k:
+        # centroids settle long before every point is seen; the sample keeps passes cheap at 1M splats
+        data = data[torch.randperm(n, generator=gen)[: TRAIN_POINTS_PER_CENTROID * k].to(data.device)]
+    init = torch.randperm(len(data), generator=gen, device="cpu")[:k].to(data.device)
     centroids = data[init].clone()
     labels, dist = assign(data, centroids)
     for _ in range(iterations):
@@ -60,6 +66,8 @@ def _flat(data: torch.Tensor, k: int, iterations: int, gen: torch.Generator) -> 
             worst = torch.topk(dist, int(empty.sum())).indices
             centroids[empty] = data[worst]
         labels, dist = assign(data, centroids)
+    if full is not data:
+        labels, dist = assign(full, centroids)
     return KMeansResult(centroids, labels, float(dist.sum()))
 
 

@@ -19,8 +19,8 @@ MAX_PALETTE = 65536
 class ShPalette:
     centroids: np.ndarray  # [P, K, 3] float32
     labels: np.ndarray  # [N] int64
-    relative_error: float  # RMSE of the palette / RMS deviation of the SH vectors from their mean
-    tried: list[tuple[int, float]] = field(default_factory=list)  # (size, relative error) per attempt
+    colour_error: float  # RMS colour change (0..1 units) the palette causes, averaged over view directions
+    tried: list[tuple[int, float]] = field(default_factory=list)  # (size, colour error) per attempt
 
     @property
     def size(self) -> int:
@@ -34,6 +34,16 @@ def splat_transform_size(n: int) -> int:
     return min(64, 2 ** int(np.floor(np.log2(n / 1024)))) * 1024
 
 
+def colour_rmse(sse: float, n: int) -> float:
+    """RMS colour error over splats, channels and view directions, from the SH vectors' squared error.
+
+    The real SH basis is orthonormal over the sphere, so a coefficient error e changes a colour by a
+    function whose mean square over directions is e²/(4π): the palette's effect on pixels, in 0..1
+    colour units, comparable across scenes (unlike an error relative to the SH spread).
+    """
+    return float(np.sqrt(sse / max(n, 1) / 3 / (4 * np.pi)))
+
+
 def build_palette(
     shn: np.ndarray,
     *,
@@ -44,20 +54,19 @@ def build_palette(
     device: str = "cpu",
     progress: Callable[[float], None] | None = None,
 ) -> ShPalette:
-    """Double the palette from 1024 entries until its relative RMSE is ≤ ``target_error`` (or the cap).
+    """Double the palette from 1024 entries until its colour error is ≤ ``target_error`` (or the cap).
 
     The cap is splat-transform's size for this many splats (never more than ``max_size`` or N), so we
     never spend more bytes on the palette than it does, and usually far fewer.
     """
     n, k = shn.shape[0], shn.shape[1]
     data = torch.from_numpy(np.ascontiguousarray(shn.reshape(n, k * 3), dtype=np.float32)).to(device)
-    total = float(((data - data.mean(0)) ** 2).sum())
     cap = max(1, min(max_size, splat_transform_size(n), n))
     size, tried = min(MIN_PALETTE, cap), []
     steps = max(1, int(np.ceil(np.log2(cap / size))) + 1)
     while True:
         result = kmeans(data, size, iterations, seed)
-        err = float(np.sqrt(result.sse / total)) if total > 0 else 0.0
+        err = colour_rmse(result.sse, n)
         tried.append((len(result.centroids), err))
         if progress:
             progress(min(1.0, len(tried) / steps))

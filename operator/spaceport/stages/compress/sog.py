@@ -18,7 +18,7 @@ from spaceport.splats import SH_COEFFS_FOR_DEGREE, GaussianScene
 from spaceport.stages.compress import attributes as attr
 from spaceport.stages.compress.codebook import encode, optimal_codebook
 from spaceport.stages.compress.palette import ShPalette
-from spaceport.stages.compress.webp import decode_rgba, encode_rgba, texels, texture
+from spaceport.stages.compress.webp import WEBP_METHOD, decode_rgba, encode_rgba, texels, texture
 
 GENERATOR = "spaceport"
 META = "meta.json"
@@ -69,7 +69,7 @@ def encode_v2(
     palette: ShPalette | None,
     *,
     extra: dict[str, Any] | None = None,
-    webp_method: int = 4,
+    webp_method: int = WEBP_METHOD,
     books: dict[str, np.ndarray] | None = None,
 ) -> dict[str, bytes]:
     """All files of a SOG v2 scene (meta.json last), splats laid out in ``order``."""

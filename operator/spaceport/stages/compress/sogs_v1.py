@@ -19,7 +19,7 @@ from spaceport.stages.compress.ordering import morton_order
 from spaceport.stages.compress.palette import ShPalette
 from spaceport.stages.compress.plas import plas_order, sort_features
 from spaceport.stages.compress.sog import PALETTE_ROW, _with_alpha, palette_texture
-from spaceport.stages.compress.webp import decode_rgba, encode_rgba, texels
+from spaceport.stages.compress.webp import WEBP_METHOD, decode_rgba, encode_rgba, texels
 
 META = "meta.json"
 SH0_CLAMP = 3.0
@@ -39,7 +39,7 @@ def kept_splats(scene: GaussianScene) -> np.ndarray:
 
 
 def encode_v1(scene: GaussianScene, palette: ShPalette | None, *, ordering: str = "morton", seed: int = 0,
-              device: str = "cpu", webp_method: int = 4) -> dict[str, bytes]:
+              device: str = "cpu", webp_method: int = WEBP_METHOD) -> dict[str, bytes]:
     keep = kept_splats(scene)
     s = scene.subset(keep)
     side = math.isqrt(s.count)
