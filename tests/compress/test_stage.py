@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spaceport.contract import BadInputError
 from spaceport.splats import ply_bytes, write_ply
@@ -134,3 +135,10 @@ def test_brute_force_renderer_scores_identical_and_perturbed_scenes(tmp_path: Pa
     assert quality.ssim(image, image) == pytest.approx(1.0)
     write_ply(scene, tmp_path / "s.ply")  # the renderer does not touch its input
     assert (tmp_path / "s.ply").stat().st_size > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a node without CUDA")
+def test_cuda_without_a_device_is_bad_input(tmp_path: Path) -> None:
+    inp = write_train_output(tmp_path / "train", small_scene(500, sh_degree=1), cameras=0)
+    with pytest.raises(BadInputError, match="device"):
+        run_stage("compress", str(inp), str(tmp_path / "out"), {"device": "cuda"})

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from spaceport.api.compress import CompressOptions
+from spaceport.contract import BadInputError
 from spaceport.splats import SH_COEFFS_FOR_DEGREE, GaussianScene
 from spaceport.stages.compress import sog, sogs_v1
 from spaceport.stages.compress.ordering import morton_order
@@ -33,6 +34,8 @@ class Encoded:
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("device: cuda was asked for but this node has no CUDA device (use auto or cpu)")
     return name
 
 
@@ -75,7 +78,9 @@ def encode_scene(scene: GaussianScene, options: CompressOptions, *, extra: dict[
         if name == "plas":
             report(span[0], "PLAS sort")
             order = plas_order(sort_features(scene).to(device), torch.from_numpy(morton).to(device), width,
-                               seed=options.seed).cpu().numpy()
+                               seed=options.seed,
+                               progress=lambda f, a=span[0], b=span[1]: report(a + 0.5 * (b - a) * f, "PLAS sort"),
+                               ).cpu().numpy()
         report(span[0] + 0.5 * (span[1] - span[0]), f"encoding SOG ({name} order)")
         candidates[name] = sog.encode_v2(scene, order, palette, extra=extra, webp_method=options.webp_effort,
                                        books=books)
