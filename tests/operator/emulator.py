@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp.web
 import attrs
+import jsonschema
 import kmock
 from kmock._internal import rendering
 
@@ -85,6 +86,8 @@ def now_iso() -> str:
 class ClusterEmulator(kmock.KubernetesEmulator):
     db: dict[tuple[str, str], dict[tuple[str | None, str], Obj]] = attrs.field(factory=dict)
     printer_columns: dict[tuple[str, str], list[Obj]] = attrs.field(factory=dict)
+    openapi: dict[str, dict[str, Obj]] = attrs.field(factory=dict)
+    pruned: list[str] = attrs.field(factory=list)
     history: deque[tuple[int, tuple[str, str], Obj]] = attrs.field(factory=lambda: deque(maxlen=20000))
     watchers: list[tuple[tuple[str, str], str | None, str | None, asyncio.Queue[Obj]]] = attrs.field(factory=list)
     counter: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
@@ -105,6 +108,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                         verbs={"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"})
                 self.printer_columns[(spec["group"], spec["names"]["plural"])] = \
                     version.get("additionalPrinterColumns", [])
+                schema = copy.deepcopy(version.get("schema", {}).get("openAPIV3Schema", {"type": "object"}))
+                schema["x-kubernetes-group-version-kind"] = [
+                    {"group": spec["group"], "version": version["name"], "kind": spec["names"]["kind"]}]
+                name = ".".join([*reversed(spec["group"].split(".")), version["name"], spec["names"]["kind"]])
+                self.openapi.setdefault(f"apis/{spec['group']}/{version['name']}", {})[name] = schema
         for ns in ("default", "kube-system"):
             self._store(("", "namespaces"), {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
                         None, ns, new=True)
@@ -117,6 +125,43 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     def list(self, group: str, plural: str, namespace: str | None = None) -> list[Obj]:
         return [copy.deepcopy(o) for (ns, _), o in sorted(self.db.get((group, plural), {}).items())
                 if namespace is None or ns == namespace]
+
+    def _openapi(self, path: str) -> aiohttp.web.StreamResponse:
+        """OpenAPI v3 for the CRDs only: enough for kubectl's client-side validation of our kinds."""
+        gv = path[len("/openapi/v3"):].strip("/")
+        if not gv:
+            return aiohttp.web.json_response({"paths": {
+                k: {"serverRelativeURL": f"/openapi/v3/{k}?hash={len(json.dumps(v))}"}
+                for k, v in self.openapi.items()}})
+        if gv not in self.openapi:
+            return aiohttp.web.json_response(ApiError(404, "NotFound", path).body(), status=404)
+        # A PATCH operation that lists fieldValidation tells kubectl to leave validation to the server.
+        paths = {}
+        for schema in self.openapi[gv].values():
+            gvk = schema["x-kubernetes-group-version-kind"]
+            paths[f"/{gv}/{gvk[0]['kind'].lower()}"] = {"patch": {
+                "x-kubernetes-group-version-kind": gvk[0],
+                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}]}}
+        return aiohttp.web.json_response({"openapi": "3.0.0", "info": {"title": "emulator", "version": gv},
+                                          "paths": paths, "components": {"schemas": self.openapi[gv]}})
+
+    def _validate(self, route: Route, obj: Obj, strict: bool) -> None:
+        """CRD objects against their schema, as the API server does: bad values -> 422; unknown fields ->
+        422 with fieldValidation=Strict, else pruned (so a status field missing from the CRD is lost)."""
+        gv = f"apis/{route.group}/{route.version}"
+        schema = next((sc for sc in self.openapi.get(gv, {}).values()
+                       if sc["x-kubernetes-group-version-kind"][0]["kind"] == obj.get("kind")), None)
+        if schema is None:
+            return
+        unknown = _prune(obj, schema, "")
+        self.pruned += [f'{obj.get("kind")}/{obj["metadata"].get("name")}: {u}' for u in unknown]
+        if strict and unknown:
+            raise ApiError(422, "Invalid", f'{obj.get("kind")} "{obj["metadata"].get("name")}" is invalid: '
+                                           + ", ".join(f"{u}: field not declared in schema" for u in unknown))
+        errors = sorted(jsonschema.Draft4Validator(schema).iter_errors(obj), key=lambda e: list(e.path))
+        if errors:
+            raise ApiError(422, "Invalid", f'{obj.get("kind")} "{obj["metadata"].get("name")}" is invalid: '
+                                           + "; ".join(f".{'.'.join(map(str, e.path))}: {e.message}" for e in errors))
 
     def _info(self, route: Route) -> kmock.ResourceInfo:
         for res in self.resources:
@@ -133,6 +178,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return body
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw.path.startswith("/openapi/v3"):
+            return self._openapi(raw.path)
         route = parse_route(raw.path)
         if route is None:
             return await super().__call__(raw)
@@ -166,7 +213,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 self._delete(key, ns, obj["metadata"]["name"])
             return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success"})
         if raw.method == "POST" and route.name is None:
-            return aiohttp.web.json_response(self._create(key, route, info, ns, data), status=201)
+            created = self._create(key, route, info, ns, data, params.get("fieldValidation") == "Strict")
+            return aiohttp.web.json_response(created, status=201)
         if route.name is None:
             raise ApiError(405, "MethodNotAllowed", f"{raw.method} on a collection")
         if raw.method == "GET":
@@ -177,7 +225,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return aiohttp.web.json_response(self._delete(key, ns, route.name))
         if raw.method in ("PATCH", "PUT"):
             ctype = raw.headers.get("Content-Type", "").split(";")[0]
-            return aiohttp.web.json_response(self._update(key, route, info, ns, data, raw.method, ctype))
+            strict = params.get("fieldValidation") == "Strict"
+            return aiohttp.web.json_response(self._update(key, route, info, ns, data, raw.method, ctype, strict))
         raise ApiError(405, "MethodNotAllowed", raw.method)
 
     def _existing(self, key: tuple[str, str], ns: str | None, name: str) -> Obj:
@@ -193,7 +242,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 if (ns is None or ons == ns) and _matches(o, labels, fields)]
 
     def _create(self, key: tuple[str, str], route: Route, info: kmock.ResourceInfo, ns: str | None,
-                      data: Obj) -> Obj:
+                data: Obj, strict: bool = False) -> Obj:
         meta = data.setdefault("metadata", {})
         if info.namespaced:
             if meta.get("namespace") not in (None, ns):
@@ -210,10 +259,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         data["apiVersion"] = f"{route.group}/{route.version}".lstrip("/")
         data["kind"] = info.kind
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_iso(), generation=1)
+        self._validate(route, data, strict)
         return self._store(key, data, ns, meta["name"], new=True)
 
     def _update(self, key: tuple[str, str], route: Route, info: kmock.ResourceInfo, ns: str | None,
-                      data: Any, method: str, ctype: str) -> Obj:
+                data: Any, method: str, ctype: str, strict: bool = False) -> Obj:
         old = self._existing(key, ns, route.name or "")
         if method == "PUT":
             new = copy.deepcopy(data)
@@ -248,6 +298,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             new.pop("status", None)
             if "status" in old:
                 new["status"] = copy.deepcopy(old["status"])
+        self._validate(route, new, strict)
         if _spec_of(new) != _spec_of(old):
             new_meta["generation"] = old["metadata"].get("generation", 1) + 1
         if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
@@ -352,6 +403,27 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                                                    "metadata": obj["metadata"]}})
         return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": str(self.last_rv)},
                 "columnDefinitions": defs, "rows": rows}
+
+
+def _prune(value: Any, schema: Obj, path: str) -> list[str]:
+    """Drop fields the structural schema does not declare; return their paths."""
+    unknown: list[str] = []
+    if isinstance(value, dict) and schema.get("type", "object") == "object" \
+            and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key in list(value):
+            if props is not None and key in props:
+                unknown += _prune(value[key], props[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                unknown += _prune(value[key], extra, f"{path}.{key}")
+            elif props is not None and path != ".metadata" and key not in ("apiVersion", "kind", "metadata"):
+                unknown.append(f"{path}.{key}")
+                del value[key]
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            unknown += _prune(item, schema["items"], f"{path}[{i}]")
+    return unknown
 
 
 def _spec_of(obj: Obj) -> Obj:

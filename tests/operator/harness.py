@@ -165,6 +165,12 @@ class Cluster:
         self.url = url
         self.ns = "default"
         self._operators: list[OperatorThread] = []
+        self.emulator: EmulatorThread | None = None
+
+    def pruned(self) -> list[str]:
+        """Fields the API server dropped because the CRD schema does not declare them."""
+        emu = self.emulator.emu if self.emulator is not None else None
+        return list(emu.pruned) if emu is not None else []  # kmock handlers are falsy when empty
 
     # The operator
     def settings(self) -> OperatorSettings:
@@ -284,6 +290,7 @@ async def running_cluster(s3: Any, s3_url: str, operator: bool = True) -> AsyncI
     with EmulatorThread(load_crds()) as emulator:
         async with aiohttp.ClientSession(emulator.url) as session:
             cluster = Cluster(emulator.url, session, s3, s3_url)
+            cluster.emulator = emulator
             if operator:
                 await cluster.start_operator()
             try:
