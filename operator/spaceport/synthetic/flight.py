@@ -101,8 +101,11 @@ def look_at(centre: np.ndarray, forward: np.ndarray) -> np.ndarray:
 
 
 def lawnmower_poses(n: int, altitude: float, footprint: tuple[float, float], *, overlap: float = 0.8,
-                    sidelap: float = 0.55, tilt_deg: float = 20.0) -> np.ndarray:
-    """Back-and-forth strips along x, as survey apps fly them; the camera leans forward by ``tilt_deg``."""
+                    sidelap: float = 0.65, tilt_deg: float = 20.0) -> np.ndarray:
+    """Back-and-forth strips along x with 80% forward and 65% side overlap, as survey apps plan them.
+
+    The camera leans forward by ``tilt_deg`` (and turns round with the drone at the end of each strip).
+    """
     strips = max(2, round(np.sqrt(n / 4)))
     counts = [n // strips + (1 if s < n % strips else 0) for s in range(strips)]
     step = footprint[1] * (1 - overlap)

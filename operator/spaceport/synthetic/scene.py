@@ -73,14 +73,16 @@ class Scene:
     def sample_ground(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Bilinear albedo at world (x, y); outside the texture the edge texels repeat."""
         h, w, _ = self.ground.shape
-        u = np.clip((x - self.ground_origin[0]) / self.texel, 0, w - 1.001)
-        v = np.clip((y - self.ground_origin[1]) / self.texel, 0, h - 1.001)
+        inv = np.float32(1 / self.texel)
+        u = np.clip((x.astype(np.float32) - np.float32(self.ground_origin[0])) * inv, 0, np.float32(w - 1.001))
+        v = np.clip((y.astype(np.float32) - np.float32(self.ground_origin[1])) * inv, 0, np.float32(h - 1.001))
         u0, v0 = u.astype(np.int32), v.astype(np.int32)
         fu, fv = (u - u0)[..., None], (v - v0)[..., None]
-        g = self.ground
-        top = g[v0, u0] * (1 - fu) + g[v0, u0 + 1] * fu
-        bottom = g[v0 + 1, u0] * (1 - fu) + g[v0 + 1, u0 + 1] * fu
-        return top * (1 - fv) + bottom * fv
+        flat = self.ground.reshape(-1, 3)
+        i00 = v0 * w + u0
+        top = flat[i00] + (flat[i00 + 1] - flat[i00]) * fu
+        bottom = flat[i00 + w] + (flat[i00 + w + 1] - flat[i00 + w]) * fu
+        return top + (bottom - top) * fv
 
 
 def _noise(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> np.ndarray:

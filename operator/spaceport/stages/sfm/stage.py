@@ -18,7 +18,7 @@ from pathlib import Path
 import pycolmap
 
 from spaceport.api.sfm import SfmOptions
-from spaceport.contract import BadInputError, StageContext, StageOutput
+from spaceport.contract import BadInputError, StageContext, StageError, StageOutput
 from spaceport.stages.sfm import reconstruct
 from spaceport.stages.sfm.inputs import find_images, prepare_photos
 
@@ -40,7 +40,10 @@ def run_sfm(ctx: StageContext) -> StageOutput:
     def step(name: str, message: str) -> Iterator[None]:
         ctx.progress.span(*STEPS[name]).update(0.0, message, force=True)
         t0 = time.perf_counter()
-        yield
+        try:
+            yield
+        except (RuntimeError, ValueError) as e:  # pycolmap reports failures as these
+            raise StageError(f"sfm {name} failed: {e}") from e
         durations[name] = round(time.perf_counter() - t0, 2)
         ctx.log.info("%s took %.1f s", name, durations[name])
 
@@ -95,7 +98,8 @@ def run_sfm(ctx: StageContext) -> StageOutput:
                  f"dropped {', '.join(str(n) for n in others)} image(s)")
     unregistered = sorted({p.name for p in photos} - {im.name for im in best.images.values() if im.has_pose})
     if unregistered:
-        ctx.log.info("not registered: %s", ", ".join(unregistered))
+        shown = ", ".join(unregistered[:10]) + (f" and {len(unregistered) - 10} more" if len(unregistered) > 10 else "")
+        ctx.warn(f"{len(unregistered)} of {len(photos)} images did not register: {shown}")
     metrics = {
         "imagesFound": len(keys),
         "imagesUsed": len(photos),
