@@ -88,7 +88,9 @@ class Trainer:
         until = options.densify_until if options.densify_until is not None else options.iterations // 2
         self.strategy = self._make_strategy(until)
         self.strategy.check_sanity(self.params, self._make_optimizers())
-        self.strategy_state = self.strategy.initialize_state(scene_scale=extent)
+        self.mcmc = not isinstance(self.strategy, CappedStrategy)
+        self.strategy_state = (self.strategy.initialize_state() if self.mcmc
+                               else self.strategy.initialize_state(scene_scale=extent))
         self.loss = float("nan")
         self.last_psnr = float("nan")
 
@@ -162,16 +164,21 @@ class Trainer:
         gamma = 0.01 ** (min(self.step, o.iterations) / o.iterations)
         self.optimizers["means"].param_groups[0]["lr"] = o.position_lr * self.extent * gamma
         image, info = self.render(view)
-        self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.step, info)
+        if not self.mcmc:
+            self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.step, info)
         gt = self.target(view)
         loss = (1 - o.ssim_weight) * (image - gt).abs().mean() + o.ssim_weight * (1 - ssim(image, gt))
+        if self.mcmc:
+            # MCMC's relocation relies on these regularisers pushing unused Gaussians to low opacity/scale
+            loss = loss + 0.01 * torch.sigmoid(self.params["opacities"]).mean()
+            loss = loss + 0.01 * torch.exp(self.params["scales"]).mean()
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {float(loss.detach())} at step {self.step}")
         loss.backward()
         for opt in self.optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
-        if isinstance(self.strategy, CappedStrategy):
+        if not self.mcmc:
             self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, info,
                                              packed=False)
             self._enforce_cap()

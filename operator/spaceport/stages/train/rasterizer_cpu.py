@@ -125,6 +125,24 @@ def pixel_box(mx: float, my: float, rx: int, ry: int, x0: int, x1: int, y0: int,
     return bx0, bx1, by0, by1
 
 
+@njit(cache=True)
+def row_span(mx: float, dy: float, qa: float, qb: float, qc: float, thr: float, bx0: int, bx1: int) -> tuple[int, int]:
+    """Pixels of one row where ``sigma <= thr`` (the only ones that can reach alpha >= 1/255).
+
+    Solves ``0.5 qa dx^2 + qb dy dx + 0.5 qc dy^2 - thr <= 0`` for dx in float64, widened by 1e-3 px so
+    rounding never drops a pixel; the per-pixel test still decides, so results are unchanged.
+    """
+    B = qb * dy
+    C = 0.5 * qc * dy * dy - thr
+    D = B * B - 2.0 * qa * C
+    if D < 0.0 or qa <= 0.0:
+        return bx0, bx0 if qa > 0.0 else bx1
+    sq = np.sqrt(D)
+    lo = int(np.ceil(mx + (-B - sq) / qa - 0.5 - 1e-3))
+    hi = int(np.floor(mx + (-B + sq) / qa - 0.5 + 1e-3)) + 1
+    return max(bx0, lo), min(bx1, hi)
+
+
 @njit(parallel=True, cache=True)
 def composite_forward(
     means2d: np.ndarray,
@@ -171,10 +189,15 @@ def composite_forward(
         for k in range(end - start):
             g = flat_ids[start + k]
             bx0, bx1, by0, by1 = pixel_box(p[k, 0], p[k, 1], radii[g, 0], radii[g, 1], x0, x1, y0, y1)
+            thr = p[k, 9]
+            if thr <= 0:
+                continue
             for py in range(by0, by1):
                 dy = ftype(py) + half - p[k, 1]
                 ly = py - y0
-                for px in range(bx0, bx1):
+                rx0, rx1 = row_span(float(p[k, 0]), float(dy), float(p[k, 2]), float(p[k, 3]), float(p[k, 4]),
+                                    float(thr), bx0, bx1)
+                for px in range(rx0, rx1):
                     lx = px - x0
                     if done[ly, lx]:
                         continue
@@ -272,10 +295,13 @@ def composite_backward(
             g7 = zero
             g8 = zero
             bx0, bx1, by0, by1 = pixel_box(p[k, 0], p[k, 1], radii[g, 0], radii[g, 1], x0, x1, y0, y1)
-            for py in range(by0, by1):
+            thr = p[k, 9]
+            for py in range(by0, by1 if thr > 0 else by0):
                 dy = ftype(py) + half - p[k, 1]
                 ly = py - y0
-                for px in range(bx0, bx1):
+                rx0, rx1 = row_span(float(p[k, 0]), float(dy), float(ca), float(cb), float(cc), float(thr),
+                                    bx0, bx1)
+                for px in range(rx0, rx1):
                     lx = px - x0
                     if k >= stop[ly, lx]:
                         continue
