@@ -56,6 +56,10 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
         settings.persistence.finalizer = "spaceport.dev/cleanup"
         settings.posting.level = 30  # WARNING: handler chatter stays in logs, not in Events
         settings.execution.max_workers = reconciler.settings.max_workers
+        # Watches end and restart every 10 min: a connection that died silently cannot stall the operator.
+        settings.watching.server_timeout = settings.watching.server_timeout or 600
+        settings.watching.client_timeout = settings.watching.client_timeout or 660
+        settings.watching.connect_timeout = settings.watching.connect_timeout or 30
         # Only our Jobs: filtered by the API server, not after streaming every Job of the cluster.
         settings.watching.label_selectors["batch", "jobs"] = LABEL_RECON
 

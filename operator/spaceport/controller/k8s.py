@@ -20,6 +20,11 @@ from spaceport.controller.naming import LABEL_RECON, label_value
 log = logging.getLogger("spaceport.operator.k8s")
 
 MERGE_PATCH = "application/merge-patch+json"
+TIMEOUT = (5.0, 30.0)
+"""Connect and read timeouts (s) of every call: a hung connection must not hold a handler thread (and the
+Reconstruction's lock) forever; the next event or timer tick retries."""
+RAW: dict[str, Any] = {"_preload_content": False, "_request_timeout": TIMEOUT}
+"""Plain JSON back (no model objects to build and convert again), within the timeouts."""
 
 
 class OwnerMismatchError(Exception):
@@ -47,7 +52,8 @@ class Kube:
     # Reconstructions
     def get_reconstruction(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                            _request_timeout=TIMEOUT)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -55,12 +61,13 @@ class Kube:
 
     def patch_reconstruction_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _content_type=MERGE_PATCH)
+            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _content_type=MERGE_PATCH,
+            _request_timeout=TIMEOUT)
 
     # Jobs
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            resp = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+            resp = self.batch.read_namespaced_job(name, namespace, **RAW)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -71,7 +78,7 @@ class Kube:
         """Create the Job, or adopt the one that exists under that name. Returns (job, created)."""
         meta = job["metadata"]
         try:
-            resp = self.batch.create_namespaced_job(meta["namespace"], job, _preload_content=False)
+            resp = self.batch.create_namespaced_job(meta["namespace"], job, **RAW)
             return _body(resp), True
         except ApiException as e:
             if e.status != 409:
@@ -86,13 +93,13 @@ class Kube:
         return existing, False
 
     def patch_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
-        self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, _preload_content=False)
+        self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, **RAW)
 
     def delete_job(self, namespace: str, name: str) -> bool:
         try:
             # Background: Kubernetes' garbage collector removes the Pods after the Job.
             self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background",
-                                             _preload_content=False)
+                                             **RAW)
             return True
         except ApiException as e:
             if e.status == 404:
@@ -101,17 +108,17 @@ class Kube:
 
     def list_jobs(self, namespace: str, recon: str) -> list[dict[str, Any]]:
         resp = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_RECON}={label_value(recon)}",
-                                              _preload_content=False)
+                                              **RAW)
         return list(_body(resp).get("items") or [])
 
     def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        resp = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}", _preload_content=False)
+        resp = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}", **RAW)
         return list(_body(resp).get("items") or [])
 
     # Secrets: values stay in memory, never logged
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
         """The Secret's decoded data and its resourceVersion."""
-        secret = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        secret = self.core.read_namespaced_secret(name, namespace, **RAW)
         body = _body(secret)
         data = {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
         data.update(body.get("stringData") or {})
@@ -138,7 +145,7 @@ class Kube:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+            self.core.create_namespaced_event(meta["namespace"], event, **RAW)
         except ApiException as e:  # events are advisory: never fail a reconcile over one
             log.warning("cannot post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], e.reason)
 
