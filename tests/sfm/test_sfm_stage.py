@@ -153,3 +153,23 @@ def test_unrelated_photos_fail_with_the_numbers(tmp_path: Path) -> None:
         Image.fromarray(small).resize((320, 240), Image.Resampling.BICUBIC).save(tmp_path / "in" / f"p{i}.png")
     with pytest.raises(BadInputError, match=r"only 0 of 5 usable images registered .*minRegisteredFraction is 0.5"):
         run_stage("sfm", str(tmp_path / "in"), str(tmp_path / "out"))
+
+
+def test_each_camera_model_gets_its_own_intrinsics(gps_flight: Flight, tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    shutil.copytree(gps_flight.out_dir, photos)
+    for name in gps_flight.image_names[1::2]:
+        im = Image.open(photos / name)
+        exif = im.getexif()
+        exif[0x0110] = "Another camera"
+        im.save(photos / name, "JPEG", quality=95, exif=exif)
+    result = run_stage("sfm", str(photos), str(tmp_path / "out"))
+    assert result.metrics["cameras"] == 2 and result.metrics["registeredImages"] == 16
+    rec = pycolmap.Reconstruction(str(tmp_path / "out" / "sparse"))
+    by_camera: dict[int, set[str]] = {}
+    for image in rec.images.values():
+        by_camera.setdefault(image.camera_id, set()).add(image.name)
+    assert sorted(sorted(names) for names in by_camera.values()) == [
+        gps_flight.image_names[0::2], gps_flight.image_names[1::2]]
+    for camera in rec.cameras.values():  # focal from the EXIF 35 mm equivalent, refined
+        assert camera.params[0] == pytest.approx(gps_flight.fx, rel=0.03)
