@@ -102,7 +102,7 @@ async def floor_latency(session: aiohttp.ClientSession, emulator: TimedEmulatorT
 
 
 def p95(values: list[float]) -> float:
-    return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else values[0]
+    return statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) >= 2 else values[0]
 
 
 def peak_rss_mib(pid: int) -> float:
