@@ -171,3 +171,14 @@ def test_stage_pools_and_default_secret_fill_what_the_spec_leaves_open() -> None
     assert named["containers"][0]["envFrom"] == [{"secretRef": {"name": "creds"}}]
     with pytest.raises(SettingsError, match="SPACEPORT_STAGE_POOLS"):
         OperatorSettings.from_env({"SPACEPORT_STAGE_POOLS": '{"training": {}}'})
+
+
+def test_overall_metrics_take_shared_keys_from_the_earlier_stage() -> None:
+    from spaceport.api.reconstruction import StageStatus
+    from spaceport.controller.status import aggregate_metrics
+
+    stages = {"train": StageStatus(metrics={"psnr": 27.0, "ssim": 0.9, "plyBytes": 1000, "durationSeconds": 5}),
+              "compress": StageStatus(metrics={"ssim": 0.99, "sogBytes": 100})}
+    metrics = aggregate_metrics(stages)
+    assert (metrics.ssim, metrics.psnr, metrics.compression_ratio) == (0.9, 27.0, 10.0)
+    assert metrics.durations == {"train": 5.0}

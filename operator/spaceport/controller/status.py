@@ -203,8 +203,10 @@ def aggregate_metrics(stages: dict[str, StageStatus]) -> Metrics:
         if st is None:
             continue
         for key, field in METRIC_KEYS.items():
+            # On a shared key the earlier stage wins (as in `spaceport run`): compress reports an ssim of
+            # compressed against uncompressed renders; the scene's own is training's.
             if st.metrics.get(key) is not None:
-                values[field] = st.metrics[key]
+                values.setdefault(field, st.metrics[key])
         seconds = st.metrics.get("durationSeconds")
         if isinstance(seconds, int | float):
             durations[stage] = float(seconds)
