@@ -16,10 +16,12 @@ LEVELS = 256
 
 
 def optimal_codebook(values: np.ndarray, levels: int = LEVELS, bins: int = HIST_BINS,
-                     weight_power: float = 0.5) -> np.ndarray:
+                     weight_power: float = 0.75) -> np.ndarray:
     """``levels`` sorted float32 entries minimising weighted squared error over a histogram.
 
     ``weight_power`` < 1 flattens dense regions (bin weight = count**power) so the tails keep entries.
+    0.75 measured against splat-transform's 0.5 on synthetic scenes: median error of scales and colour
+    down ~6%, the largest scale error up ~0-15%.
     """
     v = np.asarray(values, np.float64).ravel()
     if v.size == 0:
