@@ -28,7 +28,8 @@ DEMO_FLIGHT = "demo"
 DEMO_PRESET = "draft"
 DEMO_CONFIG: dict[str, Any] = {
     "sfm": {"maxImageSize": 480},
-    "train": {"iterations": 800, "maxGaussians": 60_000},
+    # densify early and often: the default schedule (from step 500, every 100) barely starts in 800 steps
+    "train": {"iterations": 800, "maxGaussians": 60_000, "densifyFrom": 100, "densifyEvery": 50},
     "compress": {},
 }
 """Explicit demo settings over the draft preset (what a CPU-only laptop does in minutes)."""
