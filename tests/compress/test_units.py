@@ -97,3 +97,11 @@ def test_plas_sorts_a_grid_by_swaps_only() -> None:
 
     assert roughness(out) < 0.4 * roughness(grid)
     assert torch.equal(index, plas_sort(grid, seed=3))
+
+
+def test_webp_is_lossless_and_keeps_colour_under_zero_alpha() -> None:
+    from spaceport.stages.compress.webp import decode_rgba, encode_rgba
+
+    pixels = np.random.default_rng(5).integers(0, 256, (12, 20, 4), dtype=np.uint8)
+    pixels[:, :5, 3] = 0  # fully transparent texels: a transparent splat's colour must survive
+    assert np.array_equal(decode_rgba(encode_rgba(pixels)), pixels)
