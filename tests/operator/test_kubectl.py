@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.operator.harness import ROOT, Cluster
+from tests.s3 import S3_ENV
 
 KUBECTL = shutil.which("kubectl")
 EXAMPLE = str(ROOT / "examples" / "reconstruction.yaml")
@@ -38,6 +39,7 @@ current-context: emulator
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 async def test_kubectl_apply_and_get_shows_printer_columns(cluster: Cluster, tmp_path: Path) -> None:
+    await cluster.create_secret("spaceport-s3", S3_ENV)  # the example's Secret, as its README says to create
     # Validation on (kubectl's default): kubectl leaves it to the server, which checks the CRD schema.
     out = await kubectl(cluster, tmp_path, "apply", "-f", EXAMPLE)
     assert out.strip() == "reconstruction.spaceport.dev/quarry-survey created"

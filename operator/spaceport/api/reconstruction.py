@@ -125,7 +125,26 @@ class ReconstructionSpec(ApiModel):
     train: TrainSection = Field(default_factory=TrainSection)
     compress: CompressSection = Field(default_factory=CompressSection)
     retries: int = Field(default=2, ge=0, le=10, description="backoffLimit of each stage's Job.")
-    suspend: bool = Field(default=False, description="Suspend the running stage's Job; false resumes.")
+    suspend: bool = Field(
+        default=False,
+        description="Suspend the running stage's Job; false resumes. With a queueName the stage's Job is deleted "
+        "instead (Kueue owns the Jobs' suspend flag) and created again on resume, back in the queue; training "
+        "resumes from its last checkpoint.",
+    )
+    queue_name: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Kueue LocalQueue of the stage Jobs (label kueue.x-k8s.io/queue-name); Jobs are created "
+        "suspended and Kueue admits them. Default: the operator's SPACEPORT_DEFAULT_QUEUE_NAME; empty: no Kueue.",
+    )
+    priority_class: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Kueue WorkloadPriorityClass of the stage Jobs (label kueue.x-k8s.io/priority-class); "
+        "used only with a queue.",
+    )
 
     @model_validator(mode="after")
     def _check_locations(self) -> ReconstructionSpec:
@@ -152,9 +171,9 @@ class ReconstructionSpec(ApiModel):
     def run_key(self) -> str:
         """A digest of everything that changes results; a new value starts a new run folder.
 
-        ``suspend`` and scheduling do not change results, so toggling them keeps the run.
+        ``suspend``, queueing and scheduling do not change results, so toggling them keeps the run.
         """
-        data = self.model_dump(mode="json", exclude={"suspend", "retries"})
+        data = self.model_dump(mode="json", exclude={"suspend", "retries", "queue_name", "priority_class"})
         for stage in STAGES:
             data[stage].pop("scheduling", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -184,6 +203,8 @@ class Reason(enum.StrEnum):
     JOB_VANISHED = "JobVanished"
     SUSPENDED = "Suspended"
     QUEUED = "Queued"
+    BAD_CREDENTIALS = "BadCredentials"
+    WAITING_FOR_SECRET = "WaitingForSecret"
     COMPLETED = "Completed"
 
 
@@ -206,6 +227,7 @@ class StageStatus(StatusModel):
     progress_updated: str | None = None
     metrics: dict[str, Any] = _free_form("Metrics from the stage's result.json.")
     outputs: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list, description="What the stage skipped or worked around.")
 
 
 class Metrics(StatusModel):

@@ -72,6 +72,15 @@ def job_labels(owner: Owner, run: int, stage: str) -> dict[str, str]:
     }
 
 
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+
+
+def queue_name(spec: ReconstructionSpec, settings: OperatorSettings) -> str | None:
+    """The Kueue LocalQueue of the run's Jobs; None: no Kueue, Jobs start at once."""
+    return spec.queue_name or settings.default_queue_name
+
+
 def owner_reference(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -150,10 +159,18 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
     if tolerations:
         pod_spec["tolerations"] = tolerations
 
+    queue = queue_name(spec, settings)
+    job_labels_all = dict(labels)
+    if queue:
+        job_labels_all[QUEUE_LABEL] = queue
+        if spec.priority_class:
+            job_labels_all[PRIORITY_LABEL] = spec.priority_class
+
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.retries,
         "ttlSecondsAfterFinished": settings.job_ttl_seconds,
-        "suspend": spec.suspend,
+        # Kueue admits a queued Job by setting suspend to false; it must start suspended.
+        "suspend": bool(queue) or spec.suspend,
         "podFailurePolicy": {
             "rules": [
                 {"action": "FailJob",
@@ -172,7 +189,7 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
         "metadata": {
             "name": job_name(owner.name, run, stage),
             "namespace": owner.namespace,
-            "labels": labels,
+            "labels": job_labels_all,
             "annotations": {"spaceport.dev/reconstruction-name": owner.name},
             "ownerReferences": [owner_reference(owner)],
         },

@@ -86,6 +86,8 @@ class Kube:
         existing = self.get_job(meta["namespace"], meta["name"])
         if existing is None:  # deleted between our create and get: let the next pass create it
             raise OwnerMismatchError(f"Job {meta['name']} vanished while being adopted")
+        if existing["metadata"].get("deletionTimestamp"):  # e.g. deleted on suspend in a queue: wait for it
+            raise OwnerMismatchError(f"Job {meta['name']} is still being deleted")
         wanted = {r["uid"] for r in meta.get("ownerReferences", [])}
         owners = {r.get("uid") for r in existing["metadata"].get("ownerReferences") or []}
         if wanted and not wanted & owners:

@@ -12,6 +12,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from spaceport.api import (
@@ -21,18 +22,24 @@ from spaceport.api import (
     ReconstructionSpec,
     ReconstructionStatus,
     describe_validation_error,
+    is_s3_uri,
 )
 from spaceport.api.reconstruction import StageStatus
 from spaceport.contract import StageResult
 from spaceport.controller import metrics
 from spaceport.controller import status as st
-from spaceport.controller.jobs import CONTAINER, Owner, build_job, stage_location
+from spaceport.controller.jobs import CONTAINER, Owner, build_job, credentials_secret, queue_name, stage_location
 from spaceport.controller.k8s import Kube, OwnerMismatchError
 from spaceport.controller.naming import LABEL_RUN
 from spaceport.controller.progress import StorageReader
 from spaceport.controller.settings import OperatorSettings
 
 log = logging.getLogger("spaceport.operator")
+
+
+ALTERNATIVE_CREDENTIALS = frozenset({"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_PROFILE",
+                                     "AWS_CONTAINER_CREDENTIALS_FULL_URI"})
+"""Keys that give boto3 credentials without an access key pair (web identity, profiles, container endpoint)."""
 
 
 class RetryLater(Exception):
@@ -126,7 +133,18 @@ class Reconciler:
         sst = status.stages.get(stage, StageStatus())
         job_name = sst.job or ""
         raw: dict[str, Any] | None
-        if sst.phase == Phase.PENDING:
+        queue = queue_name(spec, self.settings)
+        if queue and spec.suspend and sst.phase in (Phase.PENDING, Phase.QUEUED, Phase.RUNNING, Phase.SUSPENDED):
+            # Kueue owns a queued Job's suspend flag (it would undo ours): a suspended run holds no Job at all.
+            held = self.kube.get_job(ns, job_name) if sst.phase != Phase.PENDING else None
+            if held is None or not st.JobView.of(held).finished:
+                if held is not None:
+                    self.kube.delete_job(ns, job_name)
+                return st.Observation(stage, None, queue=queue, held=True)
+        if sst.phase == Phase.PENDING or (queue and sst.phase == Phase.SUSPENDED):
+            problem = self._credentials_problem(ns, spec)
+            if problem is not None:
+                return st.Observation(stage, None, problem=problem)
             if run > 1:
                 # Earlier runs' Jobs go before this run's first (or next) Job: also after a restart that cut
                 # the previous pass short between saving the new run and deleting the old one.
@@ -145,15 +163,38 @@ class Reconciler:
         if raw is None:  # vanished: finished before its TTL ran out while we were away?
             return st.Observation(stage, None, result=self.storage.read_result(ns, spec, uri))
         job = st.JobView.of(raw)
-        if not job.finished and job.suspended != spec.suspend:
+        if not queue and not job.finished and job.suspended != spec.suspend:
             self.kube.patch_job_suspend(ns, job.name, spec.suspend)
             job = st.JobView(**{**job.__dict__, "suspended": spec.suspend})
         if job.succeeded:
-            return st.Observation(stage, job, result=self._result(ns, spec, job.name, uri))
+            return st.Observation(stage, job, result=self._result(ns, spec, job.name, uri), queue=queue)
         if job.failed:
-            return st.Observation(stage, job, failure=self._failure(ns, job.name))
+            return st.Observation(stage, job, failure=self._failure(ns, job.name), queue=queue)
         progress = None if job.suspended else self.storage.read_progress(ns, spec, uri)
-        return st.Observation(stage, job, progress=progress)
+        return st.Observation(stage, job, progress=progress, queue=queue)
+
+    def _credentials_problem(self, ns: str, spec: ReconstructionSpec) -> tuple[Reason, str] | None:
+        """A named storage Secret that is missing (the Pod would wait) or holds no usable keys (it would fail).
+
+        Only key names are looked at; they are not secret.
+        """
+        name, named = credentials_secret(spec, self.settings)
+        if name is None or not named or not (is_s3_uri(spec.input.uri) or is_s3_uri(spec.output.uri)):
+            return None
+        field = "spec.input.credentialsSecret" if spec.input.credentials_secret else "spec.output.credentialsSecret"
+        try:
+            data, _ = self.kube.read_secret(ns, name)
+        except ApiException as e:
+            if e.status == 404:
+                return Reason.WAITING_FOR_SECRET, f"{field}: waiting for Secret {name!r} in namespace {ns}"
+            raise
+        keys = set(data)
+        if keys & ALTERNATIVE_CREDENTIALS or {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= keys:
+            return None
+        missing = sorted({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} - keys)
+        has = ", ".join(sorted(keys)) or "no keys"
+        return Reason.BAD_CREDENTIALS, (f"{field}: Secret {name!r} lacks {' and '.join(missing)} (it has: {has}); "
+                                        "stages would find no S3 credentials")
 
     def _result(self, ns: str, spec: ReconstructionSpec, job: str, uri: str) -> StageResult | None:
         """result.json when storage is readable (complete), else the Pod's termination message (compact)."""

@@ -76,6 +76,10 @@ class OperatorSettings:
     health_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     """kopf's liveness endpoint for the Pod's probes (SPACEPORT_HEALTH_ENDPOINT; "none" disables it)."""
 
+    default_queue_name: str | None = None
+    """Kueue LocalQueue for Reconstructions that name none (SPACEPORT_DEFAULT_QUEUE_NAME); unset: Jobs start at
+    once, without Kueue. The chart's ``kueue.defaultQueueName``."""
+
     def resources_for(self, stage: str) -> Mapping[str, Any]:
         return self.default_resources.get(stage, {})
 
@@ -109,6 +113,8 @@ class OperatorSettings:
         if env.get("SPACEPORT_HEALTH_ENDPOINT"):
             endpoint = env["SPACEPORT_HEALTH_ENDPOINT"]
             kw["health_endpoint"] = None if endpoint.lower() == "none" else endpoint
+        if env.get("SPACEPORT_DEFAULT_QUEUE_NAME"):
+            kw["default_queue_name"] = env["SPACEPORT_DEFAULT_QUEUE_NAME"]
         if env.get("SPACEPORT_NAMESPACE"):
             kw["namespace"] = env["SPACEPORT_NAMESPACE"]
         return cls(**kw)

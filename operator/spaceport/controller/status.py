@@ -82,6 +82,12 @@ class Observation:
     result: StageResult | None = None
     failure: str | None = None
     progress: ProgressRecord | None = None
+    queue: str | None = None
+    """The Kueue LocalQueue of the Job: a suspended Job there waits for admission (Queued)."""
+    held: bool = False
+    """No Job on purpose: suspended while queued (the Job is deleted so Kueue frees its quota)."""
+    problem: tuple[Reason, str] | None = None
+    """Why the Job was not created: WaitingForSecret (Pending) or BadCredentials (Failed)."""
 
 
 def current_stage(status: ReconstructionStatus) -> str | None:
@@ -131,6 +137,18 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
     update: dict[str, Any] = {"observed_generation": generation, "stage": stage}
     job = obs.job
 
+    if obs.problem is not None:
+        reason, message = obs.problem
+        phase = Phase.FAILED if reason == Reason.BAD_CREDENTIALS else Phase.PENDING
+        if phase == Phase.FAILED:
+            stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "message": message, "finished_at": now})
+        update.update(stages=stages, phase=phase, reason=reason, message=message)
+        return _with_condition(status.model_copy(update=update), now)
+    if obs.held:
+        stages[stage] = st.model_copy(update={"phase": Phase.SUSPENDED, "eta_seconds": None})
+        update.update(stages=stages, phase=Phase.SUSPENDED, reason=Reason.SUSPENDED, progress=overall_progress(stages),
+                      message=f"{stage} suspended: its Job is deleted and goes back into queue {obs.queue} on resume")
+        return _with_condition(status.model_copy(update=update), now)
     if job is None and st.phase == Phase.PENDING:
         return status.model_copy(update=update)  # not created yet: the reconciler creates it
     if (job is not None and job.succeeded) or (job is None and obs.result is not None):
@@ -160,16 +178,24 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
         update.update(stages=stages, phase=Phase.FAILED, reason=Reason.STAGE_FAILED, message=message)
         return _with_condition(status.model_copy(update=update), now)
 
+    # In a queue Kueue owns the Job's suspend flag: suspended there means waiting for (re-)admission.
+    queued = job.suspended and bool(obs.queue) and not spec.suspend
     suspended = job.suspended and spec.suspend
-    phase = Phase.SUSPENDED if suspended else Phase.RUNNING
-    st_update: dict[str, Any] = {"phase": phase, "started_at": st.started_at or job.start_time or now}
-    if obs.progress is not None and not suspended:
+    phase = Phase.SUSPENDED if suspended else Phase.QUEUED if queued else Phase.RUNNING
+    st_update: dict[str, Any] = {"phase": phase}
+    if phase == Phase.RUNNING:
+        st_update["started_at"] = st.started_at or job.start_time or now
+    if obs.progress is not None and phase == Phase.RUNNING:
         st_update.update(progress=obs.progress.fraction, message=obs.progress.message or st.message,
                          eta_seconds=obs.progress.eta_seconds, progress_updated=obs.progress.updated)
     stages[stage] = st.model_copy(update=st_update)
-    update.update(stages=stages, phase=phase, progress=overall_progress(stages),
-                  reason=Reason.SUSPENDED if suspended else Reason.STAGE_RUNNING,
-                  message=f"{stage} suspended" if suspended else (stages[stage].message or f"{stage} running"))
+    if phase == Phase.SUSPENDED:
+        reason, message = Reason.SUSPENDED, f"{stage} suspended"
+    elif phase == Phase.QUEUED:
+        reason, message = Reason.QUEUED, f"{stage}: Job {job.name} waits for Kueue to admit it (queue {obs.queue})"
+    else:
+        reason, message = Reason.STAGE_RUNNING, stages[stage].message or f"{stage} running"
+    update.update(stages=stages, phase=phase, progress=overall_progress(stages), reason=reason, message=message)
     return _with_condition(status.model_copy(update=update), now)
 
 
@@ -180,6 +206,7 @@ def _stage_succeeded(st: StageStatus, obs: Observation, job: JobView | None, now
         update.update(metrics=dict(result.metrics), outputs=dict(result.outputs),
                       started_at=st.started_at or result.started_at, finished_at=result.finished_at)
         update["metrics"].setdefault("durationSeconds", result.duration_seconds)
+        update["warnings"] = [w[:500] for w in result.warnings[:20]]
     else:
         update["finished_at"] = (job.completion_time if job else None) or now
     return st.model_copy(update=update)
@@ -269,6 +296,10 @@ def transitions(old: ReconstructionStatus, new: ReconstructionStatus) -> list[tu
         st = new.stages[stage]
         if after == Phase.RUNNING and before == Phase.SUSPENDED:
             events.append(("Normal", "StageResumed", f"{stage}: Job {st.job} resumed"))
+        elif after == Phase.RUNNING and before == Phase.QUEUED:
+            events.append(("Normal", "StageAdmitted", f"{stage}: Kueue admitted Job {st.job}"))
+        elif after == Phase.QUEUED:
+            events.append(("Normal", "StageQueued", f"{stage}: Job {st.job} waits for Kueue"))
         elif after == Phase.RUNNING:
             events.append(("Normal", "StageStarted", f"{stage}: Job {st.job} started"))
         elif after == Phase.SUSPENDED:
@@ -281,4 +312,6 @@ def transitions(old: ReconstructionStatus, new: ReconstructionStatus) -> list[tu
         events.append(("Normal", "Succeeded", "all stages finished"))
     if new.phase == Phase.FAILED and new.reason == Reason.INVALID_SPEC and old.reason != Reason.INVALID_SPEC:
         events.append(("Warning", "InvalidSpec", new.message or "invalid spec"))
+    if new.reason in (Reason.BAD_CREDENTIALS, Reason.WAITING_FOR_SECRET) and new.reason != old.reason:
+        events.append(("Warning", str(new.reason), new.message or str(new.reason)))
     return events
