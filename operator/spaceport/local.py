@@ -14,6 +14,7 @@ Every file is written atomically and a stage's result.json is written last, so a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -182,8 +183,15 @@ def finish_viewer(run: LocalRun) -> None:
     compress = run.stage_store("compress")
     durations = {s: r.duration_seconds for s, r in run.results.items()}
     if compress.exists("scene.sog") and not compress.exists("index.html"):
+        train = run.stage_store("train")
+        means = None
+        if train.exists("splats.ply"):  # places the viewer's orbit point on the scene
+            from spaceport.splats import PlyFormatError, read_ply
+
+            with contextlib.suppress(PlyFormatError, StorageError):
+                means = read_ply(train.read_bytes("splats.ply")).means
         try:
-            write_viewer(compress, "scene.sog", source=run.stage_store("train"), metrics=run_metrics(run),
+            write_viewer(compress, "scene.sog", source=train, means=means, metrics=run_metrics(run),
                          durations=durations)
         except ViewerAssetsNotFound as e:
             logging.getLogger("spaceport.run").warning("no viewer page: %s", e)
