@@ -1,0 +1,224 @@
+"""A stand-in for the kubelet and the Job controller that runs the REAL stage command of each Job.
+
+For every stage Job in the emulator it starts the Job's container command (``spaceport stage ...``) as a
+local process with the container's environment: its ``env``, the Secret of its ``envFrom`` read from the
+emulator, and the termination-message path pointed at a temp file. Volume mount points are mapped to
+local folders: ``/scratch`` to a temp dir per Pod, each PersistentVolumeClaim to the folder the test gives
+for its claim name. When the process ends it writes what the Job controller would: a Pod whose container
+terminated with the real exit code and termination message, then the Job's status, honouring the Job's
+``podFailurePolicy`` (exit code 2 fails the Job at once; a Pod with a DisruptionTarget condition does not
+count against ``backoffLimit``) and ``backoffLimit`` (retries of exit code 1).
+
+Not modelled: image pulls, resource limits, the read-only root filesystem, runAsUser (the test runs as
+root, so permissions on volumes cannot be tested this way), ``activeDeadlineSeconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.operator.harness import JOBS, PODS, Api
+
+SPACEPORT = str(Path(sys.executable).with_name("spaceport"))
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Attempt:
+    """One Pod of a Job: the process running it and whether it was evicted."""
+
+    pod: str
+    process: asyncio.subprocess.Process | None = None
+    evicted: bool = False
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Kubelet:
+    def __init__(self, api: Api, namespace: str, volumes: dict[str, Path] | None = None, parallel: int = 3) -> None:
+        self.api, self.ns = api, namespace
+        self.volumes = volumes or {}
+        self.logs: dict[str, str] = {}
+        """Pod name -> what its container printed (stdout and stderr)."""
+        self.attempts: dict[str, list[Attempt]] = {}
+        self._slots = asyncio.Semaphore(parallel)  # two shared cores: a few stages at a time
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="kubelet-")
+
+    async def __aenter__(self) -> Kubelet:
+        self._loop_task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        tasks = [t for t in [self._loop_task, *self._tasks.values()] if t is not None]
+        for attempts in self.attempts.values():
+            for a in attempts:
+                if a.process is not None and a.process.returncode is None:
+                    a.process.kill()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tmp.cleanup()
+
+    async def _watch(self) -> None:
+        while True:
+            listing = await self.api.get(JOBS.format(ns=self.ns))
+            for job in (listing or {}).get("items", []):
+                name = job["metadata"]["name"]
+                status = job.get("status") or {}
+                if name in self._tasks or job["spec"].get("suspend") or status.get("conditions"):
+                    continue
+                self._tasks[name] = asyncio.create_task(self._run_job(job))
+            await asyncio.sleep(0.1)
+
+    async def evict(self, job: str) -> Attempt:
+        """Preempt the Job's running Pod: DisruptionTarget, then SIGTERM (the stage checkpoints and exits)."""
+        attempt = self.attempts[job][-1]
+        await attempt.started.wait()
+        attempt.evicted = True
+        await self.api.patch(PODS.format(ns=self.ns) + f"/{attempt.pod}/status", {"status": {"conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+             "message": "evicted to make room for a higher-priority Pod"}]}})
+        assert attempt.process is not None
+        attempt.process.send_signal(signal.SIGTERM)
+        return attempt
+
+    async def _run_job(self, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        path = JOBS.format(ns=self.ns) + f"/{name}/status"
+        backoff_limit = int(job["spec"].get("backoffLimit", 6))
+        fail_codes = _fail_job_codes(job)
+        failures = 0
+        await self.api.patch(path, {"status": {"active": 1, "startTime": now_iso()}})
+        self.attempts[name] = []
+        while True:
+            attempt = Attempt(pod=f"{name}-{len(self.attempts[name])}")
+            self.attempts[name].append(attempt)
+            code, _ = await self._run_pod(job, attempt)
+            if code == 0:
+                await self.api.patch(path, {"status": {"active": 0, "succeeded": 1, "completionTime": now_iso(),
+                                                       "conditions": _conditions("Complete", None, None)}})
+                return
+            if attempt.evicted:
+                continue  # podFailurePolicy: DisruptionTarget -> Ignore, a new Pod without counting a failure
+            failures += 1
+            if code in fail_codes:
+                why = (f"Container stage for pod {self.ns}/{attempt.pod} failed with exit code {code} matching "
+                       "FailJob rule at index 0")
+                await self._fail(path, failures, "PodFailurePolicy", why)
+                return
+            if failures > backoff_limit:
+                await self._fail(path, failures, "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+                return
+            await self.api.patch(path, {"status": {"failed": failures}})
+
+    async def _fail(self, path: str, failures: int, reason: str, message: str) -> None:
+        await self.api.patch(path, {"status": {"active": 0, "failed": failures,
+                                               "conditions": _conditions("Failed", reason, message)}})
+
+    async def _run_pod(self, job: dict[str, Any], attempt: Attempt) -> tuple[int, str]:
+        pod_spec = job["spec"]["template"]["spec"]
+        container = pod_spec["containers"][0]
+        await self.api.create(PODS.format(ns=self.ns), {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": attempt.pod, "labels": {**job["spec"]["template"]["metadata"]["labels"],
+                                                         "job-name": job["metadata"]["name"]}},
+            "spec": {"containers": [{"name": container["name"], "image": container["image"]}]}})
+        pod_dir = Path(self._tmp.name) / attempt.pod
+        mounts = self._mounts(pod_spec, container, pod_dir)
+        termination_log = pod_dir / "termination-log"
+        env = await self._env(container, mounts)
+        env["SPACEPORT_TERMINATION_LOG"] = str(termination_log)
+        argv = [_map(a, mounts) for a in [*container["command"], *container.get("args", [])]]
+        argv[0] = SPACEPORT if argv[0] == "spaceport" else argv[0]
+        async with self._slots:
+            process = await asyncio.create_subprocess_exec(
+                *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            attempt.process = process
+            await self.api.patch(PODS.format(ns=self.ns) + f"/{attempt.pod}/status", {"status": {
+                "phase": "Running", "startTime": now_iso()}})
+            attempt.started.set()
+            out, _ = await process.communicate()
+        self.logs[attempt.pod] = out.decode(errors="replace")
+        code = process.returncode if process.returncode is not None else 1
+        code = 128 - code if code < 0 else code  # killed by a signal: the shell convention Kubernetes reports
+        message = termination_log.read_text()[:4096] if termination_log.exists() else ""
+        terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "finishedAt": now_iso()}
+        if message:
+            terminated["message"] = message
+        await self.api.patch(PODS.format(ns=self.ns) + f"/{attempt.pod}/status", {"status": {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [{"name": container["name"], "ready": False, "restartCount": 0,
+                                   "image": container["image"], "imageID": "",
+                                   "state": {"terminated": terminated}}]}})
+        return code, message
+
+    def _mounts(self, pod_spec: dict[str, Any], container: dict[str, Any], pod_dir: Path) -> dict[str, Path]:
+        volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+        mounts: dict[str, Path] = {}
+        for mount in container.get("volumeMounts", []):
+            volume = volumes[mount["name"]]
+            if "emptyDir" in volume:
+                local = pod_dir / mount["name"]
+                local.mkdir(parents=True, exist_ok=True)
+            else:
+                local = self.volumes[volume["persistentVolumeClaim"]["claimName"]]
+            mounts[mount["mountPath"]] = local
+        return mounts
+
+    async def _env(self, container: dict[str, Any], mounts: dict[str, Path]) -> dict[str, str]:
+        # No instance metadata service here: without this boto3 would wait on it when a Secret holds no keys.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "AWS_EC2_METADATA_DISABLED": "true"}
+        for source in container.get("envFrom", []):
+            ref = source.get("secretRef")
+            if not ref:
+                continue
+            secret = await self.api.get(f"/api/v1/namespaces/{self.ns}/secrets/{ref['name']}")
+            if secret is None:
+                if ref.get("optional"):
+                    continue
+                raise AssertionError(f"Secret {ref['name']} missing: the Pod would never start")
+            env.update({k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()})
+        for var in container.get("env", []):
+            if "value" in var:
+                env[var["name"]] = _map(var["value"], mounts)
+        return env
+
+
+def _map(text: str, mounts: dict[str, Path]) -> str:
+    """A container path -> the local folder that plays its volume."""
+    for mount_path in sorted(mounts, key=len, reverse=True):
+        if text == mount_path or text.startswith(mount_path + "/"):
+            return str(mounts[mount_path]) + text[len(mount_path):]
+    return text
+
+
+def _fail_job_codes(job: dict[str, Any]) -> set[int]:
+    codes: set[int] = set()
+    for rule in (job["spec"].get("podFailurePolicy") or {}).get("rules", []):
+        exits = rule.get("onExitCodes")
+        if rule.get("action") == "FailJob" and exits and exits.get("operator") == "In":
+            codes.update(exits["values"])
+    return codes
+
+
+def _conditions(kind: str, reason: str | None, message: str | None) -> list[dict[str, Any]]:
+    extra = {k: v for k, v in (("reason", reason), ("message", message)) if v}
+    first = "SuccessCriteriaMet" if kind == "Complete" else "FailureTarget"
+    return [{"type": first, "status": "True", **extra}, {"type": kind, "status": "True", **extra}]
+
