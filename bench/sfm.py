@@ -100,7 +100,8 @@ def main() -> None:
             notes: list[str] = []
             glo_opts = opts.model_copy(update={"mapper": "global"})
             (models, used), g_s, g_cpu = timed(lambda: reconstruct.map_images(db, work / "prepared", work / "map-g",
-                                                                             glo_opts, frame, None, notes.append))
+                                                                             glo_opts, frame, None, notes.append,
+                                                                             focal_priors=True))
             reg, err = _quality(models, flight)
             print(f"{'mapper':<14}{'map s':>8}{'CPU s':>8}{'registered':>12}{'max err':>9}{'time vs incremental':>21}")
             print(f"{'incremental':<14}{inc_row[4]:>8.1f}{'':>8}{inc_row[5]:>12}{inc_row[6]:>8.2%}{1.0:>20.2f}x")

@@ -125,16 +125,28 @@ def match(database: Path, mode: str, opts: SfmOptions) -> None:
 
 
 def map_images(database: Path, images: Path, out: Path, opts: SfmOptions, frame: GeoFrame | None,
-               on_registered: Callable[[], None] | None = None,
-               warn: Callable[[str], None] = log.warning) -> tuple[list[pycolmap.Reconstruction], str]:
+               on_registered: Callable[[], None] | None = None, warn: Callable[[str], None] = log.warning,
+               focal_priors: bool = False) -> tuple[list[pycolmap.Reconstruction], str]:
     """Every model the mapper found, largest first (by registered images), and the mapper that made them.
 
     The global mapper is less robust on nadir flights over flat ground (it can fail, or return a
     distorted model); when its result is unusable we say so and map incrementally instead.
+    ``focal_priors``: every camera has a focal length from EXIF. The global mapper then keeps it fixed
+    and a final adjustment refines only distortion: over flat ground seen from above, a free focal length
+    drifts together with the flight's depth (measured on generated flights: the focal length went from
+    333 to 457 px and the centre error from 0.15% to 10% of the flight's size).
     """
     if opts.mapper == "global":
         (out / "global").mkdir(parents=True, exist_ok=True)
-        models = _sorted(pycolmap.global_mapping(database, images, out / "global", _global_options()))
+        glo = _global_options()
+        if focal_priors:
+            glo.mapper.bundle_adjustment.refine_focal_length = False
+            glo.mapper.bundle_adjustment.refine_extra_params = False
+        models = _sorted(pycolmap.global_mapping(database, images, out / "global", glo))
+        if models and focal_priors:
+            final = pycolmap.BundleAdjustmentOptions()
+            final.refine_focal_length = False
+            pycolmap.bundle_adjustment(models[0], final)
         if models and frame is not None:
             align_to_gps(models[0], frame)
         db = pycolmap.Database.open(database)

@@ -84,7 +84,7 @@ def run_sfm(ctx: StageContext) -> StageOutput:
 
     with step("mapping", f"{opts.mapper} mapping"):
         models, mapper = reconstruct.map_images(database, prepared, work / "models", opts, frame, on_registered,
-                                                ctx.warn)
+                                                ctx.warn, all(p.focal_px is not None for p in photos))
     n_reg = models[0].num_reg_images() if models else 0
     if n_reg < max(MIN_IMAGES, opts.min_registered_fraction * len(photos)):
         raise BadInputError(
