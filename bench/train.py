@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -128,8 +129,9 @@ def demo_input(work: Path, flight: bool) -> tuple[Path, float]:
         from spaceport.stages.runner import run_stage
         from spaceport.synthetic import generate_flight
 
-        generate_flight(work / "photos", preset="demo")
-        run_stage("sfm", str(work / "photos"), str(work / "sfm"), {})
+        if not (work / "sfm" / "result.json").exists():  # reused across runs with --workdir
+            generate_flight(work / "photos", preset="demo")
+            run_stage("sfm", str(work / "photos"), str(work / "sfm"), {})
         return work / "sfm", 1.5  # demo photos are 480x360; train at 320x240
     from tests.train.fixtures import write_sfm_output
 
@@ -137,14 +139,18 @@ def demo_input(work: Path, flight: bool) -> tuple[Path, float]:
     return work / "sfm", 1.0
 
 
-def bench_demo(steps: int, flight: bool) -> None:
+def bench_demo(steps: int, flight: bool, workdir: str | None, max_gaussians: int) -> None:
     from spaceport.stages.runner import run_stage
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        work = Path(tmp)
+        work = Path(workdir or tmp)
+        shutil.rmtree(work / "train", ignore_errors=True)
+        shutil.rmtree(work / "train-torch", ignore_errors=True)
         sfm, downscale = demo_input(work, flight)
-        config = {"iterations": steps, "downscale": downscale, "densifyFrom": 200, "densifyEvery": 100,
-                  "shDegreeInterval": max(1, steps // 4), "checkpointEvery": steps, "opacityResetEvery": 10 ** 6}
+        # a short run: densify early and often, stop densifying with a quarter of the steps left
+        config = {"iterations": steps, "downscale": downscale, "densifyFrom": 100, "densifyEvery": 50,
+                  "densifyUntil": steps * 3 // 4, "shDegreeInterval": max(1, steps // 4), "checkpointEvery": steps,
+                  "opacityResetEvery": 10 ** 6, "maxGaussians": max_gaussians}
         t0 = time.perf_counter()
         result = run_stage("train", str(sfm), str(work / "train"), config)
         m = result.metrics
@@ -153,7 +159,7 @@ def bench_demo(steps: int, flight: bool) -> None:
               f"held-out PSNR {m['psnr']:.2f} dB (from {start:.2f}), SSIM {m['ssim']:.3f}, "
               f"{m['gaussians']} Gaussians, {m['stepsPerSecond']:.1f} steps/s, stage {time.perf_counter() - t0:.0f} s; "
               "goal >= 27 dB within 180 s")
-        torch_steps = 3
+        torch_steps = 2
         original = rz.rasterize_cpu
         rz.rasterize_cpu = reference_rasterize_cpu
         try:
@@ -181,10 +187,12 @@ def reference_rasterize_cpu(means: torch.Tensor, quats: torch.Tensor, scales: to
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--flight", action="store_true", help="demo flight + sfm stage instead of the fixture")
     parser.add_argument("--skip-reference", action="store_true", help="skip the slow pure-torch compositor")
     parser.add_argument("--only", choices=["compositor", "step", "demo"])
+    parser.add_argument("--max-gaussians", type=int, default=60_000)
+    parser.add_argument("--workdir", help="keep the demo's inputs here and reuse them on the next run")
     args = parser.parse_args()
     # as the stage does on CPU: the kernels own the cores, torch runs its small ops on one thread
     torch.set_num_threads(1)
@@ -194,7 +202,7 @@ def main() -> None:
     if args.only in (None, "step"):
         bench_step()
     if args.only in (None, "demo"):
-        bench_demo(args.steps, args.flight)
+        bench_demo(args.steps, args.flight, args.workdir, args.max_gaussians)
 
 
 if __name__ == "__main__":
