@@ -95,4 +95,6 @@ def test_demo_settings_are_valid_options_over_the_draft_preset() -> None:
 
     options = resolve_options(DEMO_CONFIG, preset=DEMO_PRESET)
     assert options["train"]["iterations"] == DEMO_CONFIG["train"]["iterations"]
-    assert options["compress"]["shBands"] == PRESET_TABLE["draft"]["compress"]["sh_bands"]
+    assert options["compress"]["shBands"] == DEMO_CONFIG["compress"]["shBands"]
+    assert options["train"]["maxGaussians"] == DEMO_CONFIG["train"]["maxGaussians"]
+    assert options["sfm"]["maxImageSize"] == DEMO_CONFIG["sfm"]["maxImageSize"]
