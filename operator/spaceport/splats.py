@@ -68,7 +68,7 @@ class GaussianScene:
     def finite_mask(self) -> np.ndarray:
         """Rows whose every attribute is finite."""
         parts = [self.means, self.scales, self.quats, self.opacities[:, None], self.sh0,
-                 self.shN.reshape(self.count, -1)]
+                 self.shN.reshape(self.count, 3 * self.shN.shape[1])]
         return np.all(np.isfinite(np.concatenate(parts, axis=1)), axis=1)
 
 
