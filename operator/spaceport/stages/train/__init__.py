@@ -1,8 +1,9 @@
 """Training stage: 3D Gaussian Splatting from the SfM output (gsplat on CUDA, compiled kernels on CPU).
 
 Modules: ``stage`` (run_train: the stage contract), ``loop`` (the trainer), ``rasterize`` (one interface,
-two back ends), ``rasterizer_cpu`` (numba kernels), ``reference`` (pure-torch compositor for tests and
-benchmarks), ``render`` (Camera, cameras.json, render), ``data``, ``checkpoint``, ``metrics``.
+two back ends), ``project_cpu`` and ``rasterizer_cpu`` (numba kernels: projection + SH, compositing),
+``reference`` (pure-torch compositor for tests and benchmarks), ``render`` (Camera, cameras.json, render),
+``data``, ``checkpoint``, ``metrics``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ def _window(device: torch.device, dtype: torch.dtype, size: int = 11, sigma: flo
 
 
 def _blur(x: Tensor) -> Tensor:
-    """Separable Gaussian blur of ``[C, H, W]`` (valid region only, as the reference SSIM does)."""
+    """Separable Gaussian blur of ``[C, H, W]`` over the valid region only: no zero padding at the borders."""
     w = _window(x.device, x.dtype)
     c = x.shape[0]
     x = F.conv2d(x[None], w.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
