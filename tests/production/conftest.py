@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,5 +26,7 @@ def volumes(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.fixture
 async def kubelet(cluster: Cluster, volumes: dict[str, Path]) -> AsyncIterator[Kubelet]:
-    async with Kubelet(cluster.api, cluster.ns, volumes) as k:
+    # The suite's numba cache (tests/conftest.py): each Pod would otherwise compile the CPU kernels afresh.
+    cache = {"NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"]} if os.environ.get("NUMBA_CACHE_DIR") else {}
+    async with Kubelet(cluster.api, cluster.ns, volumes, env_overrides=cache) as k:
         yield k

@@ -47,9 +47,12 @@ class Attempt:
 
 
 class Kubelet:
-    def __init__(self, api: Api, namespace: str, volumes: dict[str, Path] | None = None, parallel: int = 3) -> None:
+    def __init__(self, api: Api, namespace: str, volumes: dict[str, Path] | None = None, parallel: int = 3,
+                 env_overrides: dict[str, str] | None = None) -> None:
         self.api, self.ns = api, namespace
         self.volumes = volumes or {}
+        self.env_overrides = env_overrides or {}
+        """Set over the container's env: e.g. the test suite's warm compiled-kernel cache (an image ships one)."""
         self.logs: dict[str, str] = {}
         """Pod name -> what its container printed (stdout and stderr)."""
         self.attempts: dict[str, list[Attempt]] = {}
@@ -197,7 +200,7 @@ class Kubelet:
         for var in container.get("env", []):
             if "value" in var:
                 env[var["name"]] = _map(var["value"], mounts)
-        return env
+        return {**env, **self.env_overrides}
 
 
 def _map(text: str, mounts: dict[str, Path]) -> str:
