@@ -178,4 +178,9 @@ def run_compress(ctx: StageContext) -> StageOutput:
         outputs["sogUnbundled"] = ctx.output.uri_of("sog/meta.json")
     if encoded.v1_files is not None:
         outputs["sogsV1"] = ctx.output.uri_of("sogs-v1/meta.json")
+    if "sog" in options.formats:
+        from spaceport.viewer import write_viewer  # the static viewer page next to scene.sog (spaceport.viewer)
+
+        outputs.update(write_viewer(ctx.output, "scene.sog", source=ctx.input, means=original.means, metrics=metrics,
+                                    warn=ctx.warn))
     return StageOutput(metrics=metrics, outputs=outputs)
