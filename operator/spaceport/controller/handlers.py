@@ -80,8 +80,10 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
             reconcile(namespace, name)
 
     # backoff: after an error the next look comes as soon as a regular one would (kopf's default is 60 s).
+    # initial_delay: a new object's first pass is the event handler's; a timer firing at once too would only
+    # repeat it (a burst of creations would do every first pass twice).
     @kopf.timer(GROUP, VERSION, PLURAL, interval=settings.progress_interval_s, backoff=settings.progress_interval_s,
-                when=_active, registry=registry)
+                initial_delay=settings.progress_interval_s, when=_active, registry=registry)
     def reconstruction_poll(namespace: str, name: str, **_: Any) -> None:
         reconcile(namespace, name)
 

@@ -1,0 +1,223 @@
+"""Operator under load: N Reconstructions created at once, run to Succeeded by a simulated Job controller.
+
+The real `spaceport operator` command runs in a child process against the emulated API server
+(tests/operator/emulator.py, served from this process on 127.0.0.1). A simulated Job controller and
+kubelet complete every stage Job shortly after it appears: a Pod whose container terminated with the
+stage's result as its termination message (outputs are on volumes, so that is where metrics come from),
+then the Job's Complete condition. Times are taken by the server: when each Reconstruction and its first
+Job were stored.
+
+Checks: every Reconstruction reaches Succeeded; each has exactly its three Jobs (no duplicates, no Job
+created twice: the server counts every Job POST); p50/p99 of create -> first Job; operator peak RSS.
+Goals: p99 <= 5 s, RSS <= 300 MB. Reference: the API server's own create -> watch-event round trip.
+
+    .venv/bin/python bench/operator_load.py [--count 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.operator_latency import TimedEmulator, TimedEmulatorThread, floor_latency, marks  # noqa: E402
+from tests.operator.emulator import Obj  # noqa: E402
+from tests.operator.harness import load_crds  # noqa: E402
+
+from spaceport.contract import StageResult  # noqa: E402
+
+RECONS = "/apis/spaceport.dev/v1alpha1/namespaces/default/reconstructions"
+JOBS = "/apis/batch/v1/namespaces/default/jobs"
+PODS = "/api/v1/namespaces/default/pods"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+GOAL_P99_S = 5.0
+GOAL_RSS_MB = 300.0
+
+
+class CountingEmulator(TimedEmulator):
+    """Also counts Job creations that reached the store (a second one for a name would be a duplicate)."""
+
+    def _store(self, key: tuple[str, str], obj: Obj, ns: str | None, name: str, new: bool = False) -> Obj:
+        if new and key[1] == "jobs":
+            counts: dict[str, int] = self.__dict__.setdefault("job_counts", {})
+            counts[name] = counts.get(name, 0) + 1
+        return super()._store(key, obj, ns, name, new)
+
+
+class CountingEmulatorThread(TimedEmulatorThread):
+    async def _serve(self) -> None:
+        import kmock
+
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        emu = CountingEmulator()
+        emu.setup(self.crds)
+        async with emu, kmock.Server(emu) as server:
+            self.emu, self.url = emu, str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+
+def recon(name: str) -> dict[str, Any]:
+    return {"apiVersion": "spaceport.dev/v1alpha1", "kind": "Reconstruction", "metadata": {"name": name},
+            "spec": {"input": {"uri": f"photos/{name}", "volumeClaim": "photos"},
+                     "output": {"uri": f"results/{name}", "volumeClaim": "results"}}}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def complete_job(session: aiohttp.ClientSession, job: dict[str, Any], run_s: float) -> None:
+    """What the kubelet and the Job controller write when a stage's Pod exits 0."""
+    name, stage = job["metadata"]["name"], job["metadata"]["labels"]["spaceport.dev/stage"]
+    started = now_iso()
+    await session.patch(f"{JOBS}/{name}/status", data=json.dumps({"status": {"active": 1, "startTime": started}}),
+                        headers=MERGE)
+    await asyncio.sleep(run_s)
+    result = StageResult(stage=stage, started_at=started, finished_at=now_iso(), duration_seconds=run_s,
+                         metrics={"images": 40} if stage == "sfm" else {"gaussians": 1000})
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-0", "labels": {"job-name": name}},
+           "spec": {"containers": [{"name": "stage", "image": "x"}]}}
+    await session.post(PODS, json=pod)
+    await session.patch(f"{PODS}/{name}-0/status", headers=MERGE, data=json.dumps({"status": {
+        "phase": "Succeeded", "containerStatuses": [{
+            "name": "stage", "ready": False, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": now_iso(),
+                                     "message": result.termination_message()}}}]}}))
+    await session.patch(f"{JOBS}/{name}/status", headers=MERGE, data=json.dumps({"status": {
+        "active": 0, "succeeded": 1, "completionTime": now_iso(),
+        "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}}))
+
+
+async def job_controller(session: aiohttp.ClientSession, run_s: float, stop: asyncio.Event) -> None:
+    seen: set[str] = set()
+    tasks: set[asyncio.Task[None]] = set()
+    while not stop.is_set():
+        async with session.get(JOBS) as resp:
+            jobs = (await resp.json())["items"]
+        for job in jobs:
+            if job["metadata"]["name"] not in seen:
+                seen.add(job["metadata"]["name"])
+                task = asyncio.create_task(complete_job(session, job, run_s))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        await asyncio.sleep(0.2)
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) >= 2 else values[0]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
+
+
+async def main(args: argparse.Namespace) -> int:
+    with CountingEmulatorThread(load_crds()) as emulator, tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = Path(tmp) / "kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
+            "clusters": [{"name": "bench", "cluster": {"server": emulator.url}}],
+            "users": [{"name": "bench", "user": {"token": "unused"}}],
+            "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}]}))
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "SPACEPORT_HEALTH_ENDPOINT": "none"}
+        log_path = Path(tmp) / "operator.log"
+        log = open(log_path, "w")  # noqa: SIM115
+        operator = subprocess.Popen([str(ROOT / ".venv/bin/spaceport"), "operator", "-A", "--standalone"],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+        stop = asyncio.Event()
+        try:
+            connector = aiohttp.TCPConnector(limit=64)
+            async with aiohttp.ClientSession(emulator.url, connector=connector) as session:
+                floor = await floor_latency(session, emulator, 30)  # type: ignore[arg-type]
+                controller = asyncio.create_task(job_controller(session, args.run_seconds, stop))
+                await session.post(RECONS, json=recon("warmup"))  # the operator is ready once it handles one
+                await wait_succeeded(session, ["warmup"], 120)
+
+                names = [f"load-{i}" for i in range(args.count)]
+                t0 = time.monotonic()
+                await asyncio.gather(*(session.post(RECONS, json=recon(n)) for n in names))
+                created_s = time.monotonic() - t0
+                succeeded = await wait_succeeded(session, names, args.timeout)
+                all_done_s = time.monotonic() - t0
+                await asyncio.sleep(args.settle)  # duplicates, if any, would show up now
+                stop.set()
+                await controller
+                async with session.get(JOBS) as resp:
+                    jobs = (await resp.json())["items"]
+            rss = peak_rss_mb(operator.pid)
+        except Exception:
+            log.flush()
+            print("".join(log_path.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
+            raise
+        finally:
+            operator.terminate()
+            operator.wait(30)
+            log.close()
+        m = marks(emulator)  # type: ignore[arg-type]
+        counts: dict[str, int] = emulator.emu.__dict__.get("job_counts", {})  # type: ignore[union-attr]
+
+    latency = [m[("jobs", f"{n}-r1-sfm")] - m[("reconstructions", n)] for n in names if ("jobs", f"{n}-r1-sfm") in m]
+    per_recon: dict[str, set[str]] = {}
+    for job in jobs:
+        per_recon.setdefault(job["metadata"]["labels"]["spaceport.dev/reconstruction"], set()).add(
+            job["metadata"]["name"])
+    exact = sum(1 for n in names if per_recon.get(n) == {f"{n}-r1-{s}" for s in ("sfm", "train", "compress")})
+    twice = sorted(name for name, c in counts.items() if c > 1)
+    p50, p99 = statistics.median(latency), pct(latency, 99)
+    floor_p99 = pct(floor, 99)
+
+    print(f"{args.count} Reconstructions POSTed at once in {created_s:.1f} s; all Succeeded after {all_done_s:.1f} s "
+          f"({succeeded}/{args.count}; each stage Job 'runs' {args.run_seconds:.1f} s)")
+    print(f"create -> first Job: p50 {p50:.2f} s, p99 {p99:.2f} s, max {max(latency):.2f} s "
+          f"(n={len(latency)}; p99 / goal {GOAL_P99_S:.0f} s = {p99 / GOAL_P99_S:.2f})")
+    print(f"API floor (create -> watch event): p50 {statistics.median(floor) * 1000:.1f} ms, "
+          f"p99 {floor_p99 * 1000:.1f} ms; operator p99 / floor p99 = {p99 / floor_p99:.0f}x")
+    print(f"Jobs: {len(jobs)} in total, {exact}/{args.count} Reconstructions with exactly their 3 Jobs, "
+          f"{len(twice)} Job names created more than once {twice[:5]}")
+    print(f"operator peak RSS (VmHWM): {rss:.0f} MB (/ goal {GOAL_RSS_MB:.0f} MB = {rss / GOAL_RSS_MB:.2f})")
+    ok = succeeded == args.count and exact == args.count and not twice and p99 <= GOAL_P99_S and rss <= GOAL_RSS_MB
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+async def wait_succeeded(session: aiohttp.ClientSession, names: list[str], timeout: float) -> int:
+    wanted = set(names)
+    deadline = time.monotonic() + timeout
+    done = 0
+    while time.monotonic() < deadline:
+        async with session.get(RECONS) as resp:
+            items = (await resp.json())["items"]
+        done = sum(1 for r in items if r["metadata"]["name"] in wanted
+                   and (r.get("status") or {}).get("phase") == "Succeeded")
+        if done == len(wanted):
+            break
+        await asyncio.sleep(0.5)
+    return done
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--run-seconds", type=float, default=1.0, help="how long each simulated stage Pod runs")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for all to succeed")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds to wait for stray duplicates")
+    raise SystemExit(asyncio.run(main(parser.parse_args())))
