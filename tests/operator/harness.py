@@ -174,7 +174,7 @@ class Cluster:
 
     # The operator
     def settings(self) -> OperatorSettings:
-        return OperatorSettings(progress_interval_s=0.2, job_ttl_seconds=600, max_workers=8)
+        return OperatorSettings(progress_interval_s=0.2, job_ttl_seconds=600, max_workers=8, notify_backoff_s=0.05)
 
     async def start_operator(self, **kw: Any) -> OperatorThread:
         operator = OperatorThread(self.url, self.settings(), **kw)

@@ -87,6 +87,31 @@ class Location(ApiModel):
         return self
 
 
+class SecretKeyRef(ApiModel):
+    name: str = Field(min_length=1, max_length=253, description="Secret in the Reconstruction's namespace.")
+    key: str = Field(min_length=1, max_length=253, description="Key of the Secret holding the value.")
+
+
+class Notify(ApiModel):
+    """A webhook POSTed once when a run Succeeds or Fails."""
+
+    model_config = cel_rules(
+        ("self.url.startsWith('http://') || self.url.startsWith('https://')", "notify.url: use http:// or https://"),
+    )
+
+    url: str = Field(min_length=1, max_length=2048, description="http(s) URL that receives a JSON POST.")
+    auth_secret: SecretKeyRef | None = Field(
+        default=None, description="Secret key whose value is sent as the Authorization header (e.g. 'Bearer ...')."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r}: use http:// or https://")
+        return url
+
+
 class SfmSection(SfmOptions):
     scheduling: StageScheduling = Field(default_factory=StageScheduling)
 
@@ -138,6 +163,7 @@ class ReconstructionSpec(ApiModel):
         description="Kueue LocalQueue of the stage Jobs (label kueue.x-k8s.io/queue-name); Jobs are created "
         "suspended and Kueue admits them. Default: the operator's SPACEPORT_DEFAULT_QUEUE_NAME; empty: no Kueue.",
     )
+    notify: Notify | None = Field(default=None, description="Webhook called once when a run ends.")
     priority_class: str | None = Field(
         default=None,
         max_length=63,
@@ -173,7 +199,7 @@ class ReconstructionSpec(ApiModel):
 
         ``suspend``, queueing and scheduling do not change results, so toggling them keeps the run.
         """
-        data = self.model_dump(mode="json", exclude={"suspend", "retries", "queue_name", "priority_class"})
+        data = self.model_dump(mode="json", exclude={"suspend", "retries", "queue_name", "priority_class", "notify"})
         for stage in STAGES:
             data[stage].pop("scheduling", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -251,6 +277,15 @@ class Condition(StatusModel):
     last_transition_time: str | None = None
 
 
+class NotificationStatus(StatusModel):
+    run: int = Field(description="Run the notification was about; a run is notified once.")
+    phase: str = Field(description="Phase reported: Succeeded or Failed.")
+    state: Literal["Sent", "Failed"] = "Sent"
+    attempts: int = 0
+    at: str | None = Field(default=None, description="When it was sent or given up.")
+    last_error: str | None = None
+
+
 class ReconstructionStatus(StatusModel):
     phase: Phase = Phase.PENDING
     reason: Reason | None = None
@@ -265,3 +300,4 @@ class ReconstructionStatus(StatusModel):
     outputs: dict[str, str] = Field(default_factory=dict, description="URIs of .sog, .ply and viewer.")
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
+    notification: NotificationStatus | None = Field(default=None, description="The webhook call of spec.notify.")

@@ -78,6 +78,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
             return
         elif _active(status=dict(body.get("status") or {}), meta=dict(body["metadata"])):
             reconcile(namespace, name)
+        else:  # finished: only a webhook may still be owed (e.g. the operator restarted before sending it)
+            reconciler.notify_if_due(dict(body))
 
     # backoff: after an error the next look comes as soon as a regular one would (kopf's default is 60 s).
     # initial_delay: a new object's first pass is the event handler's; a timer firing at once too would only

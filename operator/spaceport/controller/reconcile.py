@@ -26,11 +26,12 @@ from spaceport.api import (
 )
 from spaceport.api.reconstruction import StageStatus
 from spaceport.contract import StageResult
-from spaceport.controller import metrics
+from spaceport.controller import metrics, notify
 from spaceport.controller import status as st
 from spaceport.controller.jobs import CONTAINER, Owner, build_job, credentials_secret, queue_name, stage_location
 from spaceport.controller.k8s import Kube, OwnerMismatchError
 from spaceport.controller.naming import LABEL_RUN
+from spaceport.controller.notify import Notifier
 from spaceport.controller.progress import StorageReader
 from spaceport.controller.settings import OperatorSettings
 
@@ -58,6 +59,17 @@ class Reconciler:
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self._written: dict[tuple[str, str], str] = {}
+        self.notifier = Notifier(kube, settings.notify_attempts, settings.notify_backoff_s)
+
+    def notify_if_due(self, body: dict[str, Any]) -> None:
+        """Queue spec.notify's POST for a finished run not yet notified (also after a restart)."""
+        try:
+            spec = ReconstructionSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return
+        status = ReconstructionStatus.model_validate(body.get("status") or {})
+        if notify.due(spec, status) and status.run is not None:
+            self.notifier.submit(body["metadata"]["namespace"], body["metadata"]["name"], status.run)
 
     def is_echo(self, namespace: str, name: str, resource_version: str | None) -> bool:
         """True for the watch event of our own last status write: it holds nothing new to act on."""
@@ -102,6 +114,7 @@ class Reconciler:
             new = st.invalid_spec(old, describe_validation_error(e, "spec"), generation, now_iso())
             return self._write(body, raw_status, old, new)
         if old.run is not None and old.run_key == spec.run_key() and st.is_settled(old, generation):
+            self.notify_if_due(body)
             return old
 
         status = old
@@ -124,7 +137,10 @@ class Reconciler:
             status = nxt
             if not moved:
                 break
-        return self._write(body, raw_status, old, status)
+        written = self._write(body, raw_status, old, status)
+        if notify.due(spec, written) and written.run is not None:
+            self.notifier.submit(namespace, name, written.run)
+        return written
 
     def _observe(self, owner: Owner, spec: ReconstructionSpec, status: ReconstructionStatus,
                  stage: str) -> st.Observation:

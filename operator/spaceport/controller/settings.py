@@ -80,6 +80,13 @@ class OperatorSettings:
     """Kueue LocalQueue for Reconstructions that name none (SPACEPORT_DEFAULT_QUEUE_NAME); unset: Jobs start at
     once, without Kueue. The chart's ``kueue.defaultQueueName``."""
 
+    notify_attempts: int = 6
+    """POSTs of a spec.notify webhook before giving up (SPACEPORT_NOTIFY_ATTEMPTS)."""
+
+    notify_backoff_s: float = 2.0
+    """Seconds before the first webhook retry, doubling after each (SPACEPORT_NOTIFY_BACKOFF_S): 6 attempts span
+    about a minute."""
+
     def resources_for(self, stage: str) -> Mapping[str, Any]:
         return self.default_resources.get(stage, {})
 
@@ -113,6 +120,8 @@ class OperatorSettings:
         if env.get("SPACEPORT_HEALTH_ENDPOINT"):
             endpoint = env["SPACEPORT_HEALTH_ENDPOINT"]
             kw["health_endpoint"] = None if endpoint.lower() == "none" else endpoint
+        kw.update(_number(env, "SPACEPORT_NOTIFY_ATTEMPTS", "notify_attempts", int, 1, 100))
+        kw.update(_number(env, "SPACEPORT_NOTIFY_BACKOFF_S", "notify_backoff_s", float, 0))
         if env.get("SPACEPORT_DEFAULT_QUEUE_NAME"):
             kw["default_queue_name"] = env["SPACEPORT_DEFAULT_QUEUE_NAME"]
         if env.get("SPACEPORT_NAMESPACE"):
