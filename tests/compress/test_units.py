@@ -105,3 +105,16 @@ def test_webp_is_lossless_and_keeps_colour_under_zero_alpha() -> None:
     pixels = np.random.default_rng(5).integers(0, 256, (12, 20, 4), dtype=np.uint8)
     pixels[:, :5, 3] = 0  # fully transparent texels: a transparent splat's colour must survive
     assert np.array_equal(decode_rgba(encode_rgba(pixels)), pixels)
+
+
+def test_two_level_kmeans_survives_many_identical_rows() -> None:
+    # A trained scene's untouched SH coefficients stay at zero: most rows identical. The coarse level
+    # then holds duplicate centroids, which once left a cluster with no candidate fine centroids.
+    gen = torch.Generator().manual_seed(3)
+    for varied in (0, 27):
+        data = torch.zeros(27_000, 9)
+        data[:varied] = torch.randn(varied, 9, generator=gen) * 0.01
+        result = kmeans(data, 1024, iterations=3, seed=0)
+        assert result.labels.shape == (27_000,) and int(result.labels.max()) < len(result.centroids)
+        err = ((data - result.centroids[result.labels]) ** 2).sum(1)
+        assert float(err[varied:].max()) < 1e-9  # the zero rows sit on an exact centroid

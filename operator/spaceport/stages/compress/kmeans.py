@@ -113,7 +113,9 @@ def _refine_across(data: torch.Tensor, coarse: KMeansResult, centroids: torch.Te
             members = order[bounds[c]:bounds[c + 1]]
             if len(members) == 0:
                 continue
-            cand = torch.cat([by_owner[int(j)] for j in near[c]])
+            # c itself first: with duplicate coarse centroids (e.g. many all-zero SH rows) topk may
+            # return other indices at distance 0 and leave c out, and then possibly nothing at all
+            cand = torch.cat([by_owner[c], *(by_owner[int(j)] for j in near[c] if int(j) != c)])
             idx, dd = assign(data[members], centroids[cand])
             labels[members], dist[members] = cand[idx], dd
         k = len(centroids)
