@@ -51,6 +51,12 @@ def test_training_beats_initialisation_and_writes_the_contract(sfm: Path, tmp_pa
     from PIL import Image
 
     truth = np.asarray(Image.open(sfm / "images" / cam.name), np.float32) / 255
+    # held-out ground truth at the trained resolution, lossless, named in cameras.json
+    stored = sorted(p.name for p in (tmp_path / "holdout").iterdir())
+    assert stored == sorted(f"{c.name}.png" for c in cameras if c.held_out)
+    entry = json.loads((tmp_path / "cameras.json").read_text())["cameras"][0]
+    assert entry["heldOut"] and entry["image"] == f"holdout/{cam.name}.png"
+    assert np.array_equal(np.asarray(Image.open(tmp_path / entry["image"]), np.float32) / 255, truth)
     mse = float(((render(scene, cam) - truth) ** 2).mean())
     assert abs(-10 * np.log10(mse) - m["psnr"]) < 3.0
 

@@ -18,6 +18,13 @@ from spaceport.splats import GaussianScene
 from spaceport.storage import Store
 
 CAMERAS_FILE = "cameras.json"
+HOLDOUT_DIR = "holdout"
+"""Held-out ground-truth images at the trained resolution (lossless PNG), for PSNR after compression."""
+
+
+def holdout_key(name: str) -> str:
+    """Store key of a held-out view's ground-truth image: ``holdout/<image name>.png``."""
+    return f"{HOLDOUT_DIR}/{name}.png"
 
 
 @dataclass
@@ -51,12 +58,15 @@ class Camera:
                       self.world_to_camera.copy(), self.held_out)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name, "width": self.width, "height": self.height,
             "fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy,
             "worldToCamera": [[float(v) for v in row] for row in self.world_to_camera],
             "heldOut": self.held_out,
         }
+        if self.held_out:
+            out["image"] = holdout_key(self.name)  # the ground truth the train stage wrote
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Camera:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import resource
@@ -21,7 +22,7 @@ from spaceport.stages.train import checkpoint
 from spaceport.stages.train.data import Dataset, load_dataset
 from spaceport.stages.train.loop import Trainer, TrainingDiverged
 from spaceport.stages.train.rasterize import scene_extent
-from spaceport.stages.train.render import CAMERAS_FILE, cameras_json
+from spaceport.stages.train.render import CAMERAS_FILE, HOLDOUT_DIR, cameras_json, holdout_key
 
 LOAD_SHARE, TRAIN_SHARE = 0.05, 0.9
 """Fractions of the stage's progress bar for loading and for the optimisation steps."""
@@ -155,6 +156,14 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
     return StageOutput(metrics={k: v for k, v in metrics.items() if v is not None}, outputs=outputs)
 
 
+def png_bytes(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def write_outputs(ctx: StageContext, trainer: Trainer, data: Dataset) -> dict[str, str]:
     scene = trainer.scene()
     keep = scene.finite_mask()
@@ -162,8 +171,12 @@ def write_outputs(ctx: StageContext, trainer: Trainer, data: Dataset) -> dict[st
         ctx.warn(f"dropped {int((~keep).sum())} Gaussians with non-finite values from splats.ply")
         scene = scene.subset(keep)
     ctx.output.write_bytes("splats.ply", ply_bytes(scene))
+    for view in data.held_out:
+        ctx.output.write_bytes(holdout_key(view.camera.name), png_bytes(view.image.numpy()))
     ctx.output.write_text(CAMERAS_FILE, cameras_json([v.camera for v in data.views]))
     outputs = {"ply": ctx.output.uri_of("splats.ply"), "cameras": ctx.output.uri_of(CAMERAS_FILE)}
+    if data.held_out:
+        outputs["holdout"] = ctx.output.uri_of(HOLDOUT_DIR)
     if data.georef is not None:
         ctx.output.write_bytes("georef.json", data.georef)
         outputs["georef"] = ctx.output.uri_of("georef.json")
