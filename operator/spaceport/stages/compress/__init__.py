@@ -27,6 +27,7 @@ from spaceport.storage import Store
 PLY = "splats.ply"
 CAMERAS = "cameras.json"
 GEOREF = "georef.json"
+HOLDOUT = "holdout"
 GEOREF_FIELDS = ("latitude", "longitude", "altitude")
 
 
@@ -96,6 +97,24 @@ def load_views(store: Store) -> list[Any]:
     return load_cameras(store)
 
 
+def load_holdout_photos(store: Store, views: list[Any]) -> dict[str, np.ndarray]:
+    """The held-out photos the training stage saved (``holdout/<image name>.png``), by camera name."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    photos = {}
+    for view in views:
+        if not view.held_out:
+            continue
+        for key in (f"{HOLDOUT}/{view.name}.png", f"{HOLDOUT}/{Path(view.name).with_suffix('.png').as_posix()}"):
+            if store.exists(key):
+                with Image.open(BytesIO(store.read_bytes(key))) as img:
+                    photos[view.name] = np.asarray(img.convert("RGB"), np.float32) / 255.0
+                break
+    return photos
+
+
 def run_compress(ctx: StageContext) -> StageOutput:
     options: CompressOptions = ctx.options
     t0 = time.perf_counter()
@@ -152,12 +171,17 @@ def run_compress(ctx: StageContext) -> StageOutput:
     if views:
         qprog = progress.span(0.8, 0.95)
         decoded, _ = decode_v2(encoded.sog_files)
+        truth = load_holdout_photos(ctx.input, views)
         report = quality.compare(original, decoded, views, max_side=options.quality_max_side,
-                                 device=resolve_device(options.device),
+                                 device=resolve_device(options.device), truth=truth,
                                  progress=lambda f: qprog.update(f, "compress: quality renders"))
-        # The PSNR of the compressed scene's renders against the uncompressed scene's (higher is better).
-        metrics.update(psnrDropDb=round(report.psnr_db, 3), ssim=round(report.ssim, 5), qualityViews=report.views,
-                       qualityRenderer=report.renderer)
+        metrics.update(psnrVsUncompressedDb=round(report.psnr_db, 3), ssimVsUncompressed=round(report.ssim, 5),
+                       qualityViews=report.views, qualityRenderer=report.renderer)
+        if report.psnr_drop_db is not None:
+            # PSNR against the held-out photos: uncompressed minus compressed (lower is better)
+            metrics.update(psnrDropDb=round(report.psnr_drop_db, 3), psnrDropViews=report.truth_views)
+        else:
+            ctx.warn(f"no held-out photos under {ctx.input.uri_of(HOLDOUT)}: psnrDropDb not measured")
     elif options.quality_views:
         ctx.warn(f"{ctx.input.uri_of(CAMERAS)} missing: psnrDropDb not measured")
     durations = {k: round(v, 3) for k, v in encoded.durations.items()}

@@ -1,4 +1,5 @@
-"""Quality of the compressed scene: PSNR and SSIM of its renders against the uncompressed scene's.
+"""Quality of the compressed scene: PSNR and SSIM of its renders against the uncompressed scene's, and,
+where the training stage left its held-out photos, the PSNR lost against those photos (``psnrDropDb``).
 
 Renders use the training stage's rasterizer (``spaceport.stages.train.render``) when it is importable;
 otherwise a small brute-force renderer here (every Gaussian against every pixel: fine for the small
@@ -153,6 +154,8 @@ class QualityReport:
     ssim: float
     views: int
     renderer: str
+    psnr_drop_db: float | None = None  # mean PSNR lost against the held-out photos (None: no photos)
+    truth_views: int = 0
 
 
 def pick_views(cameras: Sequence[Any], count: int) -> list[Any]:
@@ -164,15 +167,32 @@ def pick_views(cameras: Sequence[Any], count: int) -> list[Any]:
     return [ordered[int(i * step)] for i in range(count)]
 
 
+def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    from PIL import Image
+
+    pil = Image.fromarray(np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8))
+    return np.asarray(pil.resize((width, height), Image.Resampling.BOX), np.float32) / 255.0
+
+
 def compare(original: GaussianScene, compressed: GaussianScene, cameras: Sequence[Any], *, max_side: int,
-            device: str = "cpu", progress: Callable[[float], None] | None = None) -> QualityReport:
+            device: str = "cpu", progress: Callable[[float], None] | None = None,
+            truth: dict[str, np.ndarray] | None = None) -> QualityReport:
+    """Render both scenes from each camera. Where ``truth`` has the photo of a camera (by name, [H, W, 3]
+    in 0..1), also measure how much PSNR against that photo compression cost."""
     render, name = renderer()
-    psnrs, ssims = [], []
+    psnrs, ssims, drops = [], [], []
     for i, cam in enumerate(cameras):
         view = scaled(cam, max_side)
         ref, got = render(original, view, device=device), render(compressed, view, device=device)
         psnrs.append(min(psnr(got, ref), 100.0))
         ssims.append(ssim(got, ref))
+        photo = (truth or {}).get(cam.name)
+        if photo is not None:
+            photo = _resized(photo, view.width, view.height)
+            drops.append(psnr(ref, photo) - psnr(got, photo))
         if progress:
             progress((i + 1) / len(cameras))
-    return QualityReport(float(np.mean(psnrs)), float(np.mean(ssims)), len(cameras), name)
+    drop = float(np.mean(drops)) if drops else None
+    return QualityReport(float(np.mean(psnrs)), float(np.mean(ssims)), len(cameras), name, drop, len(drops))
