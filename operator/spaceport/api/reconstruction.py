@@ -242,6 +242,17 @@ def _free_form(description: str) -> Any:
     )
 
 
+class Usage(StatusModel):
+    """Resources reserved: requested CPUs and GPUs times the Job's wall time (startTime to completion), retries and
+    all; not measured utilisation."""
+
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    cost: float | None = Field(default=None, description="Estimate from the operator's prices; absent without.")
+    currency: str | None = None
+
+
 class StageStatus(StatusModel):
     job: str | None = Field(default=None, description="Name of the stage's Job, decided before it exists.")
     phase: Phase = Phase.PENDING
@@ -254,6 +265,7 @@ class StageStatus(StatusModel):
     metrics: dict[str, Any] = _free_form("Metrics from the stage's result.json.")
     outputs: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list, description="What the stage skipped or worked around.")
+    usage: Usage | None = Field(default=None, description="Set when the stage's Job finishes.")
 
 
 class Metrics(StatusModel):
@@ -300,4 +312,5 @@ class ReconstructionStatus(StatusModel):
     outputs: dict[str, str] = Field(default_factory=dict, description="URIs of .sog, .ply and viewer.")
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
+    usage: Usage | None = Field(default=None, description="Sum over the run's finished stages, with a cost estimate.")
     notification: NotificationStatus | None = Field(default=None, description="The webhook call of spec.notify.")

@@ -26,7 +26,7 @@ from spaceport.api import (
 )
 from spaceport.api.reconstruction import StageStatus
 from spaceport.contract import StageResult
-from spaceport.controller import metrics, notify
+from spaceport.controller import metrics, notify, usage
 from spaceport.controller import status as st
 from spaceport.controller.jobs import CONTAINER, Owner, build_job, credentials_secret, queue_name, stage_location
 from spaceport.controller.k8s import Kube, OwnerMismatchError
@@ -137,6 +137,9 @@ class Reconciler:
             status = nxt
             if not moved:
                 break
+        s = self.settings
+        status = status.model_copy(update={"usage": usage.total(status.stages, s.price_cpu_hour, s.price_gpu_hour,
+                                                                s.price_currency)})
         written = self._write(body, raw_status, old, status)
         if notify.due(spec, written) and written.run is not None:
             self.notifier.submit(namespace, name, written.run)

@@ -87,6 +87,16 @@ class OperatorSettings:
     """Seconds before the first webhook retry, doubling after each (SPACEPORT_NOTIFY_BACKOFF_S): 6 attempts span
     about a minute."""
 
+    price_cpu_hour: float | None = None
+    """Price of one requested CPU core for an hour (SPACEPORT_PRICE_CPU_HOUR), for status.usage.cost; unset with
+    the GPU price: no cost estimate."""
+
+    price_gpu_hour: float | None = None
+    """Price of one GPU for an hour (SPACEPORT_PRICE_GPU_HOUR)."""
+
+    price_currency: str = "USD"
+    """Currency of the prices, copied into status.usage (SPACEPORT_PRICE_CURRENCY)."""
+
     def resources_for(self, stage: str) -> Mapping[str, Any]:
         return self.default_resources.get(stage, {})
 
@@ -122,6 +132,10 @@ class OperatorSettings:
             kw["health_endpoint"] = None if endpoint.lower() == "none" else endpoint
         kw.update(_number(env, "SPACEPORT_NOTIFY_ATTEMPTS", "notify_attempts", int, 1, 100))
         kw.update(_number(env, "SPACEPORT_NOTIFY_BACKOFF_S", "notify_backoff_s", float, 0))
+        kw.update(_number(env, "SPACEPORT_PRICE_CPU_HOUR", "price_cpu_hour", float, 0))
+        kw.update(_number(env, "SPACEPORT_PRICE_GPU_HOUR", "price_gpu_hour", float, 0))
+        if env.get("SPACEPORT_PRICE_CURRENCY"):
+            kw["price_currency"] = env["SPACEPORT_PRICE_CURRENCY"]
         if env.get("SPACEPORT_DEFAULT_QUEUE_NAME"):
             kw["default_queue_name"] = env["SPACEPORT_DEFAULT_QUEUE_NAME"]
         if env.get("SPACEPORT_NAMESPACE"):

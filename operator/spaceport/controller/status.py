@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from spaceport.api import STAGES, Condition, Metrics, Phase, Reason, ReconstructionSpec, ReconstructionStatus
-from spaceport.api.reconstruction import StageStatus
+from spaceport.api.reconstruction import StageStatus, Usage
 from spaceport.contract import ProgressRecord, StageResult
 from spaceport.controller.jobs import run_location, stage_location
 from spaceport.controller.naming import job_name
+from spaceport.controller.usage import requested, stage_usage
 
 STAGE_WEIGHTS: dict[str, float] = {"sfm": 0.2, "train": 0.6, "compress": 0.2}
 """Share of the whole run each stage takes, for the overall progress column; training dominates."""
@@ -50,6 +51,9 @@ class JobView:
     message: str | None = None
     start_time: str | None = None
     completion_time: str | None = None
+    failed_at: str | None = None
+    cpus: float = 0.0
+    gpus: float = 0.0
 
     @classmethod
     def of(cls, job: dict[str, Any]) -> JobView:
@@ -66,7 +70,13 @@ class JobView:
             message=failed.get("message") if failed else None,
             start_time=status.get("startTime"),
             completion_time=status.get("completionTime"),
+            failed_at=failed.get("lastTransitionTime") if failed else None,
+            cpus=requested(job)[0],
+            gpus=requested(job)[1],
         )
+
+    def usage(self, now: str) -> Usage | None:
+        return stage_usage(self.start_time, self.completion_time or self.failed_at or now, self.cpus, self.gpus)
 
     @property
     def finished(self) -> bool:
@@ -174,7 +184,8 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
         why = obs.failure or ": ".join(p for p in (job.reason, job.message) if p) or "Job failed"
         message = f"{stage} failed: {why}"
         stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "message": why, "eta_seconds": None,
-                                              "finished_at": job.completion_time or st.finished_at or now})
+                                              "finished_at": job.completion_time or st.finished_at or now,
+                                              "usage": job.usage(now)})
         update.update(stages=stages, phase=Phase.FAILED, reason=Reason.STAGE_FAILED, message=message)
         return _with_condition(status.model_copy(update=update), now)
 
@@ -209,6 +220,8 @@ def _stage_succeeded(st: StageStatus, obs: Observation, job: JobView | None, now
         update["warnings"] = [w[:500] for w in result.warnings[:20]]
     else:
         update["finished_at"] = (job.completion_time if job else None) or now
+    if job is not None:
+        update["usage"] = job.usage(now)
     return st.model_copy(update=update)
 
 
