@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint crd check-crd bench images e2e clean
+.PHONY: setup demo test crd bench images e2e clean
 
 $(STAMP): pyproject.toml package.json package-lock.json
 	$(PY) -m venv $(VENV)
@@ -34,8 +34,13 @@ test: setup
 crd: setup
 	$(BIN)/spaceport crd crds/reconstructions.spaceport.dev.yaml charts/spaceport/crds/reconstructions.spaceport.dev.yaml
 
+# Benchmarks (minutes each on 2 cores; every one prints ratios against a reference run in the same script).
 bench: setup
+	$(BIN)/python bench/sfm.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/compress.py
 	$(BIN)/python bench/operator_latency.py
+	$(BIN)/python bench/operator_load.py
 
 # Container images (needs a Docker engine with BuildKit). STAGE_BUILD_ARGS picks a stage-image variant,
 # e.g. the CPU one `make e2e` loads into kind (see images/stage.Dockerfile).
