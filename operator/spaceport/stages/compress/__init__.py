@@ -22,6 +22,7 @@ from spaceport.splats import GaussianScene, PlyFormatError, read_ply
 from spaceport.stages.compress import quality
 from spaceport.stages.compress.pipeline import encode_scene, keep_bands, resolve_device
 from spaceport.stages.compress.sog import META, bundle, decode_v2
+from spaceport.stages.train.render import Camera, load_cameras
 from spaceport.storage import Store
 
 PLY = "splats.ply"
@@ -80,24 +81,11 @@ def read_georef(store: Store) -> dict[str, Any] | None:
     return ref
 
 
-def load_views(store: Store) -> list[Any]:
-    if not store.exists(CAMERAS):
-        return []
-    try:
-        from spaceport.stages.train.render import load_cameras
-    except ImportError:
-        try:
-            cams = json.loads(store.read_text(CAMERAS))["cameras"]
-            return [quality.ViewCamera(str(c["name"]), int(c["width"]), int(c["height"]), float(c["fx"]),
-                                       float(c["fy"]), float(c["cx"]), float(c["cy"]),
-                                       np.asarray(c["worldToCamera"], np.float64), bool(c.get("heldOut")))
-                    for c in cams]
-        except (ValueError, KeyError, TypeError) as e:
-            raise BadInputError(f"{store.uri_of(CAMERAS)}: not a valid cameras file ({e})") from e
-    return load_cameras(store)
+def load_views(store: Store) -> list[Camera]:
+    return load_cameras(store) if store.exists(CAMERAS) else []
 
 
-def load_holdout_photos(store: Store, views: list[Any]) -> dict[str, np.ndarray]:
+def load_holdout_photos(store: Store, views: list[Camera]) -> dict[str, np.ndarray]:
     """The held-out photos the training stage saved (``holdout/<image name>.png``), by camera name."""
     from io import BytesIO
 
