@@ -28,15 +28,25 @@ class TrainOptions(ApiModel):
         default="default",
         description="Densification: gsplat's default (clone/split/prune) or MCMC (CUDA only; CPU uses default).",
     )
-    densify_from: int = Field(default=500, ge=0, description="Step at which densification starts.")
+    densify_from: int | None = Field(
+        default=None, ge=0, description="Step at which densification starts; default: min(500, iterations / 10)."
+    )
     densify_until: int | None = Field(
         default=None, ge=0, description="Step at which densification stops; default: half of iterations."
     )
-    densify_every: int = Field(default=100, ge=1, le=100_000, description="Steps between densification passes.")
+    densify_every: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="Steps between densification passes; default: iterations / 50, within 10..100.",
+    )
     densify_grad_threshold: float = Field(
         default=0.0002, gt=0, le=1.0, description="Mean screen-space gradient (NDC units) above which a Gaussian grows."
     )
     opacity_reset_every: int = Field(default=3000, ge=1, description="Steps between opacity resets.")
+    init_random_points: int = Field(
+        default=0, ge=0, le=10_000_000,
+        description="Extra initial Gaussians placed at random in the box of the SfM points (fills gaps in the "
+                    "sparse model such as plain roofs).",
+    )
     ssim_weight: float = Field(
         default=0.2, ge=0, le=1, description="Weight of (1 - SSIM) in the loss; L1 gets the rest."
     )
@@ -47,4 +57,12 @@ class TrainOptions(ApiModel):
     eval_every: int = Field(
         default=0, ge=0, description="Steps between held-out evaluations in progress messages (0: only at the end)."
     )
+    def densify_schedule(self) -> tuple[int, int, int]:
+        """(from, until, every) in steps: explicit values, else 3DGS's schedule scaled down for short runs
+        (its fixed start at step 500 and passes every 100 steps barely densify a run of 1000 steps)."""
+        start = self.densify_from if self.densify_from is not None else min(500, self.iterations // 10)
+        until = self.densify_until if self.densify_until is not None else self.iterations // 2
+        every = self.densify_every if self.densify_every is not None else min(100, max(10, self.iterations // 50))
+        return start, until, every
+
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Random seed (view order, densification).")

@@ -39,12 +39,31 @@ class CappedStrategy(DefaultStrategy):
         return super()._grow_gs(params, optimizers, state, step)
 
 
+def with_random_points(pts: np.ndarray, cols: np.ndarray, count: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Add ``count`` points drawn uniformly in the box of the SfM points (1st to 99th percentile per axis),
+    coloured as their nearest SfM point.
+
+    SfM triangulates textured ground densely but leaves gaps where features are rare (plain roofs,
+    walls): Gaussians cloned from the ground would have to travel metres to reach them, which a short run
+    never does. Seeds in the gaps fix that; those in empty space fade and are pruned.
+    """
+    from scipy.spatial import cKDTree
+
+    lo, hi = np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)
+    extra = rng.uniform(lo, hi, (count, 3))
+    _, nearest = cKDTree(pts).query(extra)
+    return np.concatenate([pts, extra]), np.concatenate([cols, cols[nearest]])
+
+
 def init_params(data: Dataset, options: TrainOptions, extent: float, device: str) -> dict[str, torch.nn.Parameter]:
     """Gaussians at the SfM points: isotropic, sized by the distance to their nearest neighbours."""
     from scipy.spatial import cKDTree
 
     rng = np.random.default_rng(options.seed)
     pts, cols = data.points, data.colors
+    if options.init_random_points:
+        pts, cols = with_random_points(pts, cols, options.init_random_points, rng)
     if len(pts) > options.max_gaussians:
         keep = np.sort(rng.choice(len(pts), options.max_gaussians, replace=False))
         pts, cols = pts[keep], cols[keep]
@@ -85,8 +104,7 @@ class Trainer:
         # reproducible; a resumed run restores the generator from the checkpoint instead
         torch.manual_seed(options.seed)
         self.params = init_params(data, options, extent, device)
-        until = options.densify_until if options.densify_until is not None else options.iterations // 2
-        self.strategy = self._make_strategy(until)
+        self.strategy = self._make_strategy()
         self.strategy.check_sanity(self.params, self._make_optimizers())
         self.mcmc = not isinstance(self.strategy, CappedStrategy)
         self.strategy_state = (self.strategy.initialize_state() if self.mcmc
@@ -94,15 +112,16 @@ class Trainer:
         self.loss = float("nan")
         self.last_psnr = float("nan")
 
-    def _make_strategy(self, until: int) -> Any:
+    def _make_strategy(self) -> Any:
         o = self.options
+        start, until, every = o.densify_schedule()
         if o.strategy == "mcmc" and self.device.startswith("cuda"):
             from gsplat.strategy import MCMCStrategy
 
-            return MCMCStrategy(cap_max=o.max_gaussians, refine_start_iter=o.densify_from, refine_stop_iter=until,
-                                refine_every=o.densify_every)
-        return CappedStrategy(cap=o.max_gaussians, refine_start_iter=o.densify_from, refine_stop_iter=until,
-                              refine_every=o.densify_every, reset_every=o.opacity_reset_every,
+            return MCMCStrategy(cap_max=o.max_gaussians, refine_start_iter=start, refine_stop_iter=until,
+                                refine_every=every)
+        return CappedStrategy(cap=o.max_gaussians, refine_start_iter=start, refine_stop_iter=until,
+                              refine_every=every, reset_every=o.opacity_reset_every,
                               grow_grad2d=o.densify_grad_threshold)
 
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:

@@ -143,6 +143,18 @@ def row_span(mx: float, dy: float, qa: float, qb: float, qc: float, thr: float, 
     return max(bx0, lo), min(bx1, hi)
 
 
+@njit(cache=True)
+def spread(i: int, n: int) -> int:
+    """Tile for the ``i``-th iteration of a ``prange`` over ``n`` tiles: the even tiles, then the odd ones.
+
+    numba hands each thread one contiguous block of iterations; in image order one thread would get the
+    top half and the other the bottom, and in an aerial view those differ a lot in work (buildings near
+    the camera vs distant ground). Interleaved, each thread gets every other tile of the whole image.
+    """
+    half = (n + 1) // 2
+    return 2 * i if i < half else 2 * (i - half) + 1
+
+
 @njit(parallel=True, cache=True)
 def composite_forward(
     means2d: np.ndarray,
@@ -171,7 +183,8 @@ def composite_forward(
     amin = opacities.dtype.type(ALPHA_MIN)
     amax = opacities.dtype.type(ALPHA_MAX)
     tmin = opacities.dtype.type(T_MIN)
-    for t in prange(n_tiles):
+    for i in prange(n_tiles):
+        t = spread(i, n_tiles)
         start = offsets[t]
         end = offsets[t + 1]
         ty = t // tiles_x
@@ -256,7 +269,8 @@ def composite_backward(
     ftype = opacities.dtype.type  # int + float32 would promote to float64: convert pixel indices explicitly
     amin = opacities.dtype.type(ALPHA_MIN)
     amax = opacities.dtype.type(ALPHA_MAX)
-    for t in prange(n_tiles):
+    for i in prange(n_tiles):
+        t = spread(i, n_tiles)
         start = offsets[t]
         ty = t // tiles_x
         tx = t - ty * tiles_x
