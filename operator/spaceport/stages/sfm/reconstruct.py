@@ -17,6 +17,8 @@ log = logging.getLogger("spaceport.stages.sfm")
 
 MAX_GPS_RESIDUAL = 0.05
 """A model whose cameras sit further than this share of the flight's size from their GPS tags is distorted."""
+INCREMENTAL_ATTEMPTS = 3
+"""Incremental mappings tried at most when the model disagrees with the GPS tags (different seeds)."""
 MIN_GPS_SPREAD_M = 2.0
 """GPS positions spread over less than this (a tripod, a hover) cannot fix the scale: they are ignored."""
 
@@ -158,13 +160,42 @@ def map_images(database: Path, images: Path, out: Path, opts: SfmOptions, frame:
         warn(f"global mapping {problem}; mapped incrementally instead")
     inc = pycolmap.IncrementalPipelineOptions()
     inc.num_threads = -1
-    inc.random_seed = 0
     inc.min_model_size = 3
     inc.use_prior_position = frame is not None
-    (out / "incremental").mkdir(parents=True, exist_ok=True)
-    models = pycolmap.incremental_mapping(database, images, out / "incremental", inc,
-                                          next_image_callback=on_registered)
-    return _sorted(models), "incremental"
+    best: list[pycolmap.Reconstruction] = []
+    for attempt in range(INCREMENTAL_ATTEMPTS):
+        # Multi-threaded mapping is not repeatable even with a fixed seed: on generated 16-image flights
+        # about one run in six converged to a model 10% off its GPS tags. GPS tells us when that happened,
+        # so map again with another seed and keep the better model.
+        inc.random_seed = attempt
+        (out / f"incremental-{attempt}").mkdir(parents=True, exist_ok=True)
+        models = _sorted(pycolmap.incremental_mapping(database, images, out / f"incremental-{attempt}", inc,
+                                                      next_image_callback=on_registered))
+        if not best or _mapping_score(models, frame) > _mapping_score(best, frame):
+            best = models
+        problem = _gps_problem(best, frame)
+        if problem is None:
+            break
+        if attempt + 1 < INCREMENTAL_ATTEMPTS:
+            warn(f"incremental mapping {problem}; mapping again with another seed")
+    return best, "incremental"
+
+
+def _mapping_score(models: list[pycolmap.Reconstruction], frame: GeoFrame | None) -> tuple[int, float]:
+    """More registered images first, then a smaller disagreement with GPS."""
+    if not models:
+        return (0, 0.0)
+    residual = gps_residual(models[0], frame)[0] if frame is not None else 0.0
+    return (models[0].num_reg_images(), -residual)
+
+
+def _gps_problem(models: list[pycolmap.Reconstruction], frame: GeoFrame | None) -> str | None:
+    if frame is None or not models:
+        return None
+    residual, spread = gps_residual(models[0], frame)
+    if residual > MAX_GPS_RESIDUAL * spread:
+        return f"disagrees with GPS by {residual:.1f} m (median) over a {spread:.0f} m flight"
+    return None
 
 
 def _sorted(models: dict[int, pycolmap.Reconstruction]) -> list[pycolmap.Reconstruction]:
@@ -186,9 +217,7 @@ def _global_problem(models: list[pycolmap.Reconstruction], frame: GeoFrame | Non
     if models[0].num_reg_images() < min_fraction * n_images:
         return f"registered only {models[0].num_reg_images()} of {n_images} images"
     if frame is not None:
-        residual, spread = gps_residual(models[0], frame)
-        if residual > MAX_GPS_RESIDUAL * spread:
-            return f"disagrees with GPS by {residual:.1f} m (median) over a {spread:.0f} m flight"
+        return _gps_problem(models, frame)
     return None
 
 
