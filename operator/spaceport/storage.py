@@ -10,6 +10,7 @@ path-style when a custom endpoint is set, unless ``AWS_S3_ADDRESSING_STYLE`` say
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -36,6 +37,13 @@ class NotFoundError(StorageError, FileNotFoundError):
 
 class AlreadyExistsError(StorageError, FileExistsError):
     pass
+
+
+class UnwritableError(StorageError, PermissionError):
+    """The location refuses writes for good (permissions, read-only, a file where a folder should be)."""
+
+
+_PERMANENT_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR}
 
 
 def safe_key(key: str) -> str:
@@ -198,7 +206,8 @@ class LocalStore(Store):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
             except OSError as e:
-                raise StorageError(f"cannot write under {self.path.parent}: {e.strerror}") from e
+                kind = UnwritableError if e.errno in _PERMANENT_WRITE_ERRNOS else StorageError
+                raise kind(f"cannot write under {self.path.parent}: {e.strerror}") from e
             os.close(fd)
             self.tmp = Path(name)
             return self.tmp

@@ -130,3 +130,22 @@ def test_cli_bad_config_is_exit_2_naming_the_field(tmp_path: Path) -> None:
 def test_cli_usage_error_is_not_confused_with_bad_input(tmp_path: Path) -> None:
     proc = _cli("stage", "sfm", env={})
     assert proc.returncode not in (0, EXIT_BAD_INPUT)
+
+
+def test_unwritable_output_is_bad_input_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(STAGE_FUNCTIONS, "sfm", f"{__name__}:counting_stage")
+    CALLS.clear()
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the run folder should go")
+    with pytest.raises(BadInputError, match="output: cannot write under"):
+        run_stage("sfm", str(tmp_path), str(blocker / "1" / "sfm"), {})
+    assert CALLS == [] and blocker.read_text() == "a file where the run folder should go"
+
+
+def test_missing_output_bucket_is_bad_input_naming_it(s3_env: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(STAGE_FUNCTIONS, "sfm", f"{__name__}:counting_stage")
+    CALLS.clear()
+    with pytest.raises(BadInputError, match="bucket 'no-such-output' does not exist"):
+        run_stage("sfm", str(tmp_path), "s3://no-such-output/runs/1/sfm", {})
+    assert CALLS == []

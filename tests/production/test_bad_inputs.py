@@ -90,10 +90,18 @@ async def test_missing_input_bucket(cluster: Cluster, kubelet: Kubelet, buckets:
     assert f"bucket 'missing-{buckets[0]}' does not exist" in status["message"]
 
 
+async def test_missing_output_bucket(cluster: Cluster, kubelet: Kubelet, buckets: tuple[str, str]) -> None:
+    spec = spec_for(buckets)
+    spec["output"]["uri"] = f"s3://missing-{buckets[1]}/results"
+    status = await s3_case(cluster, buckets, "nooutbucket", {"site/a.jpg": noise_jpegs(1)[0]}, spec)
+    assert f"output: bucket 'missing-{buckets[1]}' does not exist" in status["message"]
+    assert len(kubelet.attempts["nooutbucket-r1-sfm"]) == 1  # permanent: checked before any work, never retried
+
+
 async def test_corrupt_jpeg_leaving_too_few(cluster: Cluster, kubelet: Kubelet, buckets: tuple[str, str]) -> None:
     a, b = noise_jpegs(2)
     status = await s3_case(cluster, buckets, "corrupt", {"site/a.jpg": a, "site/b.jpg": b, "site/c.jpg": BROKEN_JPEG})
-    assert f"only 2 usable images under s3://{buckets[0]}/site (3 found, 1 unreadable)" in status["message"]
+    assert f"only 2 usable images under s3://{buckets[0]}/site (3 found, 1 unreadable: c.jpg: " in status["message"]
 
 
 async def test_too_few_registered(cluster: Cluster, kubelet: Kubelet, buckets: tuple[str, str]) -> None:

@@ -140,7 +140,7 @@ def test_too_few_usable_images(gps_flight: Flight, tmp_path: Path) -> None:
     for name in gps_flight.image_names[:2]:
         shutil.copy(gps_flight.out_dir / name, tmp_path / "in" / name)
     (tmp_path / "in" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    with pytest.raises(BadInputError, match=r"only 2 usable images .*3 found, 1 unreadable"):
+    with pytest.raises(BadInputError, match=r"only 2 usable images .*3 found, 1 unreadable: bad\.png: "):
         run_stage("sfm", str(tmp_path / "in"), str(tmp_path / "out"))
 
 

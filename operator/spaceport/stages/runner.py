@@ -14,9 +14,11 @@ from pydantic import BaseModel, ValidationError
 
 from spaceport.api import STAGES, CompressOptions, SfmOptions, TrainOptions, describe_validation_error
 from spaceport.contract import (
+    PROGRESS_FILE,
     RESULT_FILE,
     BadInputError,
     ProgressListener,
+    ProgressRecord,
     ProgressReporter,
     RetryableError,
     StageContext,
@@ -25,7 +27,7 @@ from spaceport.contract import (
     StageResult,
     now_iso,
 )
-from spaceport.storage import NotFoundError, StorageError, Store, UnsafeKeyError, open_store
+from spaceport.storage import NotFoundError, StorageError, Store, UnsafeKeyError, UnwritableError, open_store
 
 STAGE_FUNCTIONS: dict[str, str] = {
     "sfm": "spaceport.stages.sfm:run_sfm",
@@ -105,6 +107,11 @@ def run_stage(
         log.info("%s already complete in %s; not run again", stage, out_store.uri)
         return done
     started, t0 = now_iso(), time.monotonic()
+    try:  # the first progress.json doubles as a check that the output is writable, before any work
+        out_store.write_text(PROGRESS_FILE, ProgressRecord(fraction=0.0, message=f"{stage}: starting",
+                                                           updated=started).to_json())
+    except StorageError as e:
+        raise _classify(e, "output") from e
     progress = ProgressReporter(out_store, listener)
     try:
         progress.update(0.0, f"{stage}: starting", force=True)
@@ -134,6 +141,6 @@ def run_stage(
 
 
 def _classify(err: StorageError, where: str) -> StageError:
-    if isinstance(err, (NotFoundError, UnsafeKeyError)) or "denied" in str(err):
+    if isinstance(err, (NotFoundError, UnsafeKeyError, UnwritableError)) or "denied" in str(err):
         return BadInputError(f"{where}: {err}")
     return RetryableError(f"{where}: {err}")

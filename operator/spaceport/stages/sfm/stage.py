@@ -59,8 +59,10 @@ def run_sfm(ctx: StageContext) -> StageOutput:
     for key, why in failed.items():
         ctx.warn(f"skipped {ctx.input.uri_of(key)}: {why}")
     if len(photos) < MIN_IMAGES:
+        unreadable = "; ".join(f"{key}: {why}" for key, why in list(failed.items())[:5])
         raise BadInputError(f"only {len(photos)} usable images under {ctx.input.uri} ({len(keys)} found, "
-                            f"{len(failed)} unreadable); SfM needs at least {MIN_IMAGES}")
+                            f"{len(failed)} unreadable{': ' + unreadable if failed else ''}); "
+                            f"SfM needs at least {MIN_IMAGES}")
     frame = reconstruct.geo_frame(photos, ctx.warn)
     mode = reconstruct.choose_matching(opts, photos, frame)
     if mode == "spatial" and frame is None:
