@@ -29,6 +29,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from spaceport.demo import DEMO_CONFIG  # noqa: E402
 from spaceport.stages.train import rasterize as rz  # noqa: E402
 from spaceport.stages.train.metrics import ssim  # noqa: E402
 from spaceport.stages.train.reference import composite_reference  # noqa: E402
@@ -132,7 +133,7 @@ def demo_input(work: Path, flight: bool) -> tuple[Path, float]:
         if not (work / "sfm" / "result.json").exists():  # reused across runs with --workdir
             generate_flight(work / "photos", preset="demo")
             run_stage("sfm", str(work / "photos"), str(work / "sfm"), {})
-        return work / "sfm", 1.5  # demo photos are 480x360; train at 320x240
+        return work / "sfm", DEMO_CONFIG["train"].get("downscale", 1.0)
     from tests.train.fixtures import write_sfm_output
 
     write_sfm_output(work / "sfm", n_gaussians=4000, n_views=40, width=320, height=240, n_points=3000, seed=7)
@@ -147,10 +148,13 @@ def bench_demo(steps: int, flight: bool, workdir: str | None, max_gaussians: int
         shutil.rmtree(work / "train", ignore_errors=True)
         shutil.rmtree(work / "train-torch", ignore_errors=True)
         sfm, downscale = demo_input(work, flight)
-        # a short run: densify early and often, stop densifying with a quarter of the steps left
-        config = {"iterations": steps, "downscale": downscale, "densifyFrom": 100, "densifyEvery": 50,
-                  "densifyUntil": steps * 3 // 4, "shDegreeInterval": max(1, steps // 4), "checkpointEvery": steps,
-                  "opacityResetEvery": 10 ** 6, "maxGaussians": max_gaussians}
+        # exactly what `spaceport demo` trains with (its resolution and schedule), unless told otherwise
+        config = {**DEMO_CONFIG["train"], "downscale": downscale, "checkpointEvery": 10 ** 6}
+        if steps:
+            config["iterations"] = steps
+        if max_gaussians:
+            config["maxGaussians"] = max_gaussians
+        steps = config["iterations"]
         t0 = time.perf_counter()
         result = run_stage("train", str(sfm), str(work / "train"), config)
         m = result.metrics
@@ -187,11 +191,11 @@ def reference_rasterize_cpu(means: torch.Tensor, quats: torch.Tensor, scales: to
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=0, help="training steps (default: the demo's)")
     parser.add_argument("--flight", action="store_true", help="demo flight + sfm stage instead of the fixture")
     parser.add_argument("--skip-reference", action="store_true", help="skip the slow pure-torch compositor")
     parser.add_argument("--only", choices=["compositor", "step", "demo"])
-    parser.add_argument("--max-gaussians", type=int, default=60_000)
+    parser.add_argument("--max-gaussians", type=int, default=0, help="default: the demo's cap")
     parser.add_argument("--workdir", help="keep the demo's inputs here and reuse them on the next run")
     args = parser.parse_args()
     # as the stage does on CPU: the kernels own the cores, torch runs its small ops on one thread
