@@ -31,9 +31,10 @@ DEMO_CONFIG: dict[str, Any] = {
     # Train at 320x240 (the photos are 480x360). The village is rendered without view-dependent shading,
     # so SH degree 0 loses nothing here and trains faster. The SfM points sit almost all on the ground
     # (plain roofs give few features): random seeds fill the gaps (measured +2 dB held-out PSNR at 800
-    # steps), and a higher position learning rate lets a short run move them into place (+0.5 dB).
+    # steps), a higher position learning rate lets a short run move them into place (+0.5 dB), and an
+    # opacity reset every 400 steps clears floaters while densifying (+0.3 dB at 1200 steps).
     "train": {"iterations": 1200, "maxGaussians": 60_000, "shDegree": 0, "downscale": 1.5,
-              "initRandomPoints": 20_000, "positionLr": 5e-4},
+              "initRandomPoints": 20_000, "positionLr": 5e-4, "opacityResetEvery": 400},
     "compress": {"shBands": 0},
 }
 """Explicit demo settings over the draft preset (what a CPU-only laptop does in minutes)."""
