@@ -48,16 +48,7 @@ class TimedEmulator(ClusterEmulator):
 
 
 class TimedEmulatorThread(EmulatorThread):
-    async def _serve(self) -> None:
-        import kmock
-
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        emu = TimedEmulator()
-        emu.setup(self.crds)
-        async with emu, kmock.Server(emu) as server:
-            self.emu, self.url = emu, str(server.url).rstrip("/")
-            self._ready.set()
-            await self._stop.wait()
+    emulator_class = TimedEmulator
 
 
 def spec(i: int) -> dict[str, Any]:

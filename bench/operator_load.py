@@ -59,16 +59,7 @@ class CountingEmulator(TimedEmulator):
 
 
 class CountingEmulatorThread(TimedEmulatorThread):
-    async def _serve(self) -> None:
-        import kmock
-
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        emu = CountingEmulator()
-        emu.setup(self.crds)
-        async with emu, kmock.Server(emu) as server:
-            self.emu, self.url = emu, str(server.url).rstrip("/")
-            self._ready.set()
-            await self._stop.wait()
+    emulator_class = CountingEmulator
 
 
 def recon(name: str) -> dict[str, Any]:

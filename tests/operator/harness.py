@@ -83,6 +83,9 @@ class EmulatorThread:
     would include the server's connection handlers; a real API server lives elsewhere anyway.
     """
 
+    emulator_class: type[ClusterEmulator] = ClusterEmulator
+    """Subclasses (benchmarks) swap in an emulator that records more."""
+
     def __init__(self, crds: list[dict[str, Any]]) -> None:
         self.crds = crds
         self.url = ""
@@ -94,7 +97,7 @@ class EmulatorThread:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        emu = ClusterEmulator()
+        emu = self.emulator_class()
         emu.setup(self.crds)
         async with emu, kmock.Server(emu) as server:
             self.emu, self.url = emu, str(server.url).rstrip("/")
