@@ -103,14 +103,20 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def write_kubeconfig(server: str, folder: Path) -> Path:
+    """A kubeconfig for the operator process pointing at the emulator (any token passes there)."""
+    path = folder / "kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "bench",
+        "clusters": [{"name": "bench", "cluster": {"server": server}}],
+        "users": [{"name": "bench", "user": {"token": "unused"}}],
+        "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}]}))
+    return path
+
+
 async def main(args: argparse.Namespace) -> int:
     with TimedEmulatorThread(load_crds()) as emulator, tempfile.TemporaryDirectory() as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-            "clusters": [{"name": "bench", "cluster": {"server": emulator.url}}],
-            "users": [{"name": "bench", "user": {"token": "unused"}}],
-            "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}]}))
+        kubeconfig = write_kubeconfig(emulator.url, Path(tmp))
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "SPACEPORT_HEALTH_ENDPOINT": "none"}
         log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115
         verbose = ["-v"] if os.environ.get("BENCH_DEBUG") else []

@@ -34,7 +34,13 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.operator_latency import TimedEmulator, TimedEmulatorThread, floor_latency, marks  # noqa: E402
+from bench.operator_latency import (  # noqa: E402
+    TimedEmulator,
+    TimedEmulatorThread,
+    floor_latency,
+    marks,
+    write_kubeconfig,
+)
 from tests.operator.emulator import Obj  # noqa: E402
 from tests.operator.harness import load_crds  # noqa: E402
 
@@ -129,12 +135,7 @@ def peak_rss_mb(pid: int) -> float:
 
 async def main(args: argparse.Namespace) -> int:
     with CountingEmulatorThread(load_crds()) as emulator, tempfile.TemporaryDirectory() as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-            "clusters": [{"name": "bench", "cluster": {"server": emulator.url}}],
-            "users": [{"name": "bench", "user": {"token": "unused"}}],
-            "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}]}))
+        kubeconfig = write_kubeconfig(emulator.url, Path(tmp))
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "SPACEPORT_HEALTH_ENDPOINT": "none"}
         log_path = Path(tmp) / "operator.log"
         log = open(log_path, "w")  # noqa: SIM115
