@@ -12,18 +12,22 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spaceport.api.compress import CompressOptions
 from spaceport.contract import BadInputError, StageContext, StageOutput
 from spaceport.splats import GaussianScene, PlyFormatError, read_ply
-from spaceport.stages.compress import quality
 from spaceport.stages.compress.pipeline import encode_scene, keep_bands, resolve_device
 from spaceport.stages.compress.sog import META, bundle, decode_v2
-from spaceport.stages.train.render import Camera, load_cameras
 from spaceport.storage import Store
+
+if TYPE_CHECKING:
+    from spaceport.stages.train.render import Camera
+
+# The quality renders (spaceport.stages.train.render: torch and numba, ~3 CPU-seconds to import) are
+# imported only when a run measures quality: encoding alone needs neither.
 
 PLY = "splats.ply"
 CAMERAS = "cameras.json"
@@ -82,7 +86,11 @@ def read_georef(store: Store) -> dict[str, Any] | None:
 
 
 def load_views(store: Store) -> list[Camera]:
-    return load_cameras(store) if store.exists(CAMERAS) else []
+    if not store.exists(CAMERAS):
+        return []
+    from spaceport.stages.train.render import load_cameras
+
+    return load_cameras(store)
 
 
 def load_holdout_photos(store: Store, views: list[Camera]) -> dict[str, np.ndarray]:
@@ -155,7 +163,11 @@ def run_compress(ctx: StageContext) -> StageOutput:
         metrics["georef"] = georef
 
     t = time.perf_counter()
-    views = quality.pick_views(load_views(ctx.input), options.quality_views) if options.quality_views else []
+    views = load_views(ctx.input) if options.quality_views else []
+    if views:
+        from spaceport.stages.compress import quality
+
+        views = quality.pick_views(views, options.quality_views)
     if views:
         qprog = progress.span(0.8, 0.95)
         decoded, _ = decode_v2(encoded.sog_files)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from spaceport.api.compress import CompressOptions
 from spaceport.contract import BadInputError
@@ -16,7 +16,6 @@ from spaceport.splats import SH_COEFFS_FOR_DEGREE, GaussianScene
 from spaceport.stages.compress import sog, sogs_v1
 from spaceport.stages.compress.ordering import morton_order
 from spaceport.stages.compress.palette import ShPalette, build_palette
-from spaceport.stages.compress.plas import plas_order, sort_features
 
 Progress = Callable[[float, str], None]
 
@@ -31,10 +30,23 @@ class Encoded:
     durations: dict[str, float] = field(default_factory=dict)
 
 
+NVIDIA_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia")
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device; without the NVIDIA driver's files the answer is no, and
+    importing torch to hear it costs ~2 CPU-seconds, more than encoding a small scene."""
+    if not any(Path(p).exists() for p in NVIDIA_DRIVER_FILES):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
+        return "cuda" if cuda_available() else "cpu"
+    if name == "cuda" and not cuda_available():
         raise BadInputError("device: cuda was asked for but this node has no CUDA device (use auto or cpu)")
     return name
 
@@ -76,6 +88,10 @@ def encode_scene(scene: GaussianScene, options: CompressOptions, *, extra: dict[
         span = 0.5 + 0.4 * i / len(orderings), 0.5 + 0.4 * (i + 1) / len(orderings)
         order = morton
         if name == "plas":
+            import torch  # PLAS is torch code (CPU or CUDA); Morton-only runs never import it
+
+            from spaceport.stages.compress.plas import plas_order, sort_features
+
             report(span[0], "PLAS sort")
             order = plas_order(sort_features(scene).to(device), torch.from_numpy(morton).to(device), width,
                                seed=options.seed,

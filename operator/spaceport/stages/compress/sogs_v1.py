@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from spaceport.splats import SH_COEFFS_FOR_DEGREE, GaussianScene
 from spaceport.stages.compress import attributes as attr
 from spaceport.stages.compress.ordering import morton_order
 from spaceport.stages.compress.palette import ShPalette
-from spaceport.stages.compress.plas import plas_order, sort_features
 from spaceport.stages.compress.sog import PALETTE_ROW, _with_alpha, palette_texture
 from spaceport.stages.compress.webp import WEBP_METHOD, decode_rgba, encode_rgba, texels
 
@@ -47,6 +45,10 @@ def encode_v1(scene: GaussianScene, palette: ShPalette | None, *, ordering: str 
         raise ValueError("SOGS v1 needs at least one splat")
     order = morton_order(s.means)
     if ordering == "plas":
+        import torch
+
+        from spaceport.stages.compress.plas import plas_order, sort_features
+
         order = plas_order(sort_features(s).to(device), torch.from_numpy(order).to(device), side,
                            seed=seed).cpu().numpy()
     s = s.subset(order)
