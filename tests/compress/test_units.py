@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from spaceport.stages.compress import attributes as attr
@@ -60,12 +61,11 @@ def test_morton_order_follows_the_z_curve() -> None:
 
 
 def test_kmeans_is_seeded_and_assigns_to_the_nearest_centroid() -> None:
-    gen = torch.Generator().manual_seed(0)
-    data = torch.randn(3000, 9, generator=gen)
+    data = np.random.default_rng(0).normal(size=(3000, 9)).astype(np.float32)
     a, b = kmeans(data, 200, 5, seed=7), kmeans(data, 200, 5, seed=7)
-    assert torch.equal(a.labels, b.labels) and torch.equal(a.centroids, b.centroids)
+    assert np.array_equal(a.labels, b.labels) and np.array_equal(a.centroids, b.centroids)
     labels, _ = assign(data, a.centroids)
-    assert torch.equal(labels, a.labels)
+    assert np.array_equal(labels, a.labels)
     # two-level path: every label valid, error below one coarse level alone
     big = kmeans(data, 2000, 5, seed=1)
     coarse = kmeans(data, 45, 5, seed=1)
@@ -110,11 +110,81 @@ def test_webp_is_lossless_and_keeps_colour_under_zero_alpha() -> None:
 def test_two_level_kmeans_survives_many_identical_rows() -> None:
     # A trained scene's untouched SH coefficients stay at zero: most rows identical. The coarse level
     # then holds duplicate centroids, which once left a cluster with no candidate fine centroids.
-    gen = torch.Generator().manual_seed(3)
+    rng = np.random.default_rng(3)
     for varied in (0, 27):
-        data = torch.zeros(27_000, 9)
-        data[:varied] = torch.randn(varied, 9, generator=gen) * 0.01
+        data = np.zeros((27_000, 9), np.float32)
+        data[:varied] = rng.normal(size=(varied, 9)) * 0.01
         result = kmeans(data, 1024, iterations=3, seed=0)
         assert result.labels.shape == (27_000,) and int(result.labels.max()) < len(result.centroids)
         err = ((data - result.centroids[result.labels]) ** 2).sum(1)
         assert float(err[varied:].max()) < 1e-9  # the zero rows sit on an exact centroid
+
+
+def _best_max_error(values: np.ndarray, levels: int = 256) -> float:
+    """The smallest largest error any ``levels``-entry codebook can have (greedy cover + bisection)."""
+    v = np.sort(values.astype(np.float64).ravel())
+    lo, hi = 0.0, float(v[-1] - v[0])
+    for _ in range(60):
+        mid, i, runs = 0.5 * (lo + hi), 0, 0
+        while i < len(v) and runs <= levels:
+            i = int(np.searchsorted(v, v[i] + 2 * mid, side="right"))
+            runs += 1
+        lo, hi = (lo, mid) if runs <= levels else (mid, hi)
+    return hi
+
+
+def test_codebook_bounds_the_largest_error_at_little_rms_cost() -> None:
+    # log-scale-like values: a normal core with long sparse tails, where a least-squares codebook lets
+    # a few entries cover the tails (the largest error then grows with the scene)
+    rng = np.random.default_rng(6)
+    values = np.concatenate([rng.normal(-4, 0.5, 200_000), rng.laplace(-4, 1.0, 2_000)])
+    cb = optimal_codebook(values)
+    loose = optimal_codebook(values, bounds=(20.0,))  # practically unbounded: the least-squares one
+    err, loose_err = (np.abs(c.astype(np.float64)[nearest(c, values)] - values) for c in (cb, loose))
+    best = _best_max_error(values)
+    bin_width = (values.max() - values.min()) / 2048
+    assert err.max() <= 4 * best + bin_width  # the ladder's loosest bound, in units of the best possible
+    assert err.max() < 0.6 * loose_err.max()
+    assert np.sqrt(np.mean(err ** 2)) <= 1.03 * np.sqrt(np.mean(loose_err ** 2))
+    # one explicit bound holds exactly (the clamped Lloyd passes keep every value within it)
+    tight = optimal_codebook(values, bounds=(2.0,))
+    assert np.abs(tight.astype(np.float64)[nearest(tight, values)] - values).max() <= 2 * best + bin_width
+
+
+def test_kmeans_plus_plus_seeds_find_every_blob() -> None:
+    # 60 tight, well-separated blobs: random seeds leave some blobs without a centroid; D² seeding does not
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(60, 12)) * 10
+    data = (centres[rng.integers(0, 60, 6000)] + rng.normal(size=(6000, 12)) * 0.01).astype(np.float32)
+    result = kmeans(data, 60, iterations=3, seed=0)
+    nearest_centre = ((result.centroids[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
+    assert float(nearest_centre.max()) < 1e-2 and result.sse < 6000 * 12 * 1e-3
+
+
+def test_palette_codebook_costs_at_most_one_percent_rms() -> None:
+    from spaceport.stages.compress.palette import CODEBOOK_RMS_COST, palette_codebook
+    from spaceport.stages.compress.synthetic import synthetic_scene
+
+    shn = synthetic_scene(6000, 3, seed=2).shN
+    pal = build_palette(shn, target_error=0.0, iterations=4)
+    cb = palette_codebook(pal)
+    assert len(cb) == 256 and np.all(np.diff(cb) >= 0)
+    decoded = cb[encode(cb, pal.centroids)][pal.labels]
+    palette_sse = float(((pal.centroids[pal.labels] - shn) ** 2).sum())
+    assert pal.sse == pytest.approx(palette_sse, rel=1e-3)
+    assert float(((decoded - shn) ** 2).sum()) <= (1 + CODEBOOK_RMS_COST) ** 2 * palette_sse * 1.001
+    assert len(np.unique(cb)) < 256  # fewer, evenly spread entries: cheaper indices
+
+
+def test_morton_encoding_imports_neither_torch_nor_numba() -> None:
+    # ~2 and ~1.4 CPU-seconds of start-up: the stage of a small scene costs less than that without them
+    import subprocess
+    import sys
+
+    code = ("import sys; from spaceport.api import CompressOptions; "
+            "from spaceport.stages.compress.pipeline import encode_scene; "
+            "from spaceport.stages.compress.synthetic import synthetic_scene; "
+            "encode_scene(synthetic_scene(3000, 3), CompressOptions(ordering='morton', device='cpu', "
+            "kmeans_iterations=2)); print(sorted(m for m in ('torch', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -17,7 +17,7 @@ import numpy as np
 from spaceport.splats import SH_COEFFS_FOR_DEGREE, GaussianScene
 from spaceport.stages.compress import attributes as attr
 from spaceport.stages.compress.codebook import encode, optimal_codebook
-from spaceport.stages.compress.palette import ShPalette
+from spaceport.stages.compress.palette import ShPalette, palette_codebook
 from spaceport.stages.compress.webp import WEBP_METHOD, decode_rgba, encode_rgba, texels, texture
 
 GENERATOR = "spaceport"
@@ -54,7 +54,7 @@ def codebooks(scene: GaussianScene, palette: ShPalette | None) -> dict[str, np.n
     """The 256-entry codebooks (independent of the splat order, so computed once per scene)."""
     out = {"scales": optimal_codebook(scene.scales), "sh0": optimal_codebook(scene.sh0)}
     if palette is not None and scene.shN.shape[1] > 0:
-        out["shN"] = optimal_codebook(palette.centroids)
+        out["shN"] = palette_codebook(palette)
     return out
 
 
