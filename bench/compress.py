@@ -1,25 +1,31 @@
 """Compression benchmark: our SOG encoder vs @playcanvas/splat-transform on the same PLY, in one run.
 
     .venv/bin/python bench/compress.py [--compare 15000] [--scale 100000,1000000] [--ply trained.ply]
+    .venv/bin/python bench/compress.py --compare 100000 --scale ''    # the issue's 100k side by side
 
-1. Side by side on one scene (synthetic SH3 unless --ply): wall time, peak memory, .sog size and the
-   round-trip error per attribute of each file, both decoded by splat-transform (the independent reader)
-   and matched to the input splat by position. Same k-means iterations on both sides.
+1. Side by side on one scene (synthetic SH3 unless --ply): wall and CPU seconds, peak memory, .sog size
+   and the round-trip error per attribute of each file, both decoded by splat-transform (the independent
+   reader) and matched to the input splat by position. Same k-means iterations on both sides; both are
+   child processes started the same way, so start-up (Node, Python) counts on both sides.
 2. PLAS vs Morton: total v2 bytes of each ordering on the same scene (our encoder, ordering=auto).
 3. Ours alone on bigger scenes (splat-transform needs ~31 min at 100k here): time and peak memory.
 
-Every encoder run is a child process, so its time and peak RSS (os.wait4) are its own.
+splat-transform's runs are cached in bench/results/ by the PLY's hash, the iterations and its version
+(a 100k run takes half an hour of one core): ``--fresh`` runs it again; the table says which it used.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,44 +37,71 @@ sys.path.insert(0, str(ROOT))
 
 from spaceport.splats import GaussianScene, read_ply, write_ply  # noqa: E402
 from spaceport.stages.compress.attributes import sigmoid  # noqa: E402
-from spaceport.stages.compress.palette import colour_rmse  # noqa: E402
+from spaceport.stages.compress.palette import colour_rmse, splat_transform_size  # noqa: E402
 from spaceport.stages.compress.synthetic import synthetic_scene  # noqa: E402
 
 SPLAT_TRANSFORM = ROOT / "node_modules" / ".bin" / "splat-transform"
+CACHE = ROOT / "bench" / "results" / "splat-transform"
 SH_C0 = 0.28209479177387814
 
 
-NUMBA_CACHE = Path(tempfile.mkdtemp(prefix="bench-numba-"))
-"""Starts empty, so the first run of ours pays numba's compile (as a fresh container would)."""
+@dataclass
+class Run:
+    wall: float  # seconds
+    cpu: float  # user + system CPU-seconds of the child (and its own children)
+    rss_mb: float  # the child's peak resident memory
+    cached: str = ""  # when the run came from the cache: the date it ran
 
 
-def ours(ply: Path, out: Path, config: dict[str, Any], threads: int) -> tuple[float, float, dict[str, Any]]:
-    """Our stage in a child process: (seconds, peak MB, metrics)."""
-    ply_dir = ply.parent
-    code = ("import json,resource,sys; from spaceport.stages.runner import run_stage; "
-            "r=run_stage('compress', sys.argv[1], sys.argv[2], json.loads(sys.argv[3])); "
-            "print(json.dumps({'metrics': r.metrics, 'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
-    env = {"NUMBA_CACHE_DIR": str(NUMBA_CACHE), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+def child(cmd: list[str], env: dict[str, str], log: Path) -> tuple[Run, str]:
+    """Run a command as a child process: its wall time, its own CPU time and peak RSS (os.wait4)."""
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, str(ply_dir), str(out), json.dumps(config)],
-                          capture_output=True, text=True, env={**os.environ, **env})
-    wall = time.perf_counter() - t
-    if proc.returncode:
-        raise RuntimeError(f"our stage failed: {proc.stderr[-3000:]}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return wall, data["rss"] / 1024, data["metrics"]
-
-
-def splat_transform(ply: Path, out: Path, iterations: int) -> tuple[float, float]:
-    cmd = [str(SPLAT_TRANSFORM), "-g", "cpu", "-q", "-w", "-i", str(iterations), str(ply), str(out)]
-    t = time.perf_counter()
-    with open(out.with_suffix(".log"), "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak RSS
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env={**os.environ, **env}, text=True)
+        out = proc.stdout.read() if proc.stdout else ""
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status):
-        raise RuntimeError(f"splat-transform failed: {out.with_suffix('.log').read_text()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
+        raise RuntimeError(f"{cmd[0]} failed: {log.read_text()[-3000:]}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024), out
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Thread caps for BLAS (numpy's OpenBLAS), OpenMP and torch: 0 leaves the libraries' defaults."""
+    if not threads:
+        return {}
+    return {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def ours(ply: Path, out: Path, config: dict[str, Any], threads: int) -> tuple[Run, dict[str, Any]]:
+    """Our stage in a child process, exactly as a Job runs it: (run, metrics)."""
+    code = ("import json,sys; from spaceport.stages.runner import run_stage; "
+            "r=run_stage('compress', sys.argv[1], sys.argv[2], json.loads(sys.argv[3])); "
+            "print(json.dumps(r.metrics))")
+    out.mkdir(parents=True, exist_ok=True)
+    run, stdout = child([sys.executable, "-c", code, str(ply.parent), str(out), json.dumps(config)],
+                        thread_env(threads), out.parent / f"{out.name}.log")
+    return run, json.loads(stdout.strip().splitlines()[-1])
+
+
+def splat_transform_version() -> str:
+    package = ROOT / "node_modules" / "@playcanvas" / "splat-transform" / "package.json"
+    return str(json.loads(package.read_text())["version"])
+
+
+def splat_transform(ply: Path, out: Path, iterations: int, fresh: bool) -> Run:
+    """splat-transform -g cpu on the PLY, or its cached run on the same bytes, iterations and version."""
+    digest = hashlib.sha256(ply.read_bytes()).hexdigest()[:16]
+    entry = CACHE / f"{digest}-i{iterations}-v{splat_transform_version()}"
+    if not fresh and (entry / "run.json").is_file() and (entry / "scene.sog").is_file():
+        shutil.copy(entry / "scene.sog", out)
+        return Run(**json.loads((entry / "run.json").read_text()))
+    cmd = [str(SPLAT_TRANSFORM), "-g", "cpu", "-q", "-w", "-i", str(iterations), str(ply), str(out)]
+    run, _ = child(cmd, {}, out.with_suffix(".log"))
+    entry.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out, entry / "scene.sog")
+    (entry / "run.json").write_text(json.dumps({**asdict(run), "cached": time.strftime("%Y-%m-%d %H:%M")}))
+    return run
 
 
 def decode(sog: Path, tmp: Path) -> GaussianScene:
@@ -87,7 +120,8 @@ def errors(decoded: GaussianScene, scene: GaussianScene) -> dict[str, float]:
     qa = ref.quats / np.linalg.norm(ref.quats, axis=1, keepdims=True)
     qb = decoded.quats / np.linalg.norm(decoded.quats, axis=1, keepdims=True)
     ang = np.degrees(2 * np.arccos(np.clip(np.abs((qa * qb).sum(1)), 0, 1)))
-    col = np.abs(decoded.sh0 - ref.sh0) * SH_C0
+    scale = np.abs(decoded.scales.astype(np.float64) - ref.scales)
+    col = np.abs(decoded.sh0.astype(np.float64) - ref.sh0) * SH_C0
     sh_err = float(((decoded.shN - ref.shN) ** 2).sum()) if ref.shN.size else 0.0
     sh_std = float(np.sqrt(((ref.shN - ref.shN.mean(0)) ** 2).sum() / max(ref.shN.size, 1)))
     sh_rmse = float(np.sqrt(sh_err / max(ref.shN.size, 1)))
@@ -95,9 +129,11 @@ def errors(decoded: GaussianScene, scene: GaussianScene) -> dict[str, float]:
         "matched unique": len(np.unique(idx)) / len(idx),
         "position/diag median": float(np.median(pos)),
         "position/diag max": float(pos.max()),
-        "log-scale median": float(np.median(np.abs(decoded.scales - ref.scales))),
-        "log-scale max": float(np.abs(decoded.scales - ref.scales).max()),
+        "log-scale median": float(np.median(scale)),
+        "log-scale RMS": float(np.sqrt(np.mean(scale ** 2))),
+        "log-scale max": float(scale.max()),
         "colour median": float(np.median(col)),
+        "colour RMS": float(np.sqrt(np.mean(col ** 2))),
         "colour max": float(col.max()),
         "opacity max": float(np.abs(sigmoid(decoded.opacities) - sigmoid(ref.opacities)).max()),
         "rotation median deg": float(np.median(ang)),
@@ -111,65 +147,85 @@ def fmt(v: float) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--compare", type=int, default=15000, help="splats of the side-by-side scene")
-    p.add_argument("--scale", default="100000,1000000", help="sizes timed for ours alone ('' for none)")
-    p.add_argument("--ply", type=Path, help="a trained scene to compare on instead of a synthetic one")
-    p.add_argument("--iterations", type=int, default=10, help="k-means iterations, both encoders")
-    p.add_argument("--threads", type=int, default=0, help="torch threads for ours (0: torch's default)")
-    args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-compress-"))
-    cfg = {"kmeansIterations": args.iterations, "formats": ["sog"], "qualityViews": 0}
+def table(rows: list[tuple[str, float, float]]) -> None:
+    print(f"\n| {'metric':24} | {'ours':>10} | {'splat-transform':>15} | {'ours/theirs':>11} |")
+    print(f"|{'-' * 26}|{'-' * 12}|{'-' * 17}|{'-' * 13}|")
+    for name, a, b in rows:
+        ratio = a / b if b else float("nan")
+        print(f"| {name:24} | {fmt(float(a)):>10} | {fmt(float(b)):>15} | {fmt(ratio):>11} |")
 
+
+def side_by_side(args: argparse.Namespace, tmp: Path, cfg: dict[str, Any]) -> None:
     (tmp / "in").mkdir()
     scene = read_ply(args.ply) if args.ply else synthetic_scene(args.compare, 3, seed=0)
     write_ply(scene, tmp / "in" / "splats.ply")
     ply = tmp / "in" / "splats.ply"
     label = args.ply.name if args.ply else f"synthetic {scene.count} splats SH{scene.sh_degree}"
     print(f"scene: {label}, PLY {ply.stat().st_size / 1e6:.2f} MB; k-means iterations {args.iterations}; "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
+          f"ours with {args.threads or 'default'} thread(s); {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at start", flush=True)
 
-    cold, _, _ = ours(ply, tmp / "ours-cold", {**cfg, "ordering": "morton"}, args.threads)
-    o_wall, o_rss, o_m = ours(ply, tmp / "ours", {**cfg, "ordering": "morton"}, args.threads)
-    print(f"ours: {cold:.1f} s cold (numba compiles its kernels), {o_wall:.1f} s warm", flush=True)
+    first, _ = ours(ply, tmp / "ours-first", {**cfg, "ordering": "morton"}, args.threads)
+    mine, o_m = ours(ply, tmp / "ours", {**cfg, "ordering": "morton"}, args.threads)
+    print(f"ours: {first.wall:.2f} s first run ({first.cpu:.2f} CPU-s), {mine.wall:.2f} s second "
+          f"({mine.cpu:.2f} CPU-s); stage's own durations {json.dumps(o_m['durations'])}", flush=True)
     (tmp / "theirs").mkdir()
-    t_wall, t_rss = splat_transform(ply, tmp / "theirs" / "scene.sog", args.iterations)
-    print(f"splat-transform: {t_wall:.1f} s", flush=True)
+    theirs = splat_transform(ply, tmp / "theirs" / "scene.sog", args.iterations, args.fresh)
+    print(f"splat-transform {splat_transform_version()}: {theirs.wall:.1f} s ({theirs.cpu:.1f} CPU-s)"
+          + (f", cached run of {theirs.cached}" if theirs.cached else ""), flush=True)
     o_size, t_size = (tmp / "ours" / "scene.sog").stat().st_size, (tmp / "theirs" / "scene.sog").stat().st_size
     e_ours, e_theirs = errors(decode(tmp / "ours" / "scene.sog", tmp), scene), \
         errors(decode(tmp / "theirs" / "scene.sog", tmp), scene)
 
-    rows = [("wall time s", o_wall, t_wall), ("peak memory MB", o_rss, t_rss), (".sog bytes", o_size, t_size),
+    rows = [("wall time s", mine.wall, theirs.wall), ("CPU time s", mine.cpu, theirs.cpu),
+            ("peak memory MB", mine.rss_mb, theirs.rss_mb), (".sog bytes", o_size, t_size),
             ("ratio vs PLY", ply.stat().st_size / o_size, ply.stat().st_size / t_size)]
     rows += [(k, e_ours[k], e_theirs[k]) for k in e_ours]
-    print(f"\n| {'metric':24} | {'ours':>10} | {'splat-transform':>15} | {'ours/theirs':>11} |")
-    print(f"|{'-' * 26}|{'-' * 12}|{'-' * 17}|{'-' * 13}|")
-    for name, a, b in rows:
-        ratio = a / b if b else float("nan")
-        print(f"| {name:24} | {fmt(float(a)):>10} | {fmt(float(b)):>15} | {fmt(ratio):>11} |")
-    print(f"\nspeed-up: {t_wall / o_wall:.1f}x warm, {t_wall / cold:.1f}x cold; "
-          f"ours palette {o_m.get('shPaletteSize')} entries "
-          f"(colour error {o_m.get('shPaletteColourError')}), splat-transform's rule gives "
-          f"{min(64, 2 ** int(np.log2(max(scene.count, 1024) / 1024))) * 1024}")
+    table(rows)
+    print(f"\nspeed-up: {theirs.wall / mine.wall:.1f}x wall, {theirs.cpu / mine.cpu:.1f}x CPU "
+          f"(first run: {theirs.wall / first.wall:.1f}x wall, {theirs.cpu / first.cpu:.1f}x CPU); "
+          f"load average now {os.getloadavg()[0]:.1f}")
+    print(f"ours palette {o_m.get('shPaletteSize')} entries (colour error {o_m.get('shPaletteColourError')}), "
+          f"splat-transform's rule gives {splat_transform_size(scene.count)}")
     print(f"ours per-file bytes: {o_m['sogFileBytes']}")
 
-    _, _, auto_m = ours(ply, tmp / "auto", {**cfg, "ordering": "auto"}, args.threads)
-    sizes = auto_m["orderingBytes"]
-    print(f"\nPLAS vs Morton (v2 bytes): morton {sizes['morton']}, plas {sizes['plas']} "
-          f"(plas/morton {sizes['plas'] / sizes['morton']:.3f}); PLAS sort+encode "
-          f"{auto_m['durations']['plasSeconds']:.1f} s vs Morton {auto_m['durations']['mortonSeconds']:.1f} s")
+    if not args.skip_plas:
+        _, auto_m = ours(ply, tmp / "auto", {**cfg, "ordering": "auto"}, args.threads)
+        sizes = auto_m["orderingBytes"]
+        print(f"\nPLAS vs Morton (v2 bytes): morton {sizes['morton']}, plas {sizes['plas']} "
+              f"(plas/morton {sizes['plas'] / sizes['morton']:.3f}); PLAS sort+encode "
+              f"{auto_m['durations']['plasSeconds']:.1f} s vs Morton {auto_m['durations']['mortonSeconds']:.1f} s")
 
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--compare", type=int, default=15000, help="splats of the side-by-side scene (0: none)")
+    p.add_argument("--scale", default="100000,1000000", help="sizes timed for ours alone ('' for none)")
+    p.add_argument("--ply", type=Path, help="a trained scene to compare on instead of a synthetic one")
+    p.add_argument("--iterations", type=int, default=10, help="k-means iterations, both encoders")
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS/OpenMP threads for ours (default 1: splat-transform's k-means is single-threaded; "
+                   "0: the libraries' defaults)")
+    p.add_argument("--fresh", action="store_true", help="run splat-transform even when a cached run exists")
+    p.add_argument("--skip-plas", action="store_true", help="skip the PLAS vs Morton comparison")
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-compress-"))
+    cfg = {"kmeansIterations": args.iterations, "formats": ["sog"], "qualityViews": 0}
+
+    if args.compare or args.ply:
+        side_by_side(args, tmp, cfg)
     for n in [int(s) for s in args.scale.split(",") if s]:
         d = tmp / f"scale{n}"
         (d / "in").mkdir(parents=True)
         big = synthetic_scene(n, 3, seed=1)
         write_ply(big, d / "in" / "splats.ply")
         del big
-        wall, rss, m = ours(d / "in" / "splats.ply", d / "out", {**cfg, "ordering": "morton"}, args.threads)
-        print(f"\nours alone, {n} splats SH3: {wall:.1f} s wall (stage {m['durations']['totalSeconds']:.1f} s), "
-              f"peak {rss:.0f} MB, .sog {m['sogBytes'] / 1e6:.2f} MB (ratio {m['compressionRatio']:.1f}x), "
-              f"palette {m.get('shPaletteSize')}; {json.dumps(m['durations'])}", flush=True)
+        run, m = ours(d / "in" / "splats.ply", d / "out", {**cfg, "ordering": "morton"}, args.threads)
+        print(f"\nours alone, {n} splats SH3: {run.wall:.1f} s wall, {run.cpu:.1f} CPU-s "
+              f"(stage {m['durations']['totalSeconds']:.1f} s), peak {run.rss_mb:.0f} MB, .sog "
+              f"{m['sogBytes'] / 1e6:.2f} MB (ratio {m['compressionRatio']:.1f}x), palette {m.get('shPaletteSize')}; "
+              f"{json.dumps(m['durations'])}", flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
