@@ -87,14 +87,14 @@ def palette_codebook(palette: ShPalette) -> np.ndarray:
 
     The centroid texture is most of a .sog and its bytes barely compress: their cost is the entropy of
     the indices. Fewer entries, spread evenly over the range (weight power 0), lower it: measured at 15k
-    splats, 8192 entries: 352 KB with the least-squares 256-entry codebook, 294 KB with 192 even ones,
-    for SH RMSE / spread 0.1460 → 0.1467. The codebook's error adds to the palette's (each entry is the
+    splats, 8192 entries: 352 KB with the least-squares 256-entry codebook, 283 KB with 160 even ones,
+    for SH RMSE / spread 0.1460 → 0.1470. The codebook's error adds to the palette's (each entry is the
     mean of its splats, so the cross term vanishes): sum over entries of members x squared error.
     """
     values = palette.centroids.reshape(palette.size, -1).astype(np.float64)
     members = np.bincount(palette.labels, minlength=palette.size).astype(np.float64)
     budget = ((1 + CODEBOOK_RMS_COST) ** 2 - 1) * palette.sse
-    for levels in CODEBOOK_LEVELS:
+    for levels in CODEBOOK_LEVELS if budget > 0 else ():  # an exact palette (one splat per entry) has none
         cb = optimal_codebook(values, levels=levels, weight_power=0.0, bounds=(2.0,))
         err = cb.astype(np.float64)[nearest(cb, values)] - values
         if float(members @ (err * err).sum(1)) <= budget:
