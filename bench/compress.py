@@ -162,7 +162,7 @@ def side_by_side(args: argparse.Namespace, tmp: Path, cfg: dict[str, Any]) -> No
     ply = tmp / "in" / "splats.ply"
     label = args.ply.name if args.ply else f"synthetic {scene.count} splats SH{scene.sh_degree}"
     print(f"scene: {label}, PLY {ply.stat().st_size / 1e6:.2f} MB; k-means iterations {args.iterations}; "
-          f"ours with {args.threads or 'default'} thread(s); {os.cpu_count()} CPUs, load average "
+          f"ours with {args.threads or 'default'} thread(s) and {json.dumps(cfg)}; {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start", flush=True)
 
     first, _ = ours(ply, tmp / "ours-first", {**cfg, "ordering": "morton"}, args.threads)
@@ -208,9 +208,10 @@ def main() -> None:
                    "0: the libraries' defaults)")
     p.add_argument("--fresh", action="store_true", help="run splat-transform even when a cached run exists")
     p.add_argument("--skip-plas", action="store_true", help="skip the PLAS vs Morton comparison")
+    p.add_argument("--config", default="{}", help='more options for our stage, JSON (e.g. \'{"shPaletteError": 0}\')')
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-compress-"))
-    cfg = {"kmeansIterations": args.iterations, "formats": ["sog"], "qualityViews": 0}
+    cfg = {"kmeansIterations": args.iterations, "formats": ["sog"], "qualityViews": 0, **json.loads(args.config)}
 
     if args.compare or args.ply:
         side_by_side(args, tmp, cfg)
