@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,7 +42,7 @@ from bench.operator_latency import (  # noqa: E402
     marks,
     write_kubeconfig,
 )
-from tests.operator.emulator import Obj  # noqa: E402
+from tests.operator.emulator import Obj, parse_route  # noqa: E402
 from tests.operator.harness import load_crds  # noqa: E402
 
 from spaceport.contract import StageResult  # noqa: E402
@@ -55,7 +56,21 @@ GOAL_RSS_MB = 300.0
 
 
 class CountingEmulator(TimedEmulator):
-    """Also counts Job creations that reached the store (a second one for a name would be a duplicate)."""
+    """Also counts Job creations that reached the store (a second one for a name would be a duplicate), and
+    every request by client, verb and resource, so the operator's API calls per Reconstruction are visible."""
+
+    async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        route = parse_route(raw.path)
+        if route is not None:
+            watch = raw.method == "GET" and raw.query.get("watch") in ("true", "1")
+            verb = "watch" if watch else {"GET": "get" if route.name else "list", "POST": "create"}.get(
+                raw.method, raw.method.lower())
+            who = "operator" if "kopf" in raw.headers.get("User-Agent", "") or \
+                "OpenAPI" in raw.headers.get("User-Agent", "") else "harness"
+            what = route.plural + (f"/{route.sub}" if route.sub else "")
+            calls: dict[tuple[str, str, str], int] = self.__dict__.setdefault("calls", {})
+            calls[(who, verb, what)] = calls.get((who, verb, what), 0) + 1
+        return await super().__call__(raw)
 
     def _store(self, key: tuple[str, str], obj: Obj, ns: str | None, name: str, new: bool = False) -> Obj:
         if new and key[1] == "jobs":
@@ -152,17 +167,26 @@ async def main(args: argparse.Namespace) -> int:
 
                 names = [f"load-{i}" for i in range(args.count)]
                 operator_cpu0, harness_cpu0 = cpu_seconds(operator.pid), cpu_seconds()
+                calls0 = dict(emulator.emu.__dict__.get("calls", {}))  # type: ignore[union-attr]
+                profiler = start_profiler(operator.pid)
                 t0 = time.monotonic()
+                first_jobs = asyncio.create_task(cpu_at_first_jobs(emulator, names, operator.pid))  # type: ignore[arg-type]
                 await asyncio.gather(*(session.post(RECONS, json=recon(n)) for n in names))
                 created_s = time.monotonic() - t0
                 succeeded = await wait_succeeded(session, names, args.timeout)
                 all_done_s = time.monotonic() - t0
+                calls = {k: v - calls0.get(k, 0)
+                         for k, v in emulator.emu.__dict__.get("calls", {}).items()}  # type: ignore[union-attr]
+                stop_profiler(profiler)
                 await asyncio.sleep(args.settle)  # duplicates, if any, would show up now
                 stop.set()
                 await controller
                 async with session.get(JOBS) as resp:
                     jobs = (await resp.json())["items"]
             rss = peak_rss_mb(operator.pid)
+            operator_cpu_first, harness_cpu_first = (c - c0 for c, c0 in zip(await first_jobs,
+                                                                             (operator_cpu0, harness_cpu0),
+                                                                             strict=True))
             operator_cpu, harness_cpu = cpu_seconds(operator.pid) - operator_cpu0, cpu_seconds() - harness_cpu0
         except Exception:
             log.flush()
@@ -172,6 +196,7 @@ async def main(args: argparse.Namespace) -> int:
             operator.terminate()
             operator.wait(30)
             log.close()
+            log_lines = len(log_path.read_text().splitlines())
         m = marks(emulator)  # type: ignore[arg-type]
         counts: dict[str, int] = emulator.emu.__dict__.get("job_counts", {})  # type: ignore[union-attr]
 
@@ -194,12 +219,45 @@ async def main(args: argparse.Namespace) -> int:
     print(f"Jobs: {len(jobs)} in total, {exact}/{args.count} Reconstructions with exactly their 3 Jobs, "
           f"{len(twice)} Job names created more than once {twice[:5]}")
     print(f"operator peak RSS (VmHWM): {rss:.0f} MB (/ goal {GOAL_RSS_MB:.0f} MB = {rss / GOAL_RSS_MB:.2f})")
+    print(f"CPU until the last first Job existed: operator {operator_cpu_first:.1f} s, emulated API server and Job "
+          f"controller {harness_cpu_first:.1f} s")
+    print(f"operator log: {log_lines} lines")
     print(f"CPU during the load ({os.cpu_count()} cores here): operator {operator_cpu:.1f} s "
           f"({operator_cpu / args.count * 1000:.0f} ms per Reconstruction, 3 Jobs each); emulated API server and "
           f"Job controller {harness_cpu:.1f} s")
+    mine = sorted(((verb, what), n) for (who, verb, what), n in calls.items() if who == "operator" and n)
+    print(f"operator API calls per Reconstruction ({sum(n for _, n in mine) / args.count:.1f} in all): "
+          + ", ".join(f"{verb} {what} {n / args.count:.2f}" for (verb, what), n in mine))
+    harness = sorted(((verb, what), n) for (who, verb, what), n in calls.items() if who == "harness" and n)
+    print("harness API calls during the load: " + ", ".join(f"{verb} {what} {n}" for (verb, what), n in harness))
     ok = succeeded == args.count and exact == args.count and not twice and p99 <= GOAL_P99_S and rss <= GOAL_RSS_MB
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
+
+
+async def cpu_at_first_jobs(emulator: CountingEmulatorThread, names: list[str], pid: int) -> tuple[float, float]:
+    """Operator and harness CPU-seconds at the moment every Reconstruction has its first Job."""
+    wanted = [("jobs", f"{n}-r1-sfm") for n in names]
+    while not all(k in marks(emulator) for k in wanted):  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+    return cpu_seconds(pid), cpu_seconds()
+
+
+def start_profiler(pid: int) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PYSPY=/path/to/py-spy, sample the operator during the load (py-spy is not a dependency)."""
+    spy = os.environ.get("BENCH_PYSPY")
+    if not spy:
+        return None
+    out = os.environ.get("BENCH_PYSPY_OUT", "operator-profile.txt")
+    extra = os.environ.get("BENCH_PYSPY_ARGS", "").split()  # e.g. --gil: only samples holding the GIL (CPU)
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--output", out, "--rate", "50",
+                             "--nonblocking", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        profiler.wait(60)
 
 
 async def wait_succeeded(session: aiohttp.ClientSession, names: list[str], timeout: float) -> int:
