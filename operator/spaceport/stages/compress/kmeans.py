@@ -37,7 +37,7 @@ CHUNK_ELEMENTS = 1 << 22
 class KMeansResult:
     centroids: np.ndarray  # [k, D] float32
     labels: np.ndarray  # [N] int64
-    sse: float  # sum of squared distances to the assigned centroid
+    sse: float  # sum of squared distances at the last assignment (a final centroid update only lowers it)
     dist: np.ndarray  # [N] float32 squared distance of each point to its assigned centroid
 
 
