@@ -95,13 +95,12 @@ class Kube:
         return existing, False
 
     def patch_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
-        self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, **RAW)
+        _release(self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, **RAW))
 
     def delete_job(self, namespace: str, name: str) -> bool:
         try:
             # Background: Kubernetes' garbage collector removes the Pods after the Job.
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background",
-                                             **RAW)
+            _release(self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background", **RAW))
             return True
         except ApiException as e:
             if e.status == 404:
@@ -147,7 +146,7 @@ class Kube:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], event, **RAW)
+            _release(self.core.create_namespaced_event(meta["namespace"], event, **RAW))
         except ApiException as e:  # events are advisory: never fail a reconcile over one
             log.warning("cannot post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], e.reason)
 
@@ -155,4 +154,11 @@ class Kube:
 def _body(resp: Any) -> dict[str, Any]:
     import json
 
-    return json.loads(resp.data)
+    return json.loads(resp.data)  # reading it all hands the connection back to the pool
+
+
+def _release(resp: Any) -> None:
+    """Finish an answer whose body we do not need. Unread, its connection never went back to urllib3's pool:
+    every Event POSTed opened a new connection (a new TLS handshake on a real cluster)."""
+    resp.drain_conn()
+    resp.release_conn()
