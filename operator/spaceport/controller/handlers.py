@@ -40,6 +40,11 @@ def _polled_slowly(status: dict[str, Any], meta: dict[str, Any], spec: dict[str,
     return _active(status=status, meta=meta) and not _s3_output(spec)
 
 
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    """kopf's read-only view as the plain dict the reconciler works with (the view reads through to it)."""
+    return dict(body)
+
+
 def _owner_name(body: dict[str, Any]) -> str | None:
     for ref in body["metadata"].get("ownerReferences") or []:
         if ref.get("kind") == "Reconstruction" and ref.get("apiVersion", "").startswith(f"{GROUP}/"):
@@ -69,9 +74,10 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
         # Only our Jobs: filtered by the API server, not after streaming every Job of the cluster.
         settings.watching.label_selectors["batch", "jobs"] = LABEL_RECON
 
-    def reconcile(namespace: str, name: str) -> None:
+    def reconcile(namespace: str, name: str, body: dict[str, Any] | None = None,
+                  job: dict[str, Any] | None = None) -> None:
         try:
-            reconciler.reconcile(namespace, name)
+            reconciler.reconcile(namespace, name, body=body, job=job)
         except RetryLater as e:
             raise kopf.TemporaryError(str(e), delay=1) from e
 
@@ -83,7 +89,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
         elif reconciler.is_echo(namespace, name, body["metadata"].get("resourceVersion")):
             return
         elif _active(status=dict(body.get("status") or {}), meta=dict(body["metadata"])):
-            reconcile(namespace, name)
+            reconcile(namespace, name, body=_plain(body))
         else:  # finished: only a webhook may still be owed (e.g. the operator restarted before sending it)
             reconciler.notify_if_due(dict(body))
 
@@ -103,11 +109,13 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
         reconcile(namespace, name)
 
     # Every change of our Jobs (started, admitted by Kueue, finished, deleted) starts a pass at once.
+    # The ADDED event of a Job this replica just created is skipped: the pass that created it saw it.
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RECON: kopf.PRESENT}, registry=registry)
-    def job_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
-        owner = _owner_name(dict(body))
+    def job_changed(type: str, body: kopf.Body, namespace: str, **_: Any) -> None:
+        job = _plain(body)
+        owner = _owner_name(job)
         if owner:
-            reconcile(namespace, owner)
+            reconcile(namespace, owner, job=None if type == "DELETED" else job)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     def reconstruction_deleted(namespace: str, name: str, uid: str, logger: kopf.Logger, **_: Any) -> None:

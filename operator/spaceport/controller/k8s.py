@@ -31,6 +31,10 @@ class OwnerMismatchError(Exception):
     """A Job with our deterministic name belongs to another object (e.g. a deleted namesake)."""
 
 
+class ConflictError(Exception):
+    """The object changed since the resourceVersion a write was conditional on."""
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
@@ -59,10 +63,19 @@ class Kube:
                 return None
             raise
 
-    def patch_reconstruction_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _content_type=MERGE_PATCH,
-            _request_timeout=TIMEOUT)
+    def patch_reconstruction_status(self, namespace: str, name: str, patch: dict[str, Any],
+                                    resource_version: str | None = None) -> dict[str, Any]:
+        """Merge ``patch`` into status; with ``resource_version``, only if the object is still at that version."""
+        body: dict[str, Any] = {"status": patch}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            return self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH, _request_timeout=TIMEOUT)
+        except ApiException as e:
+            if e.status == 409:
+                raise ConflictError(f"Reconstruction {namespace}/{name} changed since {resource_version}") from e
+            raise
 
     # Jobs
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:

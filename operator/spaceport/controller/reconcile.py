@@ -29,11 +29,12 @@ from spaceport.contract import StageResult
 from spaceport.controller import metrics, notify, usage
 from spaceport.controller import status as st
 from spaceport.controller.jobs import CONTAINER, Owner, build_job, credentials_secret, queue_name, stage_location
-from spaceport.controller.k8s import Kube, OwnerMismatchError
+from spaceport.controller.k8s import ConflictError, Kube, OwnerMismatchError
 from spaceport.controller.naming import LABEL_RUN
 from spaceport.controller.notify import Notifier
 from spaceport.controller.progress import StorageReader
 from spaceport.controller.settings import OperatorSettings
+from spaceport.controller.written import Written, own_status
 
 log = logging.getLogger("spaceport.operator")
 
@@ -58,7 +59,7 @@ class Reconciler:
         self.storage = storage or StorageReader(kube, settings.secret_cache_s, settings.default_credentials_secret)
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
-        self._written: dict[tuple[str, str], str] = {}
+        self.written = Written()
         self.notifier = Notifier(kube, settings.notify_attempts, settings.notify_backoff_s)
 
     def notify_if_due(self, body: dict[str, Any]) -> None:
@@ -72,26 +73,44 @@ class Reconciler:
             self.notifier.submit(body["metadata"]["namespace"], body["metadata"]["name"], status.run)
 
     def is_echo(self, namespace: str, name: str, resource_version: str | None) -> bool:
-        """True for the watch event of our own last status write: it holds nothing new to act on."""
-        return resource_version is not None and self._written.get((namespace, name)) == resource_version
+        """True for the watch event of one of our own status writes: it holds nothing new to act on."""
+        return self.written.is_echo(namespace, name, resource_version)
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
             return self._locks[(namespace, name)]
 
-    def reconcile(self, namespace: str, name: str) -> ReconstructionStatus | None:
+    def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None,
+                  job: dict[str, Any] | None = None) -> ReconstructionStatus | None:
+        """One pass. ``body``: the Reconstruction as a watch event just delivered it, used instead of a GET when
+        it is current (``Written.is_current``). ``job``: one of its Jobs as an event delivered it, used instead
+        of a GET when it is the Job the pass looks at."""
         outcome = "error"
         with self._lock(namespace, name), metrics.RECONCILE_SECONDS.time():
             try:
-                body = self.kube.get_reconstruction(namespace, name)
-                if body is None:
-                    self._delete_jobs(namespace, name, keep_run=None)  # orphans: no garbage collector here
-                    outcome = "gone"
+                # Checked under the lock: the pass that wrote or created holds it until it has noted what it did.
+                rv = body["metadata"].get("resourceVersion") if body is not None else None
+                if self.written.is_echo(namespace, name, rv) or (job is not None
+                                                                 and self.written.is_job_echo(namespace, name, job)):
+                    outcome = "echo"
                     return None
-                if body["metadata"].get("deletionTimestamp"):
-                    outcome = "deleting"
-                    return None
-                status = self._reconcile(body)
+                if body is None or not self.written.is_current(namespace, name, body):
+                    body = self.kube.get_reconstruction(namespace, name)
+                for attempt in (1, 2):
+                    if body is None:
+                        self._delete_jobs(namespace, name, keep_run=None)  # orphans: no garbage collector here
+                        outcome = "gone"
+                        return None
+                    if body["metadata"].get("deletionTimestamp"):
+                        outcome = "deleting"
+                        return None
+                    try:
+                        status = self._reconcile(body, job)
+                        break
+                    except ConflictError:  # changed since that body: once more on a fresh one
+                        if attempt == 2:
+                            raise RetryLater(f"{namespace}/{name} keeps changing") from None
+                        body, job = self.kube.get_reconstruction(namespace, name), None
                 outcome = "ok"
                 return status
             except RetryLater:
@@ -100,7 +119,7 @@ class Reconciler:
             finally:
                 metrics.RECONCILES.labels(outcome).inc()
 
-    def _reconcile(self, body: dict[str, Any]) -> ReconstructionStatus:
+    def _reconcile(self, body: dict[str, Any], job_seen: dict[str, Any] | None = None) -> ReconstructionStatus:
         meta = body["metadata"]
         namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
         raw_status = body.get("status") or {}
@@ -112,7 +131,7 @@ class Reconciler:
                 return old
             self._delete_jobs(namespace, name, keep_run=None)
             new = st.invalid_spec(old, describe_validation_error(e, "spec"), generation, now_iso())
-            return self._write(body, raw_status, old, new)
+            return self._write(body, raw_status, old, new)[0]
         if old.run is not None and old.run_key == spec.run_key() and st.is_settled(old, generation):
             self.notify_if_due(body)
             return old
@@ -121,7 +140,7 @@ class Reconciler:
         if status.run is None or status.run_key != spec.run_key() or status.reason == Reason.INVALID_SPEC:
             # Run number and Job names reach the API server before any Job exists: a restart finds them.
             status = st.start_run(old, spec, name, generation, now_iso())
-            self._write(body, raw_status, old, status)
+            _, body = self._write(body, raw_status, old, status)
             raw_status, old = status.to_wire(), status
         # A generation that changes nothing the run depends on (suspend, retries) still counts as seen.
         status = status.model_copy(update={"observed_generation": generation})
@@ -131,7 +150,7 @@ class Reconciler:
             stage = st.current_stage(status)
             if stage is None or status.phase == Phase.FAILED:
                 break
-            obs = self._observe(owner, spec, status, stage)
+            obs = self._observe(owner, spec, status, stage, job_seen)
             nxt = st.next_status(status, spec, obs, generation, now_iso())
             moved = nxt.stage != stage
             status = nxt
@@ -140,13 +159,13 @@ class Reconciler:
         s = self.settings
         status = status.model_copy(update={"usage": usage.total(status.stages, s.price_cpu_hour, s.price_gpu_hour,
                                                                 s.price_currency)})
-        written = self._write(body, raw_status, old, status)
+        written, _ = self._write(body, raw_status, old, status)
         if notify.due(spec, written) and written.run is not None:
             self.notifier.submit(namespace, name, written.run)
         return written
 
     def _observe(self, owner: Owner, spec: ReconstructionSpec, status: ReconstructionStatus,
-                 stage: str) -> st.Observation:
+                 stage: str, job_seen: dict[str, Any] | None = None) -> st.Observation:
         ns = owner.namespace
         run = status.run or 0
         sst = status.stages.get(stage, StageStatus())
@@ -175,7 +194,10 @@ class Reconciler:
                 raise RetryLater(str(e)) from e
             log.info("%s Job %s/%s for run %d", "created" if created else "adopted", ns, job_name, run)
             if created:
+                self.written.job(ns, owner.name, raw)
                 metrics.JOBS_CREATED.labels(stage).inc()
+        elif job_seen is not None and job_seen["metadata"].get("name") == job_name:
+            raw = job_seen  # the event that started this pass brought it: no need to read it again
         else:
             raw = self.kube.get_job(ns, job_name)
         uri = stage_location(spec, run, stage)
@@ -255,20 +277,30 @@ class Reconciler:
                 log.info("deleted Job %s/%s", namespace, job["metadata"]["name"])
 
     def _write(self, body: dict[str, Any], raw_status: dict[str, Any], old: ReconstructionStatus,
-               new: ReconstructionStatus) -> ReconstructionStatus:
-        """The one place status is written: only the difference, and only when there is one."""
+               new: ReconstructionStatus) -> tuple[ReconstructionStatus, dict[str, Any]]:
+        """The one place status is written: only the difference, only when there is one, and only onto the
+        version the pass read (ConflictError otherwise). Returns the status and the object as now stored."""
         patch = st.merge_patch(raw_status, new.to_wire())
         patch.pop("kopf", None)  # never touch kopf's own bookkeeping
         if patch:
             meta = body["metadata"]
-            written = self.kube.patch_reconstruction_status(meta["namespace"], meta["name"], patch)
-            self._written[(meta["namespace"], meta["name"])] = written["metadata"]["resourceVersion"]
+            ns, name = meta["namespace"], meta["name"]
+            try:
+                body = self.kube.patch_reconstruction_status(ns, name, patch, meta.get("resourceVersion"))
+            except ConflictError:
+                # A patch is a difference from the status read: still right if only spec or metadata moved
+                # (their own event brings a pass for them); if status moved, the whole pass starts again.
+                fresh = self.kube.get_reconstruction(ns, name)
+                if fresh is None or own_status(fresh) != own_status({"status": raw_status}):
+                    raise
+                body = self.kube.patch_reconstruction_status(ns, name, patch, fresh["metadata"]["resourceVersion"])
+            self.written.status(ns, name, body)
             for type_, reason, message in st.transitions(old, new):
                 self.kube.post_event(body, type_, reason, message)
             for stage, stage_status in new.stages.items():
                 if old.run != new.run or old.stages.get(stage, StageStatus()).phase != stage_status.phase:
                     metrics.TRANSITIONS.labels(stage, str(stage_status.phase)).inc()
-        return new
+        return new, body
 
     def cleanup(self, namespace: str, name: str, uid: str | None) -> int:
         """Delete every Job of a deleted Reconstruction (ownerReferences do the same where a GC runs).
@@ -281,5 +313,5 @@ class Reconciler:
             deleted = sum(self.kube.delete_job(namespace, job["metadata"]["name"]) for job in jobs)
         with self._guard:
             self._locks.pop((namespace, name), None)
-            self._written.pop((namespace, name), None)
+        self.written.forget(namespace, name)
         return deleted
