@@ -210,6 +210,15 @@ class Cluster:
         items = (await self.api.get(f"/api/v1/namespaces/{self.ns}/events"))["items"]
         return [e for e in items if e["involvedObject"]["name"] == name]
 
+    async def wait_events(self, name: str, reasons: set[str], timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The Events about ``name`` once all of ``reasons`` are among them: the operator posts them from a
+        background thread, a moment after the status change they tell of."""
+        async def probe() -> list[dict[str, Any]] | None:
+            events = await self.events(name)
+            return events if reasons <= {e["reason"] for e in events} else None
+
+        return await eventually(probe, timeout, f"Events {sorted(reasons)} about {name}")
+
     async def jobs(self) -> list[dict[str, Any]]:
         return (await self.api.get(JOBS.format(ns=self.ns)))["items"]
 

@@ -75,7 +75,7 @@ async def test_happy_path_three_stages_with_metrics(cluster: Cluster, buckets: t
 
     assert (REGISTRY.get_sample_value("spaceport_jobs_created_total", {"stage": "compress"}) or 0) >= 1
 
-    events = await cluster.events("site")
+    events = await cluster.wait_events("site", {"RunStarted", "StageStarted", "StageSucceeded", "Succeeded"})
     reasons = [e["reason"] for e in events]
     for reason in ("RunStarted", "StageStarted", "StageSucceeded", "Succeeded"):
         assert reason in reasons

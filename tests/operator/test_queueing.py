@@ -48,7 +48,8 @@ async def test_queued_jobs_wait_for_kueue_and_suspend_never_fights_it(cluster: C
     assert job["spec"]["suspend"] is True and job["metadata"]["labels"][QUEUE_LABEL] == "gpu-queue"
     status = await cluster.wait_status("site", lambda s: s.get("phase") == "Queued", "back in the queue")
     assert status["run"] == 1
-    reasons = [e["reason"] for e in await cluster.events("site")]
+    reasons = [e["reason"] for e in await cluster.wait_events("site", {"StageQueued", "StageAdmitted",
+                                                                         "StageSuspended"})]
     assert {"StageQueued", "StageAdmitted", "StageSuspended"} <= set(reasons)
 
 

@@ -28,6 +28,7 @@ from spaceport.api.reconstruction import StageStatus
 from spaceport.contract import StageResult
 from spaceport.controller import metrics, notify, usage
 from spaceport.controller import status as st
+from spaceport.controller.events import EventPoster
 from spaceport.controller.jobs import CONTAINER, Owner, build_job, credentials_secret, queue_name, stage_location
 from spaceport.controller.k8s import ConflictError, Kube, OwnerMismatchError
 from spaceport.controller.naming import LABEL_RUN
@@ -61,6 +62,7 @@ class Reconciler:
         self._guard = threading.Lock()
         self.written = Written()
         self.notifier = Notifier(kube, settings.notify_attempts, settings.notify_backoff_s)
+        self.events = EventPoster(kube)
 
     def notify_if_due(self, body: dict[str, Any]) -> None:
         """Queue spec.notify's POST for a finished run not yet notified (also after a restart)."""
@@ -296,7 +298,7 @@ class Reconciler:
                 body = self.kube.patch_reconstruction_status(ns, name, patch, fresh["metadata"]["resourceVersion"])
             self.written.status(ns, name, body)
             for type_, reason, message in st.transitions(old, new):
-                self.kube.post_event(body, type_, reason, message)
+                self.events.post(body, type_, reason, message)
             for stage, stage_status in new.stages.items():
                 if old.run != new.run or old.stages.get(stage, StageStatus()).phase != stage_status.phase:
                     metrics.TRANSITIONS.labels(stage, str(stage_status.phase)).inc()
