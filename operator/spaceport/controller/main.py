@@ -52,6 +52,10 @@ def run_operator(namespaces: list[str], all_namespaces: bool, standalone: bool, 
         import prometheus_client
 
         prometheus_client.start_http_server(settings.metrics_port)
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # kopf logs "Handler ... succeeded" for every watch event (85% of the log under load); failures are
+        # warnings and errors, which stay. With -v everything shows.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry = build_registry(_cluster_client(), settings, login=_login_via_client)
     asyncio.run(kopf.operator(
         registry=registry,
