@@ -195,9 +195,11 @@ def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh
 
 @njit(parallel=True, cache=True)
 def project_backward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh: np.ndarray, degree: int,
-                     view: np.ndarray, K: np.ndarray, width: int, height: int, v_means2d: np.ndarray,
-                     v_conics: np.ndarray, v_colors: np.ndarray, v_means: np.ndarray, v_quats: np.ndarray,
-                     v_scales: np.ndarray, v_sh: np.ndarray) -> None:
+                     view: np.ndarray, K: np.ndarray, width: int, height: int, radii: np.ndarray,
+                     v_means2d: np.ndarray, v_conics: np.ndarray, v_colors: np.ndarray, v_means: np.ndarray,
+                     v_quats: np.ndarray, v_scales: np.ndarray, v_sh: np.ndarray) -> None:
+    """Gradients into the zero-filled ``v_*``. Culled Gaussians (``radii`` 0) are skipped: nothing drew
+    them, so their upstream gradients are zero, and in an aerial view that is most of the scene."""
     fx, fy, _, _, lims, V, t, campos = camera_consts(view, K, width, height)
     n = means.shape[0]
     n_bases = (degree + 1) ** 2
@@ -205,6 +207,8 @@ def project_backward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, s
         basis = np.empty(16)
         vb = np.empty(16)
         for i in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
+            if radii[i, 0] <= 0 or radii[i, 1] <= 0:
+                continue
             # colour: v_sh, and the view direction's gradient to the mean
             ddx = means[i, 0] - campos[0]
             ddy = means[i, 1] - campos[1]

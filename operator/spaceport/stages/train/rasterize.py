@@ -149,7 +149,7 @@ class ProjectSH(torch.autograd.Function):
         arrays = [_np(means), _np(quats), _np(scales), _np(sh), degree, _np(viewmat), _np(K), width, height]
         project_cpu.project_forward(*arrays, means2d.numpy(), conics.numpy(), colors.numpy(), depths.numpy(),
                                     radii.numpy())
-        ctx.arrays = arrays
+        ctx.arrays, ctx.radii = arrays, radii.numpy()
         ctx.mark_non_differentiable(depths, radii)
         return means2d, conics, colors, depths, radii
 
@@ -161,7 +161,7 @@ class ProjectSH(torch.autograd.Function):
         def upstream(v: Tensor | None, cols: int) -> np.ndarray:
             return np.zeros((len(means), cols), means.dtype) if v is None else v.detach().numpy().astype(means.dtype)
 
-        project_cpu.project_backward(*ctx.arrays, upstream(v_means2d, 2), upstream(v_conics, 3),
+        project_cpu.project_backward(*ctx.arrays, ctx.radii, upstream(v_means2d, 2), upstream(v_conics, 3),
                                      upstream(v_colors, 3), *grads)
         return (*(torch.from_numpy(g) for g in grads), None, None, None, None, None)
 
