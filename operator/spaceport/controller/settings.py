@@ -67,8 +67,8 @@ class OperatorSettings:
     """Namespace to watch when the command line names none (SPACEPORT_NAMESPACE); empty: all namespaces."""
 
     max_workers: int = 16
-    """Threads running the (synchronous) handlers (SPACEPORT_MAX_WORKERS). A burst of new Reconstructions
-    waits on these, so keep it above the expected burst's per-second rate."""
+    """Threads running reconcile passes, which block on the Kubernetes client (SPACEPORT_MAX_WORKERS). A burst of
+    new Reconstructions waits on these, so keep it above the expected burst's per-second rate."""
 
     secret_cache_s: float = 60.0
     """Seconds the storage credentials read for progress polling are kept in memory (SPACEPORT_SECRET_CACHE_S)."""
