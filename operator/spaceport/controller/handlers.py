@@ -108,9 +108,9 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
         return await asyncio.get_running_loop().run_in_executor(passes, functools.partial(fn, *args, **kwargs))
 
     async def reconcile(namespace: str, name: str, body: dict[str, Any] | None = None,
-                        job: dict[str, Any] | None = None) -> None:
+                        job: dict[str, Any] | None = None, fresh: bool = False) -> None:
         try:
-            await in_pool(reconciler.reconcile, namespace, name, body=body, job=job)
+            await in_pool(reconciler.reconcile, namespace, name, body=body, job=job, fresh=fresh)
         except RetryLater as e:
             raise kopf.TemporaryError(str(e), delay=1) from e
 
@@ -141,13 +141,13 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
     @kopf.timer(GROUP, VERSION, PLURAL, id="poll", interval=interval, backoff=interval, initial_delay=interval,
                 when=_polled_fast, registry=registry)
     async def reconstruction_poll(namespace: str, name: str, **_: Any) -> None:
-        await reconcile(namespace, name)
+        await reconcile(namespace, name, fresh=True)
 
     # Measured (bench/operator_load.py): polling 500 runs every 5 s cost more CPU than everything else together.
     @kopf.timer(GROUP, VERSION, PLURAL, id="safety-poll", interval=6 * interval, backoff=interval,
                 initial_delay=6 * interval, when=_polled_slowly, registry=registry)
     async def reconstruction_safety_poll(namespace: str, name: str, **_: Any) -> None:
-        await reconcile(namespace, name)
+        await reconcile(namespace, name, fresh=True)
 
     # Every change of our Jobs (started, admitted by Kueue, finished, deleted) starts a pass at once.
     # The ADDED event of a Job this replica just created is skipped: the pass that created it saw it.

@@ -83,10 +83,11 @@ class Reconciler:
             return self._locks[(namespace, name)]
 
     def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None,
-                  job: dict[str, Any] | None = None) -> ReconstructionStatus | None:
+                  job: dict[str, Any] | None = None, fresh: bool = False) -> ReconstructionStatus | None:
         """One pass. ``body``: the Reconstruction as a watch event just delivered it, used instead of a GET when
-        it is current (``Written.is_current``). ``job``: one of its Jobs as an event delivered it, used instead
-        of a GET when it is the Job the pass looks at."""
+        it is current (``Written.is_current``); without one, the last current body known. ``job``: one of its
+        Jobs as an event delivered it, used instead of a GET when it is the Job the pass looks at. ``fresh``:
+        read the Reconstruction whatever is known (the timers' passes: the safety net for missed events)."""
         outcome = "error"
         with self._lock(namespace, name), metrics.RECONCILE_SECONDS.time():
             try:
@@ -96,8 +97,12 @@ class Reconciler:
                                                                  and self.written.is_job_echo(namespace, name, job)):
                     outcome = "echo"
                     return None
+                if body is None and not fresh:
+                    body = self.written.body(namespace, name)
                 if body is None or not self.written.is_current(namespace, name, body):
-                    body = self.kube.get_reconstruction(namespace, name)
+                    body = self._read(namespace, name)
+                else:
+                    self.written.seen(namespace, name, body)
                 for attempt in (1, 2):
                     if body is None:
                         self._delete_jobs(namespace, name, keep_run=None)  # orphans: no garbage collector here
@@ -112,7 +117,7 @@ class Reconciler:
                     except ConflictError:  # changed since that body: once more on a fresh one
                         if attempt == 2:
                             raise RetryLater(f"{namespace}/{name} keeps changing") from None
-                        body, job = self.kube.get_reconstruction(namespace, name), None
+                        body, job = self._read(namespace, name), None
                 outcome = "ok"
                 return status
             except RetryLater:
@@ -120,6 +125,12 @@ class Reconciler:
                 raise
             finally:
                 metrics.RECONCILES.labels(outcome).inc()
+
+    def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        body = self.kube.get_reconstruction(namespace, name)
+        if body is not None:
+            self.written.seen(namespace, name, body)
+        return body
 
     def _reconcile(self, body: dict[str, Any], job_seen: dict[str, Any] | None = None) -> ReconstructionStatus:
         meta = body["metadata"]
