@@ -250,7 +250,7 @@ def start_profiler(pid: int) -> subprocess.Popen[bytes] | None:
         return None
     out = os.environ.get("BENCH_PYSPY_OUT", "operator-profile.txt")
     extra = os.environ.get("BENCH_PYSPY_ARGS", "").split()  # e.g. --gil: only samples holding the GIL (CPU)
-    return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--output", out, "--rate", "50",
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--output", out, "--rate", "100",
                              "--nonblocking", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -128,7 +128,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
             if type == "ADDED" and FINALIZER not in (body["metadata"].get("finalizers") or []):
                 # kopf adds its finalizer (its timers need one) when this cycle ends, conditional on this
                 # version: a status write now made that PATCH fail and retry on the next events (2.4 PATCHes
-                # per object under load, not 1). The finalizer's own event, a moment later, starts the pass.
+                # per object under load, not 1). The finalizer's own event, a moment later, starts the pass
+                # (and should that PATCH never land, any later event or kopf's re-list every 10 min does).
                 return
             await reconcile(namespace, name, body=_plain(body))
         else:  # finished: only a webhook may still be owed (e.g. the operator restarted before sending it)
