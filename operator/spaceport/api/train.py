@@ -47,6 +47,11 @@ class TrainOptions(ApiModel):
         description="Extra initial Gaussians placed at random in the box of the SfM points (fills gaps in the "
                     "sparse model such as plain roofs).",
     )
+    init_stereo_points: int = Field(
+        default=0, ge=0, le=10_000_000,
+        description="Extra initial Gaussians from plane-sweep stereo on the training views (low resolution): "
+                    "dense seeds on surfaces the sparse model misses, coloured from the photos.",
+    )
     ssim_weight: float = Field(
         default=0.2, ge=0, le=1, description="Weight of (1 - SSIM) in the loss; L1 gets the rest."
     )

@@ -19,6 +19,7 @@ from spaceport.stages.train.data import Dataset, View
 from spaceport.stages.train.metrics import psnr, ssim
 from spaceport.stages.train.rasterize import SH_C0, rasterize
 from spaceport.stages.train.render import camera_tensors
+from spaceport.stages.train.stereo_init import stereo_points
 
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
@@ -64,6 +65,10 @@ def init_params(data: Dataset, options: TrainOptions, extent: float, device: str
     pts, cols = data.points, data.colors
     if options.init_random_points:
         pts, cols = with_random_points(pts, cols, options.init_random_points, rng)
+    if options.init_stereo_points:
+        # training views only: the held-out photos must not shape the model they evaluate
+        extra, extra_cols = stereo_points(data.train or data.views, data.points, options.init_stereo_points, rng)
+        pts, cols = np.concatenate([pts, extra]), np.concatenate([cols, extra_cols])
     if len(pts) > options.max_gaussians:
         keep = np.sort(rng.choice(len(pts), options.max_gaussians, replace=False))
         pts, cols = pts[keep], cols[keep]
