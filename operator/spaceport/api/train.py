@@ -59,6 +59,13 @@ class TrainOptions(ApiModel):
         default=1.6e-4, gt=0, le=1.0,
         description="Initial learning rate of positions, in scene radii per step (decays 100x over the run).",
     )
+    color_lr: float = Field(
+        default=2.5e-3, gt=0, le=1.0,
+        description="Learning rate of the base colour (SH degree 0); the higher SH bands get a twentieth of it.",
+    )
+    opacity_lr: float = Field(default=5e-2, gt=0, le=10.0, description="Learning rate of opacities (logits).")
+    scale_lr: float = Field(default=5e-3, gt=0, le=1.0, description="Learning rate of scales (log metres).")
+    rotation_lr: float = Field(default=1e-3, gt=0, le=1.0, description="Learning rate of rotations (quaternions).")
     eval_every: int = Field(
         default=0, ge=0, description="Steps between held-out evaluations in progress messages (0: only at the end)."
     )

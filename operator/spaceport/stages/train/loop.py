@@ -130,8 +130,9 @@ class Trainer:
                               grow_grad2d=o.densify_grad_threshold)
 
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        lrs = {"means": self.options.position_lr * self.extent, "scales": 5e-3, "quats": 1e-3, "opacities": 5e-2,
-               "sh0": 2.5e-3, "shN": 2.5e-3 / 20}
+        o = self.options  # 3DGS's learning rates are the defaults; short runs (the demo) take larger ones
+        lrs = {"means": o.position_lr * self.extent, "scales": o.scale_lr, "quats": o.rotation_lr,
+               "opacities": o.opacity_lr, "sh0": o.color_lr, "shN": o.color_lr / 20}
         # fused Adam is ~7x faster than the default on CPU at 50k Gaussians
         self.optimizers = {k: torch.optim.Adam([{"params": self.params[k], "lr": lr, "name": k}], eps=1e-15,
                                                fused=True) for k, lr in lrs.items()}
