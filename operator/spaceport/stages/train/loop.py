@@ -57,6 +57,16 @@ def with_random_points(pts: np.ndarray, cols: np.ndarray, count: int,
     return np.concatenate([pts, extra]), np.concatenate([cols, cols[nearest]])
 
 
+def half_size(view: View, cache: dict[str, View]) -> View:
+    """``view`` at half its width and height (area-averaged photo), made once per view."""
+    if view.camera.name not in cache:
+        camera = view.camera.scaled(0.5)
+        photo = torch.nn.functional.interpolate(view.image.permute(2, 0, 1)[None].float(),
+                                                size=(camera.height, camera.width), mode="area")[0]
+        cache[view.camera.name] = View(camera, photo.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8))
+    return cache[view.camera.name]
+
+
 def init_params(data: Dataset, options: TrainOptions, extent: float, device: str) -> dict[str, torch.nn.Parameter]:
     """Gaussians at the SfM points: isotropic, sized by the distance to their nearest neighbours."""
     from scipy.spatial import cKDTree
@@ -104,6 +114,7 @@ class Trainer:
         self.data, self.options, self.device, self.extent = data, options, device, extent
         self.train_views = data.train or data.views
         self.eval_views = data.held_out
+        self._half_views: dict[str, View] = {}  # derived from the views: not state, rebuilt on resume
         self.step = 0
         # gsplat's strategies draw from the global generator (split positions): seed it so that a run is
         # reproducible; a resumed run restores the generator from the checkpoint instead
@@ -169,7 +180,8 @@ class Trainer:
         n = len(self.train_views)
         epoch, pos = divmod(step, n)
         order = np.random.default_rng([self.options.seed, epoch]).permutation(n)
-        return self.train_views[order[pos]]
+        view = self.train_views[order[pos]]
+        return half_size(view, self._half_views) if step < self.options.half_resolution_steps else view
 
     def render(self, view: View, sh_degree: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         p = self.params
