@@ -172,3 +172,19 @@ def test_half_resolution_steps_train_on_half_size_views(sfm: Path, tmp_path: Pat
     full = next(v for v in data.views if v.camera.name == early.camera.name)
     assert abs(float(early.image.float().mean()) - float(full.image.float().mean())) < 1.0  # area average
     assert trainer.view_for(4) is early  # made once
+
+
+def test_opacities_are_reset_every_opacity_reset_every_steps(sfm: Path, tmp_path: Path) -> None:
+    from spaceport.api import TrainOptions
+    from spaceport.stages.train.data import load_dataset
+    from spaceport.stages.train.loop import Trainer
+
+    options = TrainOptions.model_validate({**FAST, "opacityResetEvery": 30, "densifyFrom": 1000})
+    trainer = Trainer(load_dataset(LocalStore(sfm), tmp_path, holdout_every=4, downscale=1.0), options, "cpu", 3.0)
+    with torch.no_grad():
+        trainer.params["opacities"].fill_(3.0)  # sigmoid 0.95, far above the reset value
+    while trainer.step < 30:  # steps 0..29
+        trainer.train_step()
+        assert float(torch.sigmoid(trainer.params["opacities"].detach()).min()) > 0.5, trainer.step
+    trainer.train_step()  # step 30 ends with the reset
+    assert float(torch.sigmoid(trainer.params["opacities"].detach()).max()) <= trainer.strategy.prune_opa * 2.0 + 1e-6

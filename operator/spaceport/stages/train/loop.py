@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from gsplat.strategy import DefaultStrategy
-from gsplat.strategy.ops import remove
+from gsplat.strategy.ops import remove, reset_opa
 
 from spaceport.api import TrainOptions
 from spaceport.splats import GaussianScene
@@ -30,7 +30,13 @@ class TrainingDiverged(Exception):
 
 @dataclass
 class CappedStrategy(DefaultStrategy):
-    """gsplat's DefaultStrategy that stops growing at a Gaussian cap."""
+    """gsplat's DefaultStrategy that stops growing at a Gaussian cap, and resets opacities as configured.
+
+    gsplat 1.5.3 tests ``step % reset_every == 0 & step > 0``, which Python reads as a chained comparison
+    with ``0 & step``: always false, so ``reset_every`` never resets anything (nerfstudio-project/gsplat
+    PR #776, open). The reset is done here instead, where 3DGS does it: every ``reset_every`` steps while
+    densification runs.
+    """
 
     cap: int = 1_000_000
 
@@ -38,6 +44,12 @@ class CappedStrategy(DefaultStrategy):
         if len(params["means"]) >= self.cap:
             return 0, 0
         return super()._grow_gs(params, optimizers, state, step)
+
+    def step_post_backward(self, params: Any, optimizers: Any, state: Any, step: int, info: dict[str, Any],
+                           packed: bool = False) -> None:
+        super().step_post_backward(params, optimizers, state, step, info, packed=packed)
+        if 0 < step < self.refine_stop_iter and step % self.reset_every == 0:
+            reset_opa(params=params, optimizers=optimizers, state=state, value=self.prune_opa * 2.0)
 
 
 def with_random_points(pts: np.ndarray, cols: np.ndarray, count: int,
