@@ -1,7 +1,8 @@
 """Training stage: 3D Gaussian Splatting from the SfM output (gsplat on CUDA, compiled kernels on CPU).
 
 Modules: ``stage`` (run_train: the stage contract), ``loop`` (the trainer), ``rasterize`` (one interface,
-two back ends), ``project_cpu`` and ``rasterizer_cpu`` (numba kernels: projection + SH, compositing),
+two back ends), ``project_cpu``, ``tile_binning``, ``rasterizer_cpu`` and ``fast_exp`` (numba kernels:
+projection + SH, binning, compositing), ``ssim_cpu`` (compiled SSIM), ``stereo_init`` (plane-sweep seeds),
 ``reference`` (pure-torch compositor for tests and benchmarks), ``render`` (Camera, cameras.json, render),
 ``data``, ``checkpoint``, ``metrics``.
 """

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from spaceport.stages.train import project_cpu
+from spaceport.stages.train import project_cpu, tile_binning
 from spaceport.stages.train import rasterizer_cpu as kernels
 
 EPS2D = 0.3
@@ -174,7 +174,7 @@ def rasterize_cpu(
                                                              K.to(means.dtype), width, height, sh_degree)
     means2d_b = means2d[None]  # the tensor strategies read .grad from
     radii_np = radii.numpy()
-    offsets, flat_ids = kernels.bin_tiles(_np(means2d), _np(conics), _np(opacities), radii_np, _np(depths), width,
+    offsets, flat_ids = tile_binning.bin_tiles(_np(means2d), _np(conics), _np(opacities), radii_np, _np(depths), width,
                                           height)
     image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, offsets, flat_ids, width, height)
     info = {"means2d": means2d_b, "radii": radii[None], "depths": depths[None], "width": width, "height": height,
