@@ -36,10 +36,12 @@ from numba import njit, prange
 from spaceport.stages.train.fast_exp import MAX_X, exp_neg
 from spaceport.stages.train.tile_binning import ALPHA_MIN, TILE, ellipse_extent, skip_threshold
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    # OpenMP's worker threads spin after each parallel region and starve torch's ops running in between;
-    # the workqueue layer sleeps instead (measured 2x faster full steps on a busy 2-core machine)
-    numba.config.THREADING_LAYER = "workqueue"
+if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+    # OpenMP first (libgomp; the stage image installs it), workqueue where it is missing. Measured with
+    # bench/train.py on 2 cores, full step at 50k Gaussians: 44 vs 56 ms quiet, 87 vs 83 ms beside one
+    # busy process, 94 vs 121 ms beside two; the compositor 9-11 ms vs 12-22 ms. workqueue's idle threads
+    # wake slowly and often leave one core doing a parallel region alone; OpenMP's spin briefly first.
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 LANES = TILE * TILE
 ALPHA_MAX = 0.999
