@@ -188,3 +188,16 @@ def test_morton_encoding_imports_neither_torch_nor_numba() -> None:
             "kmeans_iterations=2)); print(sorted(m for m in ('torch', 'numba') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_quality_views_take_the_held_out_cameras_first() -> None:
+    from spaceport.stages.compress.quality import pick_views
+    from spaceport.stages.train.render import Camera
+
+    cams = [Camera(f"IMG_{i:04d}.jpg", 32, 24, 30.0, 30.0, 16.0, 12.0, np.eye(4), held_out=i % 8 == 0)
+            for i in range(40)]
+    picked = [c.name for c in pick_views(cams, 4)]
+    assert picked == ["IMG_0000.jpg", "IMG_0008.jpg", "IMG_0016.jpg", "IMG_0024.jpg"]  # 4 of the 5 held out
+    seven = pick_views(cams, 7)
+    assert sum(c.held_out for c in seven) == 5 and len({c.name for c in seven}) == 7
+    assert len(pick_views(cams, 100)) == 40

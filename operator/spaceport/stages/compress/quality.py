@@ -54,13 +54,20 @@ class QualityReport:
     truth_views: int = 0
 
 
+def _spread(cameras: Sequence[Camera], count: int) -> list[Camera]:
+    if count <= 0:
+        return []
+    if count >= len(cameras):
+        return list(cameras)
+    step = len(cameras) / count
+    return [cameras[int(i * step)] for i in range(count)]
+
+
 def pick_views(cameras: Sequence[Camera], count: int) -> list[Camera]:
-    """``count`` cameras spread evenly over the list (held-out ones first: they are the honest views)."""
-    ordered = [c for c in cameras if c.held_out] + [c for c in cameras if not c.held_out]
-    if count >= len(ordered):
-        return list(ordered)
-    step = len(ordered) / count
-    return [ordered[int(i * step)] for i in range(count)]
+    """``count`` cameras: held-out ones first (the honest views, and the only ones with a photo to measure
+    the PSNR drop against), then training ones; each group spread evenly over the flight."""
+    held = _spread([c for c in cameras if c.held_out], count)
+    return held + _spread([c for c in cameras if not c.held_out], count - len(held))
 
 
 def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
