@@ -87,6 +87,9 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
     if options.strategy == "mcmc" and device == "cpu":
         ctx.warn("train.strategy 'mcmc' needs CUDA; using the default strategy on CPU")
     centres = np.stack([v.camera.centre for v in data.views])
+    if options.init_stereo_points:
+        ctx.progress.update(LOAD_SHARE / 2, f"train: stereo seeds from {len(data.train or data.views)} views",
+                            force=True)
     trainer = Trainer(data, options, device, scene_extent(centres))
     fp = fingerprint(options, data)
     meta: dict[str, Any] = {"initial_psnr": None, "seconds": 0.0}
