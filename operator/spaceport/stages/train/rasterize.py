@@ -108,12 +108,13 @@ class Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor,  # type: ignore[override]
-                offsets: np.ndarray, flat_ids: np.ndarray, width: int, height: int) -> tuple[Tensor, Tensor]:
+                thresholds: np.ndarray, offsets: np.ndarray, flat_ids: np.ndarray, width: int,
+                height: int) -> tuple[Tensor, Tensor]:
         dtype = means2d.dtype
         image = torch.empty(height, width, 3, dtype=dtype)
         alpha = torch.empty(height, width, dtype=dtype)
         last = np.empty((height, width), np.int64)
-        arrays = [_np(means2d), _np(conics), _np(colors), _np(opacities)]
+        arrays = [_np(means2d), _np(conics), _np(colors), _np(opacities), thresholds]
         kernels.composite_forward(*arrays, offsets, flat_ids, width, height, image.numpy(), alpha.numpy(), last)
         ctx.arrays, ctx.offsets, ctx.flat_ids, ctx.size, ctx.last = arrays, offsets, flat_ids, (width, height), last
         ctx.save_for_backward(alpha)
@@ -133,7 +134,7 @@ class Composite(torch.autograd.Function):
         grads = np.zeros((len(means2d), kernels.GRAD_COLS), dtype)
         kernels.reduce_rows(ctx.flat_ids, rows, grads)
         g = torch.from_numpy(grads)
-        return g[:, 0:2], g[:, 2:5], g[:, 5:8], g[:, 8], None, None, None, None
+        return g[:, 0:2], g[:, 2:5], g[:, 5:8], g[:, 8], None, None, None, None, None
 
 
 class ProjectSH(torch.autograd.Function):
@@ -174,9 +175,11 @@ def rasterize_cpu(
                                                              K.to(means.dtype), width, height, sh_degree)
     means2d_b = means2d[None]  # the tensor strategies read .grad from
     radii_np = radii.numpy()
-    offsets, flat_ids = tile_binning.bin_tiles(_np(means2d), _np(conics), _np(opacities), radii_np, _np(depths), width,
-                                          height)
-    image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, offsets, flat_ids, width, height)
+    thresholds = tile_binning.skip_thresholds(_np(opacities))
+    offsets, flat_ids = tile_binning.bin_tiles(_np(means2d), _np(conics), thresholds, radii_np, _np(depths), width,
+                                               height)
+    image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, thresholds, offsets, flat_ids, width,
+                                   height)
     info = {"means2d": means2d_b, "radii": radii[None], "depths": depths[None], "width": width, "height": height,
             "n_cameras": 1, "gaussian_ids": None, "isect_count": len(flat_ids)}
     return image, alpha, info

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from spaceport.stages.train.fast_exp import MAX_X, exp_neg
-from spaceport.stages.train.tile_binning import ALPHA_MIN, TILE, ellipse_extent, skip_threshold
+from spaceport.stages.train.tile_binning import ALPHA_MIN, TILE, ellipse_extent
 
 if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
     # OpenMP first (libgomp; the stage image installs it), workqueue where it is missing. Measured with
@@ -54,8 +54,8 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 @njit(cache=True)
 def gather_tile(
-    means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray, opacities: np.ndarray, flat_ids: np.ndarray,
-    start: int, end: int,
+    means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray, opacities: np.ndarray, thresholds: np.ndarray,
+    flat_ids: np.ndarray, start: int, end: int,
 ) -> np.ndarray:
     """Pack one tile's Gaussians contiguously (front to back): x, y, a, b, c, opacity, r, g, b, skip."""
     out = np.empty((end - start, 10), opacities.dtype)
@@ -71,7 +71,7 @@ def gather_tile(
         row[6] = colors[g, 0]
         row[7] = colors[g, 1]
         row[8] = colors[g, 2]
-        row[9] = skip_threshold(float(opacities[g]))
+        row[9] = thresholds[g]
     return out
 
 
@@ -156,7 +156,8 @@ def forward_tile(p: np.ndarray, x0: int, y0: int, y1: int, live: np.ndarray, tra
 
 @njit(parallel=True, cache=True)
 def composite_forward(
-    means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray, opacities: np.ndarray, offsets: np.ndarray,
+    means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray, opacities: np.ndarray, thresholds: np.ndarray,
+    offsets: np.ndarray,
     flat_ids: np.ndarray, width: int, height: int, image: np.ndarray, alpha: np.ndarray, last: np.ndarray,
 ) -> None:
     """Fill ``image [H, W, 3]``, ``alpha [H, W]`` and ``last [H, W]`` (end of each pixel's run)."""
@@ -170,7 +171,7 @@ def composite_forward(
         ty = t // tiles_x
         x0, y0 = (t - ty * tiles_x) * TILE, ty * TILE
         x1, y1 = min(x0 + TILE, width), min(y0 + TILE, height)
-        p = gather_tile(means2d, conics, colors, opacities, flat_ids, start, offsets[t + 1])
+        p = gather_tile(means2d, conics, colors, opacities, thresholds, flat_ids, start, offsets[t + 1])
         live = np.zeros(LANES, dtype)
         for py in range(y0, y1):
             live[(py - y0) * TILE:(py - y0) * TILE + x1 - x0] = one
@@ -255,7 +256,8 @@ def backward_tile(p: np.ndarray, n_max: int, x0: int, y0: int, y1: int, stop: np
 
 @njit(parallel=True, cache=True)
 def composite_backward(
-    means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray, opacities: np.ndarray, offsets: np.ndarray,
+    means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray, opacities: np.ndarray, thresholds: np.ndarray,
+    offsets: np.ndarray,
     flat_ids: np.ndarray, width: int, height: int, alpha: np.ndarray, last: np.ndarray, v_image: np.ndarray,
     v_alpha: np.ndarray, rows: np.ndarray,
 ) -> None:
@@ -270,7 +272,7 @@ def composite_backward(
         ty = t // tiles_x
         x0, y0 = (t - ty * tiles_x) * TILE, ty * TILE
         x1, y1 = min(x0 + TILE, width), min(y0 + TILE, height)
-        p = gather_tile(means2d, conics, colors, opacities, flat_ids, start, offsets[t + 1])
+        p = gather_tile(means2d, conics, colors, opacities, thresholds, flat_ids, start, offsets[t + 1])
         stop = np.zeros(LANES, np.int32)  # lanes outside the image keep 0: nothing is drawn there
         trans = np.ones(LANES, dtype)
         v_red, v_green, v_blue = np.zeros(LANES, dtype), np.zeros(LANES, dtype), np.zeros(LANES, dtype)

@@ -35,8 +35,18 @@ def skip_threshold(opacity: float) -> float:
     return np.log(opacity / ALPHA_MIN) if opacity > 0 else -np.inf
 
 
+@njit(parallel=True, cache=True)
+def skip_thresholds(opacities: np.ndarray) -> np.ndarray:
+    """:func:`skip_threshold` of every Gaussian (float64), computed once per view for binning and both
+    compositing passes, which would otherwise each take a logarithm per tile intersection."""
+    out = np.empty(opacities.shape[0])
+    for g in prange(opacities.shape[0]):
+        out[g] = skip_threshold(float(opacities[g]))
+    return out
+
+
 def bin_tiles(
-    means2d: np.ndarray, conics: np.ndarray, opacities: np.ndarray, radii: np.ndarray, depths: np.ndarray,
+    means2d: np.ndarray, conics: np.ndarray, thresholds: np.ndarray, radii: np.ndarray, depths: np.ndarray,
     width: int, height: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sort Gaussians into the tiles their ``alpha >= 1/255`` ellipse touches, front to back per tile.
@@ -46,7 +56,7 @@ def bin_tiles(
     The ellipse is often much smaller than the 3-sigma box of ``radii`` (faint Gaussians), which saves
     intersections; pixels outside it contribute nothing, so the image is the same.
     """
-    rect = tile_rects(means2d, conics, opacities, radii, width, height)
+    rect = tile_rects(means2d, conics, thresholds, radii, width, height)
     drawn = np.flatnonzero(rect[:, 1] > rect[:, 0])
     keys = np.ascontiguousarray(depths[drawn])  # > 0 (behind the near plane is culled): bits sort as the values
     order = drawn[radix_argsort(keys.view(np.uint32 if keys.itemsize == 4 else np.uint64))]
@@ -54,7 +64,7 @@ def bin_tiles(
 
 
 @njit(parallel=True, cache=True)
-def tile_rects(means2d: np.ndarray, conics: np.ndarray, opacities: np.ndarray, radii: np.ndarray, width: int,
+def tile_rects(means2d: np.ndarray, conics: np.ndarray, thresholds: np.ndarray, radii: np.ndarray, width: int,
                height: int) -> np.ndarray:
     """``[N, 4]`` tile ranges ``x0, x1, y0, y1`` (end-exclusive) of each Gaussian's ellipse; empty if culled."""
     n = means2d.shape[0]
@@ -62,8 +72,7 @@ def tile_rects(means2d: np.ndarray, conics: np.ndarray, opacities: np.ndarray, r
     for g in prange(n):
         if radii[g, 0] <= 0 or radii[g, 1] <= 0:
             continue
-        ex, ey = ellipse_extent(float(conics[g, 0]), float(conics[g, 1]), float(conics[g, 2]),
-                                skip_threshold(float(opacities[g])))
+        ex, ey = ellipse_extent(float(conics[g, 0]), float(conics[g, 1]), float(conics[g, 2]), thresholds[g])
         if ex < 0:
             continue
         mx, my = float(means2d[g, 0]) - 0.5, float(means2d[g, 1]) - 0.5  # pixel px's centre is px + 0.5
