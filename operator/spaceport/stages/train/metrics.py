@@ -11,7 +11,8 @@ from torch import Tensor
 _WINDOWS: dict[tuple[str, torch.dtype], Tensor] = {}
 
 
-def _window(device: torch.device, dtype: torch.dtype, size: int = 11, sigma: float = 1.5) -> Tensor:
+def gaussian_window(device: torch.device, dtype: torch.dtype, size: int = 11, sigma: float = 1.5) -> Tensor:
+    """SSIM's normalised 1-D Gaussian window (made once per device and dtype)."""
     key = (str(device), dtype)
     if key not in _WINDOWS:
         x = torch.arange(size, dtype=torch.float64) - size // 2
@@ -22,7 +23,7 @@ def _window(device: torch.device, dtype: torch.dtype, size: int = 11, sigma: flo
 
 def _blur(x: Tensor) -> Tensor:
     """Separable Gaussian blur of ``[C, H, W]`` over the valid region only: no zero padding at the borders."""
-    w = _window(x.device, x.dtype)
+    w = gaussian_window(x.device, x.dtype)
     c = x.shape[0]
     x = F.conv2d(x[None], w.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, w.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]

@@ -24,16 +24,11 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from spaceport.stages.train.metrics import gaussian_window
 from spaceport.stages.train.rasterizer_cpu import FASTMATH
 
 C1, C2 = 0.01**2, 0.03**2
 TAPS = 11
-
-
-def gaussian_window(dtype: np.dtype, size: int = TAPS, sigma: float = 1.5) -> np.ndarray:
-    x = np.arange(size, dtype=np.float64) - size // 2
-    g = np.exp(-(x * x) / (2 * sigma * sigma))
-    return (g / g.sum()).astype(dtype)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -156,7 +151,7 @@ class SSIM(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
         xa = x.detach().permute(2, 0, 1).contiguous().numpy()  # channel-planar: rows are SIMD-friendly
         ya = y.detach().to(x.dtype).permute(2, 0, 1).contiguous().numpy()
-        w = gaussian_window(xa.dtype)
+        w = gaussian_window(x.device, x.dtype, TAPS).numpy()  # the torch version's window, one definition
         blurred = blur_valid(channel_stats(xa, ya), w)
         mean, grads = ssim_map_grads(blurred, xa.shape[0], 1.0 / blurred[0].size / xa.shape[0])
         ctx.arrays = (xa, ya, w, grads)
