@@ -81,3 +81,29 @@ def test_backward_is_bit_identical_between_runs() -> None:
     second, _ = render_both(params, torch.float32, 3, 64, 48)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
+
+
+def test_degenerate_gaussians_are_culled_not_fatal() -> None:
+    """A zero quaternion (drawn with the identity rotation, as F.normalize gives gsplat) and centres on
+    the camera plane or at the camera itself must not raise out of the parallel kernels: a division by
+    zero there used to end a training run with an opaque SystemError."""
+    dtype = torch.float32
+    means, quats, scales, opacities, sh = (p.detach() for p in random_scene(40, dtype))
+    view, K = camera(dtype)
+    campos = -view[:3, :3].T @ view[:3, 3]
+    means[0] = campos  # at the camera centre
+    means[1] = torch.linalg.solve(view[:3, :3], torch.tensor([0.5, 0.2, 0.0]) - view[:3, 3])  # camera-space z = 0
+    quats[2] = 0.0
+    params = [p.clone().requires_grad_(True) for p in (means, quats, scales, opacities, sh)]
+    image, alpha, info = rasterize_cpu(*params, view, K, 50, 40, 3)
+    (image.sum() + alpha.sum()).backward()
+    radii = info["radii"][0]
+    assert (radii[:2] == 0).all()  # both culled
+    assert (radii[2] > 0).all()  # drawn, unrotated
+    assert torch.isfinite(image).all() and torch.isfinite(alpha).all()
+    for p in params:
+        assert torch.isfinite(p.grad).all()
+    identity = quats.clone()
+    identity[2] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    same, _, _ = rasterize_cpu(means, identity, scales, opacities, sh, view, K, 50, 40, 3)
+    assert torch.equal(image.detach(), same)

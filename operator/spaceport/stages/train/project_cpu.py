@@ -4,6 +4,10 @@ Forward and hand-derived backward of exactly what :func:`rasterize.project` and 
 compute in torch (gsplat's conventions); the tests check the gradients against those torch versions in
 float64. Plain helper calls only: helpers inlined with ``inline='always'`` inside ``prange`` loops gave
 wrong results in numba.
+
+``error_model='numpy'``: a degenerate Gaussian (zero quaternion, centre on the camera plane) must give
+inf/NaN that the culling tests reject, not a ZeroDivisionError out of a parallel loop (which numba
+reports as an opaque SystemError and which ended a training run).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from numba import njit, prange
 
 EPS2D = 0.3
 NEAR, FAR = 0.01, 1e10
+NORM_EPS = 1e-12
+"""Smallest length a quaternion or view direction is divided by (F.normalize's default eps)."""
 SH_C1 = 0.48860251190292
 SH_C2 = (1.092548430592079, 0.9461746957575601, 0.3153915652525201, 0.5462742152960395)
 SH_C3 = (0.5900435899266435, 1.445305721320277, 2.285228997322329, 0.4570457994644658, 1.865881662950577,
@@ -20,7 +26,7 @@ SH_C3 = (0.5900435899266435, 1.445305721320277, 2.285228997322329, 0.45704579946
 SH_C0 = 0.28209479177387814
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sh_basis(x: float, y: float, z: float, degree: int, out: np.ndarray) -> None:
     out[0] = SH_C0
     if degree < 1:
@@ -51,7 +57,7 @@ def sh_basis(x: float, y: float, z: float, degree: int, out: np.ndarray) -> None
     out[15] = -SH_C3[0] * fc2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sh_basis_grad(x: float, y: float, z: float, degree: int, vb: np.ndarray) -> tuple[float, float, float]:
     """Gradient wrt (x, y, z) of sum_k vb[k] * basis_k(x, y, z)."""
     gx = 0.0
@@ -77,14 +83,14 @@ def sh_basis_grad(x: float, y: float, z: float, degree: int, vb: np.ndarray) -> 
     return gx, gy, gz
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rotmat(w: float, x: float, y: float, z: float) -> tuple:
     return (1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
             2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
             2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mm(A: tuple, B: tuple) -> tuple:
     """3x3 product, matrices as row-major 9-tuples (no allocation inside the parallel loops)."""
     return (A[0] * B[0] + A[1] * B[3] + A[2] * B[6], A[0] * B[1] + A[1] * B[4] + A[2] * B[7],
@@ -95,12 +101,12 @@ def mm(A: tuple, B: tuple) -> tuple:
             A[6] * B[2] + A[7] * B[5] + A[8] * B[8])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tr(A: tuple) -> tuple:
     return (A[0], A[3], A[6], A[1], A[4], A[7], A[2], A[5], A[8])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def camera_consts(view: np.ndarray, K: np.ndarray, width: int, height: int) -> tuple:
     fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
     tan_x = 0.5 * width / fx
@@ -115,7 +121,7 @@ def camera_consts(view: np.ndarray, K: np.ndarray, width: int, height: int) -> t
     return fx, fy, cx, cy, lims, V, t, campos
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gaussian_geometry(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, i: int, V: tuple, t: tuple,
                       fx: float, fy: float, lims: tuple) -> tuple:
     """Camera-space mean, normalised quaternion, rotation, R_g S, camera covariance, clamped tx/ty, J, 2D cov."""
@@ -124,7 +130,7 @@ def gaussian_geometry(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, 
     y = V[3] * mx + V[4] * my + V[5] * mz + t[1]
     z = V[6] * mx + V[7] * my + V[8] * mz + t[2]
     qw, qx, qy, qz = float(quats[i, 0]), float(quats[i, 1]), float(quats[i, 2]), float(quats[i, 3])
-    qnorm = np.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+    qnorm = max(np.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), NORM_EPS)  # as torch's F.normalize
     qn = (qw / qnorm, qx / qnorm, qy / qnorm, qz / qnorm)
     Rg = rotmat(qn[0], qn[1], qn[2], qn[3])
     s0, s1, s2 = float(scales[i, 0]), float(scales[i, 1]), float(scales[i, 2])
@@ -152,7 +158,7 @@ def gaussian_geometry(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, 
 CHUNK = 1024
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh: np.ndarray, degree: int,
                     view: np.ndarray, K: np.ndarray, width: int, height: int, means2d: np.ndarray,
                     conics: np.ndarray, colors: np.ndarray, depths: np.ndarray, radii: np.ndarray) -> None:
@@ -184,7 +190,7 @@ def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh
             dx = means[i, 0] - campos[0]
             dy = means[i, 1] - campos[1]
             dz = means[i, 2] - campos[2]
-            norm = np.sqrt(dx * dx + dy * dy + dz * dz)
+            norm = max(np.sqrt(dx * dx + dy * dy + dz * dz), NORM_EPS)
             sh_basis(dx / norm, dy / norm, dz / norm, degree, basis)
             for ch in range(3):
                 acc = 0.5
@@ -193,7 +199,7 @@ def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh
                 colors[i, ch] = max(acc, 0.0)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def project_backward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh: np.ndarray, degree: int,
                      view: np.ndarray, K: np.ndarray, width: int, height: int, radii: np.ndarray,
                      v_means2d: np.ndarray, v_conics: np.ndarray, v_colors: np.ndarray, v_means: np.ndarray,
@@ -213,7 +219,7 @@ def project_backward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, s
             ddx = means[i, 0] - campos[0]
             ddy = means[i, 1] - campos[1]
             ddz = means[i, 2] - campos[2]
-            norm = np.sqrt(ddx * ddx + ddy * ddy + ddz * ddz)
+            norm = max(np.sqrt(ddx * ddx + ddy * ddy + ddz * ddz), NORM_EPS)
             d0, d1, d2 = ddx / norm, ddy / norm, ddz / norm
             sh_basis(d0, d1, d2, degree, basis)
             vb[:] = 0.0
