@@ -60,15 +60,17 @@ def _vector_floors(fn: numba.core.registry.CPUDispatcher, *args: object) -> int:
 
 def test_per_pixel_loops_compile_to_simd() -> None:
     f32 = np.float32
-    p = np.random.default_rng(1).random((8, 10)).astype(f32)
+    p = np.random.default_rng(1).random((8, 9)).astype(f32)
+    box = np.tile(np.array([0, 15, 0, 15], np.int32), (8, 1))  # every Gaussian reaches the whole tile
     lanes = kernels.LANES
 
     def z() -> np.ndarray:
         return np.zeros(lanes, f32)
 
-    forward = _vector_floors(kernels.forward_tile, p, 0, 0, 16, np.ones(lanes, f32), np.ones(lanes, f32), z(),
-                                   z(), z(), np.zeros(lanes, np.int32), lanes)
-    backward = _vector_floors(kernels.backward_tile, p, 8, 0, 0, 16, np.full(lanes, 8, np.int32),
-                                    np.ones(lanes, f32), z(), z(), z(), z(), np.zeros((8, 9), f32))
+    xs, ys = kernels.pixel_centres(f32)
+    forward = _vector_floors(kernels.forward_tile, p, box, 0, 0, 16, xs, ys, np.ones(lanes, f32), z(), z(), z(),
+                             np.zeros(lanes, np.int32), lanes)
+    backward = _vector_floors(kernels.backward_tile, p, box, 8, 0, 0, 16, xs, ys, np.full(lanes, 8, np.int32),
+                              np.ones(lanes, f32), z(), z(), z(), z(), np.zeros((8, 9), f32))
     assert forward > 0
     assert backward > 0

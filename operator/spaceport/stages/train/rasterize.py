@@ -108,15 +108,16 @@ class Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor,  # type: ignore[override]
-                thresholds: np.ndarray, offsets: np.ndarray, flat_ids: np.ndarray, width: int,
+                boxes: np.ndarray, offsets: np.ndarray, flat_ids: np.ndarray, width: int,
                 height: int) -> tuple[Tensor, Tensor]:
         dtype = means2d.dtype
         image = torch.empty(height, width, 3, dtype=dtype)
         alpha = torch.empty(height, width, dtype=dtype)
         last = np.empty((height, width), np.int64)
-        arrays = [_np(means2d), _np(conics), _np(colors), _np(opacities), thresholds]
-        kernels.composite_forward(*arrays, offsets, flat_ids, width, height, image.numpy(), alpha.numpy(), last)
-        ctx.arrays, ctx.offsets, ctx.flat_ids, ctx.size, ctx.last = arrays, offsets, flat_ids, (width, height), last
+        packed = kernels.pack_intersections(_np(means2d), _np(conics), _np(colors), _np(opacities), boxes, flat_ids)
+        kernels.composite_forward(*packed, offsets, width, height, image.numpy(), alpha.numpy(), last)
+        ctx.packed, ctx.offsets, ctx.flat_ids, ctx.size, ctx.last = packed, offsets, flat_ids, (width, height), last
+        ctx.n = len(means2d)
         ctx.save_for_backward(alpha)
         return image, alpha
 
@@ -124,14 +125,13 @@ class Composite(torch.autograd.Function):
     def backward(ctx: Any, v_image: Tensor, v_alpha: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         (alpha,) = ctx.saved_tensors
         width, height = ctx.size
-        means2d = ctx.arrays[0]
-        dtype = means2d.dtype
+        dtype = ctx.packed[0].dtype
         v_image = torch.zeros(height, width, 3, dtype=alpha.dtype) if v_image is None else v_image
         v_alpha = torch.zeros(height, width, dtype=alpha.dtype) if v_alpha is None else v_alpha
         rows = np.zeros((len(ctx.flat_ids), kernels.GRAD_COLS), dtype)  # rows past a pixel run stay 0
-        kernels.composite_backward(*ctx.arrays, ctx.offsets, ctx.flat_ids, width, height, _np(alpha), ctx.last,
+        kernels.composite_backward(*ctx.packed, ctx.offsets, width, height, _np(alpha), ctx.last,
                                    _np(v_image.to(alpha.dtype)), _np(v_alpha.to(alpha.dtype)), rows)
-        grads = np.zeros((len(means2d), kernels.GRAD_COLS), dtype)
+        grads = np.zeros((ctx.n, kernels.GRAD_COLS), dtype)
         kernels.reduce_rows(ctx.flat_ids, rows, grads)
         g = torch.from_numpy(grads)
         return g[:, 0:2], g[:, 2:5], g[:, 5:8], g[:, 8], None, None, None, None, None
@@ -176,10 +176,9 @@ def rasterize_cpu(
     means2d_b = means2d[None]  # the tensor strategies read .grad from
     radii_np = radii.numpy()
     thresholds = tile_binning.skip_thresholds(_np(opacities))
-    offsets, flat_ids = tile_binning.bin_tiles(_np(means2d), _np(conics), thresholds, radii_np, _np(depths), width,
-                                               height)
-    image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, thresholds, offsets, flat_ids, width,
-                                   height)
+    offsets, flat_ids, boxes = tile_binning.bin_tiles(_np(means2d), _np(conics), thresholds, radii_np, _np(depths),
+                                                      width, height)
+    image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, boxes, offsets, flat_ids, width, height)
     info = {"means2d": means2d_b, "radii": radii[None], "depths": depths[None], "width": width, "height": height,
             "n_cameras": 1, "gaussian_ids": None, "isect_count": len(flat_ids)}
     return image, alpha, info
