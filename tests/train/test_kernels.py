@@ -1,4 +1,4 @@
-"""The compositing kernels' building blocks: the vectorisable exp, the radix sort, and that the per-pixel
+"""The compositing kernels' building blocks: the vectorisable exp, the radix sort, tile binning, and that the per-pixel
 loops really compile to SIMD code (the speed of CPU training rests on it; a harmless-looking change such
 as indexing through views of one buffer silently made them scalar and 7x slower)."""
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from spaceport.stages.train import rasterizer_cpu as kernels
 from spaceport.stages.train.fast_exp import MAX_X, exp_neg
-from spaceport.stages.train.tile_binning import radix_argsort
+from spaceport.stages.train.tile_binning import TILE, bin_tiles, radix_argsort
 
 
 @numba.njit
@@ -43,6 +43,30 @@ def test_radix_argsort_is_a_stable_argsort() -> None:
         order = radix_argsort(depths.view(view))
         assert np.array_equal(order, np.argsort(depths, kind="stable"))
     assert len(radix_argsort(np.empty(0, np.uint32))) == 0
+
+
+def test_tiles_list_the_gaussians_whose_box_reaches_them_front_to_back() -> None:
+    rng = np.random.default_rng(2)
+    n, width, height = 3000, 150, 100  # tiles at the right and bottom edges are partial
+    means2d = (rng.random((n, 2)) * [width + 40, height + 40] - 20).astype(np.float32)
+    conics = np.stack([rng.random(n) * 0.5 + 0.02, rng.random(n) * 0.02 - 0.01, rng.random(n) * 0.5 + 0.02], 1)
+    opacities = (rng.random(n) * 0.9 + 0.05).astype(np.float32)
+    depths = rng.integers(1, 50, n).astype(np.float32)  # many ties: they keep index order
+    radii = np.where(rng.random((n, 1)) < 0.1, 0, 20).repeat(2, 1).astype(np.int32)  # a tenth culled
+    offsets, flat_ids, boxes = bin_tiles(means2d, conics.astype(np.float32), opacities, radii,
+                                         depths, width, height)
+    tiles_x = -(-width // TILE)
+    expected: list[list[int]] = [[] for _ in range(len(offsets) - 1)]
+    for g in np.argsort(depths, kind="stable"):
+        x0, x1, y0, y1 = boxes[g]
+        if radii[g, 0] == 0:
+            assert x1 < x0  # culled: no box
+            continue
+        for ty in range(y0 // TILE, y1 // TILE + 1):
+            for tx in range(x0 // TILE, x1 // TILE + 1):
+                expected[ty * tiles_x + tx].append(int(g))
+    assert [list(flat_ids[offsets[t]:offsets[t + 1]]) for t in range(len(expected))] == expected
+    assert sum(map(len, expected)) > n  # many Gaussians reach more than one tile
 
 
 def _vector_floors(fn: numba.core.registry.CPUDispatcher, *args: object) -> int:

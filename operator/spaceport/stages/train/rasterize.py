@@ -131,10 +131,10 @@ class Composite(torch.autograd.Function):
         rows = np.zeros((len(ctx.flat_ids), kernels.GRAD_COLS), dtype)  # rows past a pixel run stay 0
         kernels.composite_backward(*ctx.packed, ctx.offsets, width, height, _np(alpha), ctx.last,
                                    _np(v_image.to(alpha.dtype)), _np(v_alpha.to(alpha.dtype)), rows)
-        grads = np.zeros((ctx.n, kernels.GRAD_COLS), dtype)
-        kernels.reduce_rows(ctx.flat_ids, rows, grads)
-        g = torch.from_numpy(grads)
-        return g[:, 0:2], g[:, 2:5], g[:, 5:8], g[:, 8], None, None, None, None, None
+        grads = [np.zeros((ctx.n, 2), dtype), np.zeros((ctx.n, 3), dtype), np.zeros((ctx.n, 3), dtype),
+                 np.zeros(ctx.n, dtype)]
+        kernels.reduce_rows(ctx.flat_ids, rows, *grads)
+        return (*(torch.from_numpy(g) for g in grads), None, None, None, None, None)
 
 
 class ProjectSH(torch.autograd.Function):
@@ -175,9 +175,8 @@ def rasterize_cpu(
                                                              K.to(means.dtype), width, height, sh_degree)
     means2d_b = means2d[None]  # the tensor strategies read .grad from
     radii_np = radii.numpy()
-    thresholds = tile_binning.skip_thresholds(_np(opacities))
-    offsets, flat_ids, boxes = tile_binning.bin_tiles(_np(means2d), _np(conics), thresholds, radii_np, _np(depths),
-                                                      width, height)
+    offsets, flat_ids, boxes = tile_binning.bin_tiles(_np(means2d), _np(conics), _np(opacities), radii_np,
+                                                      _np(depths), width, height)
     image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, boxes, offsets, flat_ids, width, height)
     info = {"means2d": means2d_b, "radii": radii[None], "depths": depths[None], "width": width, "height": height,
             "n_cameras": 1, "gaussian_ids": None, "isect_count": len(flat_ids)}

@@ -312,10 +312,27 @@ def composite_backward(
                       rows[start:offsets[t + 1]])
 
 
-@njit(cache=True)
-def reduce_rows(flat_ids: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
-    """Sum intersection rows per Gaussian into ``out [N, 9]``, in a fixed order."""
-    for k in range(flat_ids.shape[0]):
-        g = flat_ids[k]
-        for j in range(GRAD_COLS):
-            out[g, j] += rows[k, j]
+@njit(parallel=True, cache=True)
+def reduce_rows(flat_ids: np.ndarray, rows: np.ndarray, v_means2d: np.ndarray, v_conics: np.ndarray,
+                v_colors: np.ndarray, v_opacities: np.ndarray) -> None:
+    """Sum intersection rows per Gaussian into the zero-filled gradients, in a fixed order.
+
+    One thread per gradient array (no two threads write to one cache line), each a contiguous array:
+    autograd copies strided gradients into the parameters' layout (measured: 0.9 ms a call for views of
+    one [9, N] array, 0.25 ms for contiguous ones, at 20k Gaussians)."""
+    for part in prange(4):
+        for k in range(flat_ids.shape[0]):
+            g = flat_ids[k]
+            if part == 0:
+                v_means2d[g, 0] += rows[k, 0]
+                v_means2d[g, 1] += rows[k, 1]
+            elif part == 1:
+                v_conics[g, 0] += rows[k, 2]
+                v_conics[g, 1] += rows[k, 3]
+                v_conics[g, 2] += rows[k, 4]
+            elif part == 2:
+                v_colors[g, 0] += rows[k, 5]
+                v_colors[g, 1] += rows[k, 6]
+                v_colors[g, 2] += rows[k, 7]
+            else:
+                v_opacities[g] += rows[k, 8]
