@@ -188,3 +188,22 @@ def test_opacities_are_reset_every_opacity_reset_every_steps(sfm: Path, tmp_path
         assert float(torch.sigmoid(trainer.params["opacities"].detach()).min()) > 0.5, trainer.step
     trainer.train_step()  # step 30 ends with the reset
     assert float(torch.sigmoid(trainer.params["opacities"].detach()).max()) <= trainer.strategy.prune_opa * 2.0 + 1e-6
+
+
+def test_opacity_reg_adds_the_mean_opacity_to_the_loss(sfm: Path, tmp_path: Path) -> None:
+    from spaceport.api import TrainOptions
+    from spaceport.stages.train.data import load_dataset
+    from spaceport.stages.train.loop import Trainer
+
+    data = load_dataset(LocalStore(sfm), tmp_path, holdout_every=4, downscale=1.0)
+    losses, opacities = [], []
+    for weight in (0.0, 0.5):
+        options = TrainOptions.model_validate({**FAST, "opacityReg": weight, "densifyFrom": 1000})
+        trainer = Trainer(data, options, "cpu", 3.0)
+        mean_before = float(torch.sigmoid(trainer.params["opacities"].detach()).mean())
+        losses.append(trainer.train_step() - weight * mean_before)  # the photo loss of the same first step
+        while trainer.step < 20:
+            trainer.train_step()
+        opacities.append(float(torch.sigmoid(trainer.params["opacities"].detach()).mean()))
+    assert abs(losses[0] - losses[1]) < 1e-6  # the first step's loss differs by exactly the weighted mean
+    assert opacities[1] < 0.8 * opacities[0]  # and the term fades Gaussians

@@ -217,6 +217,8 @@ class Trainer:
             self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.step, info)
         gt = self.target(view)
         loss = (1 - o.ssim_weight) * (image - gt).abs().mean() + o.ssim_weight * (1 - ssim(image, gt))
+        if o.opacity_reg:
+            loss = loss + o.opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
         if self.mcmc:
             # MCMC's relocation relies on these regularisers pushing unused Gaussians to low opacity/scale
             loss = loss + 0.01 * torch.sigmoid(self.params["opacities"]).mean()
