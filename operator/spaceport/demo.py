@@ -34,9 +34,10 @@ DEMO_CONFIG: dict[str, Any] = {
     # Rates 2-4x 3DGS's suit a run this short (+1 dB), and the first half at half size costs a third of
     # the full steps for the same result. A small opacity term fades Gaussians no photo needs, which
     # pruning then frees for densification (+0.4 dB at the same cap, +0.8 dB with 80k instead of 60k;
-    # more Gaussians without it did not help). Measured on 2 cores (bench/train.py --flight): ~26-26.8 dB
-    # held-out; more steps, full-size training or opacity resets did not help (the first held-out
-    # photo, the flight's corner, sees ground no training photo sees; training views reach ~33 dB).
+    # more Gaussians without it did not help). Measured on 2 cores: 25.3-26.8 dB held-out over SfM runs
+    # (make demo, bench/train.py --flight); more steps, full-size training or opacity resets did not help
+    # (the first held-out photo, the flight's corner, sees ground no training photo sees: ~20-21 dB;
+    # training views reach ~33 dB).
     "train": {"iterations": 2000, "halfResolutionSteps": 1000, "maxGaussians": 80_000, "shDegree": 0,
               "downscale": 1.5, "initStereoPoints": 30_000, "initRandomPoints": 10_000, "positionLr": 5e-4,
               "colorLr": 1e-2, "opacityLr": 0.1, "scaleLr": 1e-2, "rotationLr": 2e-3,
