@@ -22,6 +22,8 @@ from spaceport.stages.train.render import camera_tensors
 from spaceport.stages.train.stereo_init import stereo_points
 
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
+MCMC_REG = 0.01
+"""Weight of the mean opacity and of the mean scale in the loss under gsplat's MCMC strategy."""
 
 
 class TrainingDiverged(Exception):
@@ -217,12 +219,12 @@ class Trainer:
             self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.step, info)
         gt = self.target(view)
         loss = (1 - o.ssim_weight) * (image - gt).abs().mean() + o.ssim_weight * (1 - ssim(image, gt))
-        if o.opacity_reg:
-            loss = loss + o.opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
+        # MCMC's relocation relies on its own regularisers pushing unused Gaussians to low opacity and scale
+        opacity_weight = o.opacity_reg + (MCMC_REG if self.mcmc else 0.0)
+        if opacity_weight:
+            loss = loss + opacity_weight * torch.sigmoid(self.params["opacities"]).mean()
         if self.mcmc:
-            # MCMC's relocation relies on these regularisers pushing unused Gaussians to low opacity/scale
-            loss = loss + 0.01 * torch.sigmoid(self.params["opacities"]).mean()
-            loss = loss + 0.01 * torch.exp(self.params["scales"]).mean()
+            loss = loss + MCMC_REG * torch.exp(self.params["scales"]).mean()
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {float(loss.detach())} at step {self.step}")
         loss.backward()
