@@ -26,7 +26,8 @@ class TrainOptions(ApiModel):
     )
     strategy: Literal["default", "mcmc"] = Field(
         default="default",
-        description="Densification: gsplat's default (clone/split/prune) or MCMC (CUDA only; CPU uses default).",
+        description="Densification: gsplat's default (clone/split/prune) or MCMC (relocation of faded Gaussians, "
+                    "growth to maxGaussians, position noise), on either device.",
     )
     densify_from: int | None = Field(
         default=None, ge=0, description="Step at which densification starts; default: min(500, iterations / 10)."

@@ -16,6 +16,7 @@ from gsplat.strategy.ops import remove, reset_opa
 from spaceport.api import TrainOptions
 from spaceport.splats import GaussianScene
 from spaceport.stages.train.data import Dataset, View
+from spaceport.stages.train.mcmc_cpu import DeviceMCMCStrategy
 from spaceport.stages.train.metrics import psnr, ssim
 from spaceport.stages.train.rasterize import SH_C0, rasterize
 from spaceport.stages.train.render import camera_tensors
@@ -145,11 +146,9 @@ class Trainer:
     def _make_strategy(self) -> Any:
         o = self.options
         start, until, every = o.densify_schedule()
-        if o.strategy == "mcmc" and self.device.startswith("cuda"):
-            from gsplat.strategy import MCMCStrategy
-
-            return MCMCStrategy(cap_max=o.max_gaussians, refine_start_iter=start, refine_stop_iter=until,
-                                refine_every=every)
+        if o.strategy == "mcmc":
+            return DeviceMCMCStrategy(cap_max=o.max_gaussians, refine_start_iter=start, refine_stop_iter=until,
+                                      refine_every=every)
         return CappedStrategy(cap=o.max_gaussians, refine_start_iter=start, refine_stop_iter=until,
                               refine_every=every, reset_every=o.opacity_reset_every,
                               grow_grad2d=o.densify_grad_threshold)

@@ -84,8 +84,6 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ctx.scratch / "torch_extensions"))
     ctx.progress.update(0.0, "train: loading the SfM model and images", force=True)
     data = load_dataset(ctx.input, ctx.scratch, holdout_every=options.holdout_every, downscale=options.downscale)
-    if options.strategy == "mcmc" and device == "cpu":
-        ctx.warn("train.strategy 'mcmc' needs CUDA; using the default strategy on CPU")
     centres = np.stack([v.camera.centre for v in data.views])
     if options.init_stereo_points:
         ctx.progress.update(LOAD_SHARE / 2, f"train: stereo seeds from {len(data.train or data.views)} views",
