@@ -21,6 +21,7 @@ from spaceport.splats import ply_bytes
 from spaceport.stages.train import checkpoint
 from spaceport.stages.train.data import Dataset, load_dataset
 from spaceport.stages.train.loop import Trainer, TrainingDiverged
+from spaceport.stages.train.precompile import Precompile
 from spaceport.stages.train.rasterize import scene_extent
 from spaceport.stages.train.render import CAMERAS_FILE, HOLDOUT_DIR, cameras_json, holdout_key
 
@@ -78,17 +79,32 @@ def run_train(ctx: StageContext) -> StageOutput:
         torch.set_num_threads(threads)
 
 
-def _run(ctx: StageContext, device: str) -> StageOutput:
-    options: TrainOptions = ctx.options
-    # gsplat JIT-builds its CUDA extension on first use; never into the (read-only) image filesystem
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ctx.scratch / "torch_extensions"))
-    ctx.progress.update(0.0, "train: loading the SfM model and images", force=True)
+def _prepare(ctx: StageContext, options: TrainOptions, device: str) -> tuple[Trainer, Dataset]:
+    """The dataset and the initial model (no compiled kernel runs here: see Precompile)."""
     data = load_dataset(ctx.input, ctx.scratch, holdout_every=options.holdout_every, downscale=options.downscale)
     centres = np.stack([v.camera.centre for v in data.views])
     if options.init_stereo_points:
         ctx.progress.update(LOAD_SHARE / 2, f"train: stereo seeds from {len(data.train or data.views)} views",
                             force=True)
-    trainer = Trainer(data, options, device, scene_extent(centres))
+    return Trainer(data, options, device, scene_extent(centres)), data
+
+
+def _run(ctx: StageContext, device: str) -> StageOutput:
+    options: TrainOptions = ctx.options
+    # gsplat JIT-builds its CUDA extension on first use; never into the (read-only) image filesystem
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ctx.scratch / "torch_extensions"))
+    ctx.progress.update(0.0, "train: loading the SfM model and images", force=True)
+    precompile = Precompile() if device == "cpu" else None
+    try:
+        trainer, data = _prepare(ctx, options, device)
+    except BaseException:
+        if precompile is not None:
+            precompile.cancel()
+        raise
+    if precompile is not None:
+        ctx.progress.update(LOAD_SHARE * 0.75, "train: loading the CPU kernels (the first run compiles them, "
+                                               "about a minute)", force=True)
+        precompile.wait()
     fp = fingerprint(options, data)
     meta: dict[str, Any] = {"initial_psnr": None, "seconds": 0.0}
     resumed = checkpoint.load_latest(ctx.output, fp)
