@@ -29,9 +29,24 @@ STEPS = {"prepare": (0.0, 0.1), "features": (0.1, 0.3), "matching": (0.3, 0.55),
          "undistortion": (0.9, 0.95), "upload": (0.95, 1.0)}
 
 
+@contextmanager
+def quiet_alignment(quiet: bool) -> Iterator[None]:
+    """COLMAP errors only while mapping with GPS priors: its alignment warns "No pose priors with valid
+    covariance found" once per registered image, because our priors deliberately have none (see
+    reconstruct.write_priors); forty such lines were all a demo printed."""
+    previous = pycolmap.logging.minloglevel
+    if quiet:
+        pycolmap.logging.minloglevel = max(previous, int(pycolmap.logging.ERROR))
+    try:
+        yield
+    finally:
+        pycolmap.logging.minloglevel = previous
+
+
 def run_sfm(ctx: StageContext) -> StageOutput:
     opts: SfmOptions = ctx.options
-    if not ctx.log.isEnabledFor(logging.DEBUG):
+    debug = ctx.log.isEnabledFor(logging.DEBUG)
+    if not debug:
         # COLMAP logs a line per image per step; our own log says what each step did.
         pycolmap.logging.minloglevel = pycolmap.logging.WARNING
     durations: dict[str, float] = {}
@@ -84,7 +99,7 @@ def run_sfm(ctx: StageContext) -> StageOutput:
         ctx.progress.span(*STEPS["mapping"]).update(min(registered / len(photos), 1.0),
                                                     f"registered {registered}/{len(photos)} images")
 
-    with step("mapping", f"{opts.mapper} mapping"):
+    with step("mapping", f"{opts.mapper} mapping"), quiet_alignment(frame is not None and not debug):
         models, mapper = reconstruct.map_images(database, prepared, work / "models", opts, frame, on_registered,
                                                 ctx.warn, all(p.focal_px is not None for p in photos))
     n_reg = models[0].num_reg_images() if models else 0
