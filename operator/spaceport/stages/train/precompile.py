@@ -7,11 +7,11 @@ reports the same two kinds of code). Training is chaotic, so a run interrupted i
 compiled and resumed in one that loads would continue from the right state with different arithmetic:
 up to ~0.8 dB apart on the demo, not the same run.
 
-So the train stage never uses kernels compiled in its own process: before the first step it has a child
-process (this module, ``python -m``) train two tiny steps, which compiles every kernel with the same
-argument types and writes the cache, and then loads the kernels from there like every later run does.
-With a warm cache the child only loads (seconds). Where numba cannot write a cache, every process
-compiles for itself, which is consistent as well.
+So the train stage does not compile the kernels in its own process: when the process holds none yet, a
+child process (this module, ``python -m``) trains four tiny steps, which compiles every kernel with the
+argument types of training and writes the cache, and the stage then loads them from there like every
+later run does. With a warm cache the child only loads (~6 s). Where numba cannot write a cache, every
+process compiles for itself (the child's compile is then wasted), which is consistent as well.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ import torch
 
 from spaceport.api import TrainOptions
 from spaceport.stages.train import rasterizer_cpu
+from spaceport.stages.train.data import Dataset, View
+from spaceport.stages.train.render import Camera
 
 log = logging.getLogger(__name__)
 
 
-def tiny_dataset() -> object:
+def tiny_dataset() -> Dataset:
     """Four 32x24 views of a random point cloud: every code path of a CPU step, in milliseconds."""
-    from spaceport.stages.train.data import Dataset, View
-    from spaceport.stages.train.render import Camera
 
     rng = np.random.default_rng(0)
     views = []
@@ -54,7 +54,7 @@ def compile_kernels() -> None:
     torch.set_num_threads(1)  # as the stage runs them
     options = TrainOptions.model_validate({"iterations": 4, "halfResolutionSteps": 1, "shDegree": 1,
                                            "shDegreeInterval": 1, "densifyFrom": 1, "densifyEvery": 1})
-    trainer = Trainer(tiny_dataset(), options, "cpu", 1.0)  # type: ignore[arg-type]
+    trainer = Trainer(tiny_dataset(), options, "cpu", 1.0)
     while trainer.step < options.iterations:
         trainer.train_step()
     trainer.evaluate()
