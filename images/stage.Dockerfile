@@ -55,9 +55,11 @@ RUN pip install ninja==1.13.0 setuptools==80.9.0 wheel==0.45.1 \
     && pip install --no-build-isolation --no-binary gsplat gsplat==1.5.3
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-# The package and its `stages` extra: every version comes from pyproject.toml.
+# The package, its `stages` extra and its `gpu` extra (LPIPS): every version comes from pyproject.toml.
+# LPIPS's AlexNet weights are fetched now, into a folder the Jobs only read (TORCH_HOME below).
 # hadolint ignore=DL3013
-RUN pip install --no-compile ".[stages]" \
+RUN pip install --no-compile ".[stages,gpu]" \
+    && TORCH_HOME=/opt/spaceport/torch python -c "import lpips; lpips.LPIPS(net='alex', verbose=False)" \
     && python -m compileall -q /opt/spaceport/lib
 
 # hadolint ignore=DL3006
@@ -85,6 +87,7 @@ ENV PATH=/opt/spaceport/bin:$PATH \
     XDG_CACHE_HOME=/scratch/.cache \
     NUMBA_CACHE_DIR=/scratch/.cache/numba \
     TORCH_EXTENSIONS_DIR=/scratch/.cache/torch_extensions \
+    TORCH_HOME=/opt/spaceport/torch \
     MPLCONFIGDIR=/scratch/.cache/matplotlib \
     SPACEPORT_VIEWER_ASSETS=/opt/spaceport/web/supersplat-viewer/public \
     NVIDIA_VISIBLE_DEVICES=all \

@@ -26,6 +26,7 @@ SUMMARY_ROWS: list[tuple[str, tuple[str, ...], str]] = [
     ("Gaussians", ("gaussians",), "count"),
     ("PSNR", ("psnr",), "psnr"),
     ("SSIM", ("ssim",), "ratio3"),
+    ("LPIPS", ("lpips",), "ratio3"),
     ("PSNR drop after compression", ("psnrDropDb",), "db"),
     ("PLY size", ("plyBytes",), "bytes"),
     ("SOG size", ("sogBytes",), "bytes"),

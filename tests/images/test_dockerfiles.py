@@ -134,7 +134,7 @@ def test_stage_image_has_the_stages_extra_and_cuda_torch_operator_has_neither() 
         return "\n".join(f"{s.base} {kw} {arg}" for s in stages for kw, arg in s.instructions)
 
     stage, operator = instructions("stage.Dockerfile"), instructions("operator.Dockerfile")
-    assert '".[stages]"' in stage and "torch==" in stage and "nvidia/cuda" in stage
+    assert '".[stages,gpu]"' in stage and "torch==" in stage and "nvidia/cuda" in stage
     assert "[stages]" not in operator and "torch" not in operator and "gsplat" not in operator
     for dep in PYPROJECT["project"]["dependencies"]:
         assert not dep.startswith(("torch", "pycolmap", "gsplat")), "the slim operator image would pull it"

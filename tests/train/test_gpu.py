@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,7 @@ def test_stage_trains_on_cuda(tmp_path: Path, strategy: str) -> None:
                         "densifyEvery": 50, "holdoutEvery": 4})
     assert result.metrics["device"] == "cuda"
     assert result.metrics["psnr"] > result.metrics["initialPsnr"] + 3
+    if importlib.util.find_spec("lpips") is not None:
+        assert 0 < result.metrics["lpips"] < 1
+    else:
+        assert "lpips" not in result.metrics and any("no LPIPS" in w for w in result.warnings)

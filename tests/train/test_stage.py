@@ -39,6 +39,7 @@ def test_training_beats_initialisation_and_writes_the_contract(sfm: Path, tmp_pa
     assert m["evalViews"] == "heldOut" and m["steps"] == 240 and m["device"] == "cpu"
     assert m["gaussians"] > 300, "densification should have grown the 300 SfM points"
     assert {"ssim", "durationSeconds", "stepsPerSecond", "peakMemoryBytes"} <= set(m)
+    assert "lpips" not in m and not result.warnings  # LPIPS is a GPU metric: on CPU, absent and unremarked
     assert any(msg.startswith("step 240/240 loss") and "psnr" in msg for msg in messages)
 
     scene = read_ply(tmp_path / "splats.ply")
@@ -207,3 +208,14 @@ def test_opacity_reg_adds_the_mean_opacity_to_the_loss(sfm: Path, tmp_path: Path
         opacities.append(float(torch.sigmoid(trainer.params["opacities"].detach()).mean()))
     assert abs(losses[0] - losses[1]) < 1e-6  # the first step's loss differs by exactly the weighted mean
     assert opacities[1] < 0.8 * opacities[0]  # and the term fades Gaussians
+
+
+def test_lpips_says_why_it_cannot_run() -> None:
+    import importlib.util
+
+    from spaceport.stages.train.metrics import lpips_scorer
+
+    assert lpips_scorer("cpu") == (None, "LPIPS is computed on GPU only")
+    if importlib.util.find_spec("lpips") is None:  # as in CI: the package is the stage image's gpu extra
+        score, why = lpips_scorer("cuda")
+        assert score is None and "lpips package" in why and "spaceport[gpu]" in why

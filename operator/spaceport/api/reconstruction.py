@@ -274,6 +274,7 @@ class Metrics(StatusModel):
     gaussians: int | None = None
     psnr: float | None = None
     ssim: float | None = None
+    lpips: float | None = Field(default=None, description="Held-out LPIPS (AlexNet; lower is better), on GPU.")
     ply_bytes: int | None = None
     sog_bytes: int | None = None
     compression_ratio: float | None = None

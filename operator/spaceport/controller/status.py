@@ -27,6 +27,7 @@ METRIC_KEYS: dict[str, str] = {
     "gaussians": "gaussians",
     "psnr": "psnr",
     "ssim": "ssim",
+    "lpips": "lpips",
     "plyBytes": "ply_bytes",
     "sogBytes": "sog_bytes",
     "compressionRatio": "compression_ratio",

@@ -1,8 +1,9 @@
-"""Image metrics for the loss and for evaluation: PSNR and SSIM (11x11 Gaussian window, sigma 1.5)."""
+"""Image metrics for the loss and for evaluation: PSNR, SSIM (11x11 Gaussian window, sigma 1.5), LPIPS."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,3 +60,30 @@ def ssim_torch(a: Tensor, b: Tensor) -> Tensor:
 def psnr(a: Tensor, b: Tensor) -> float:
     mse = float(((a.clamp(0, 1) - b) ** 2).mean())
     return 100.0 if mse <= 1e-10 else -10.0 * math.log10(mse)
+
+
+LpipsScore = Callable[[Tensor, Tensor], float]
+
+
+def lpips_scorer(device: str) -> tuple[LpipsScore | None, str]:
+    """LPIPS (AlexNet, v0.1; lower is closer) of two ``[H, W, 3]`` images in 0..1, or ``(None, why not)``.
+
+    It runs on CUDA with the ``lpips`` package (the stage image's ``gpu`` extra, with its AlexNet
+    weights fetched when the image is built); on CPU the held-out views get PSNR and SSIM only.
+    """
+    if not device.startswith("cuda"):
+        return None, "LPIPS is computed on GPU only"
+    try:
+        import lpips
+    except ImportError:
+        return None, "LPIPS needs the lpips package (pip install 'spaceport[gpu]')"
+    try:
+        net = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+    except Exception as e:  # its AlexNet weights are downloaded on first use: no network, no weights
+        return None, f"LPIPS weights could not be loaded ({type(e).__name__}: {e})"
+
+    def score(a: Tensor, b: Tensor) -> float:
+        with torch.no_grad():  # lpips takes [N, 3, H, W] in -1..1
+            return float(net(a.clamp(0, 1).permute(2, 0, 1)[None] * 2 - 1, b.permute(2, 0, 1)[None] * 2 - 1))
+
+    return score, ""
