@@ -95,6 +95,8 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
     # gsplat JIT-builds its CUDA extension on first use; never into the (read-only) image filesystem
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ctx.scratch / "torch_extensions"))
     ctx.progress.update(0.0, "train: loading the SfM model and images", force=True)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()  # peakMemoryBytes is this stage's, not the process's so far
     precompile = Precompile() if device == "cpu" else None
     try:
         trainer, data = _prepare(ctx, options, device)
