@@ -17,7 +17,7 @@ from spaceport.api import TrainOptions
 from spaceport.splats import GaussianScene
 from spaceport.stages.train.data import Dataset, View
 from spaceport.stages.train.mcmc_cpu import DeviceMCMCStrategy
-from spaceport.stages.train.metrics import psnr, ssim
+from spaceport.stages.train.metrics import LpipsScore, psnr, ssim
 from spaceport.stages.train.rasterize import SH_C0, rasterize
 from spaceport.stages.train.render import camera_tensors
 from spaceport.stages.train.stereo_init import stereo_points
@@ -251,15 +251,19 @@ class Trainer:
             remove(self.params, self.optimizers, self.strategy_state, mask)
 
     @torch.no_grad()
-    def evaluate(self, views: list[View] | None = None) -> tuple[float, float]:
-        """Mean PSNR and SSIM over held-out views (training views when none are held out)."""
+    def evaluate(self, views: list[View] | None = None,
+                 lpips: LpipsScore | None = None) -> tuple[float, float, float | None]:
+        """Mean PSNR, SSIM and (given a scorer) LPIPS over held-out views (training views when none are
+        held out), each view rendered once."""
         views = views or self.eval_views or self.train_views
         scores = []
         for view in views:
             image, _ = self.render(view)
             gt = self.target(view)
-            scores.append((psnr(image, gt), float(ssim(image.clamp(0, 1), gt))))
-        return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+            scores.append((psnr(image, gt), float(ssim(image.clamp(0, 1), gt)),
+                           lpips(image, gt) if lpips is not None else 0.0))
+        means = np.mean(np.array(scores), axis=0)
+        return float(means[0]), float(means[1]), float(means[2]) if lpips is not None else None
 
     def scene(self) -> GaussianScene:
         return scene_of(self.params)

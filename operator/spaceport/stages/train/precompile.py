@@ -17,7 +17,6 @@ process compiles for itself (the child's compile is then wasted), which is consi
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 
@@ -68,7 +67,7 @@ class Precompile:
         self.child: subprocess.Popen[str] | None = None
         if not rasterizer_cpu.composite_forward.signatures:  # else this process has them, however they came
             self.child = subprocess.Popen([sys.executable, "-m", __name__], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+                                          stderr=subprocess.PIPE, text=True)
 
     def wait(self) -> None:
         if self.child is None:

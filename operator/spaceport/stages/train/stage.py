@@ -21,7 +21,7 @@ from spaceport.splats import ply_bytes
 from spaceport.stages.train import checkpoint
 from spaceport.stages.train.data import Dataset, load_dataset
 from spaceport.stages.train.loop import Trainer, TrainingDiverged
-from spaceport.stages.train.metrics import lpips_scorer
+from spaceport.stages.train.metrics import LpipsScore, lpips_scorer
 from spaceport.stages.train.precompile import Precompile
 from spaceport.stages.train.rasterize import scene_extent
 from spaceport.stages.train.render import CAMERAS_FILE, HOLDOUT_DIR, cameras_json, holdout_key
@@ -155,8 +155,7 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
     steps_run = trainer.step - start_step
     steps_per_second = steps_run / max(1e-9, time.monotonic() - t0)
     ctx.progress.update(LOAD_SHARE + TRAIN_SHARE, "train: evaluating held-out views", force=True)
-    psnr_value, ssim_value = trainer.evaluate()
-    lpips_value = held_out_lpips(ctx, trainer, device)
+    psnr_value, ssim_value, lpips_value = trainer.evaluate(lpips=lpips_for(ctx, device))
     outputs = write_outputs(ctx, trainer, data)
     peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -178,17 +177,12 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
     return StageOutput(metrics={k: v for k, v in metrics.items() if v is not None}, outputs=outputs)
 
 
-def held_out_lpips(ctx: StageContext, trainer: Trainer, device: str) -> float | None:
-    """Mean LPIPS over the views :meth:`Trainer.evaluate` scores, where LPIPS can run (else None; on a GPU
-    the stage's warnings say why)."""
+def lpips_for(ctx: StageContext, device: str) -> LpipsScore | None:
+    """The LPIPS scorer where it can run; on a GPU without it, the stage's warnings say why."""
     score, why = lpips_scorer(device)
-    if score is None:
-        if device.startswith("cuda"):
-            ctx.warn(f"no LPIPS: {why}")
-        return None
-    views = trainer.eval_views or trainer.train_views
-    with torch.no_grad():
-        return float(np.mean([score(trainer.render(v)[0], trainer.target(v)) for v in views]))
+    if score is None and device.startswith("cuda"):
+        ctx.warn(f"no LPIPS: {why}")
+    return score
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
