@@ -77,7 +77,7 @@ class TrainOptions(ApiModel):
         default=0.0, ge=0, le=1.0,
         description="Weight of the mean opacity in the loss (0: off). It fades Gaussians the photos do not need, "
                     "so pruning removes them: fewer semi-transparent floaters in views between the photos "
-                    "(demo: 0.03, +0.4 dB held-out). The MCMC strategy adds its own 0.01 on top.",
+                    "(the demo: 0.01). The MCMC strategy adds its own 0.01 on top.",
     )
     eval_every: int = Field(
         default=0, ge=0, description="Steps between held-out evaluations in progress messages (0: only at the end)."
