@@ -34,11 +34,11 @@ DEMO_CONFIG: dict[str, Any] = {
     # Rates 2-4x 3DGS's suit a run this short (+1 dB), and the first half at half size costs a third of
     # the full steps for the same result. A small opacity term fades Gaussians no photo needs, which
     # pruning then frees for densification. 4,000 steps with a 100k cap and a 0.01 opacity term gained
-    # 0.3-0.8 dB over 2,000 steps with 80k and 0.03 on each of four SfM models of this flight (25.5-27.2 vs
-    # 25.2-26.5 dB held-out; 0.03 at 4,000 steps: -0.1 to -0.2 dB; 5,000 steps: +0.2 dB but ~160 s;
-    # an anisotropy penalty, more stereo seeds, a lower densification threshold: no gain). The first
-    # held-out photo, the flight's corner, sees ground that at most one training photo sees: ~20-21 dB,
-    # the four others 26.5-30 dB; training views reach ~33 dB.
+    # 0.3-0.8 dB over 2,000 steps with 80k and 0.03 on each of four SfM models of this flight (25.5-27.2
+    # vs 25.2-26.5 dB held-out); 0.03 at 4,000 steps lost 0.1-0.2 dB, 5,000 steps gained 0.2 dB but take
+    # ~160 s; anisotropy or scale penalties, more stereo seeds, other densification or decay schedules did
+    # not help (README, "Measured"). The first held-out photo, the flight's corner, sees ground that at
+    # most one training photo sees: ~20-21 dB; the four others 25-30 dB; training views reach ~33 dB.
     "train": {"iterations": 4000, "halfResolutionSteps": 2000, "maxGaussians": 100_000, "shDegree": 0,
               "downscale": 1.5, "initStereoPoints": 30_000, "initRandomPoints": 10_000, "positionLr": 5e-4,
               "colorLr": 1e-2, "opacityLr": 0.1, "scaleLr": 1e-2, "rotationLr": 2e-3,
