@@ -1,9 +1,9 @@
 """Training on a GPU: the demo's settings vs gsplat's own defaults, on the same SfM model (issue #4, item 8).
 
-    python bench/train_gpu.py [--sfm DIR] [--steps 2000] [--device cuda]
+    python bench/train_gpu.py [--sfm DIR] [--steps N (default: the demo's)] [--device cuda]
 
 Three runs of the train stage on one model: the demo's settings (ours: seeds, rates, half-size steps,
-opacity term, 80k cap), gsplat simple_trainer's defaults (3DGS's learning rates, SfM points only, SH
+opacity term, Gaussian cap), gsplat simple_trainer's defaults (3DGS's learning rates, SfM points only, SH
 degree 3, no cap), and the same with gsplat's MCMC strategy (1M cap) — each for the same number of
 steps at the demo's resolution. Prints steps/s, peak CUDA memory and held-out PSNR / SSIM / LPIPS.
 ``--sfm`` defaults to the demo flight reconstructed by the sfm stage (needs pycolmap). ``--device cpu``
