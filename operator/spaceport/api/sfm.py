@@ -36,6 +36,12 @@ class SfmOptions(ApiModel):
         description="COLMAP camera model estimated per camera (one per make, model, image size and focal length); "
         "images are undistorted to PINHOLE afterwards.",
     )
+    refine_focal_length: bool = Field(
+        default=False,
+        description="false: when every photo carries an EXIF focal length, mapping keeps it (over flat ground seen "
+        "from above a free focal length drifts with the flight's depth), and estimates it otherwise; true: always "
+        "estimate it, for cameras whose EXIF focal length is rough.",
+    )
     max_features: int = Field(
         default=8192, ge=256, le=65536, description="Most SIFT features kept per image."
     )

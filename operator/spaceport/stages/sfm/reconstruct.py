@@ -68,7 +68,7 @@ def extract(database: Path, images: Path, photos: list[Photo], opts: SfmOptions)
         reader.camera_model = opts.camera_model
         f = members[0].focal_px
         if f is not None:
-            # Prior from the 35 mm equivalent; COLMAP keeps it as the starting point and refines it.
+            # Prior from the 35 mm equivalent: the starting point, or the value itself (map_images keep_focal).
             cam = pycolmap.Camera.create_from_model_name(1, opts.camera_model, f, members[0].width,
                                                          members[0].height)
             reader.camera_params = ",".join(f"{v:.6f}" for v in cam.params)
@@ -128,24 +128,26 @@ def match(database: Path, mode: str, opts: SfmOptions) -> None:
 
 def map_images(database: Path, images: Path, out: Path, opts: SfmOptions, frame: GeoFrame | None,
                on_registered: Callable[[], None] | None = None, warn: Callable[[str], None] = log.warning,
-               focal_priors: bool = False) -> tuple[list[pycolmap.Reconstruction], str]:
+               keep_focal: bool = False) -> tuple[list[pycolmap.Reconstruction], str]:
     """Every model the mapper found, largest first (by registered images), and the mapper that made them.
 
     The global mapper is less robust on nadir flights over flat ground (it can fail, or return a
     distorted model); when its result is unusable we say so and map incrementally instead.
-    ``focal_priors``: every camera has a focal length from EXIF. The global mapper then keeps it fixed
-    and a final adjustment refines only distortion: over flat ground seen from above, a free focal length
-    drifts together with the flight's depth (measured on generated flights: the focal length went from
-    333 to 457 px and the centre error from 0.15% to 10% of the flight's size).
+    ``keep_focal``: every camera's focal length comes from EXIF and stays fixed; bundle adjustment refines
+    only distortion (the global mapper's in a final adjustment). Over flat ground seen from above, a free
+    focal length drifts together with the flight's depth. Measured on generated flights (exact EXIF): the
+    global mapper's went from 333 to 457 px and its centre error from 0.15% to 10% of the flight's size;
+    the incremental mapper's came out 0.8-1.7% long on five runs of the demo flight, and held-out PSNR after
+    training averaged 26.5 dB over those five vs 26.9 dB over three runs with the focal length kept.
     """
     if opts.mapper == "global":
         (out / "global").mkdir(parents=True, exist_ok=True)
         glo = _global_options()
-        if focal_priors:
+        if keep_focal:
             glo.mapper.bundle_adjustment.refine_focal_length = False
             glo.mapper.bundle_adjustment.refine_extra_params = False
         models = _sorted(pycolmap.global_mapping(database, images, out / "global", glo))
-        if models and focal_priors:
+        if models and keep_focal:
             final = pycolmap.BundleAdjustmentOptions()
             final.refine_focal_length = False
             pycolmap.bundle_adjustment(models[0], final)
@@ -162,6 +164,7 @@ def map_images(database: Path, images: Path, out: Path, opts: SfmOptions, frame:
     inc.num_threads = -1
     inc.min_model_size = 3
     inc.use_prior_position = frame is not None
+    inc.ba_refine_focal_length = not keep_focal
     best: list[pycolmap.Reconstruction] = []
     for attempt in range(INCREMENTAL_ATTEMPTS):
         # Multi-threaded mapping is not repeatable even with a fixed seed: on generated 16-image flights

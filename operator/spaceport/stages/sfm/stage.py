@@ -99,9 +99,10 @@ def run_sfm(ctx: StageContext) -> StageOutput:
         ctx.progress.span(*STEPS["mapping"]).update(min(registered / len(photos), 1.0),
                                                     f"registered {registered}/{len(photos)} images")
 
+    exif_focal = not opts.refine_focal_length and all(p.focal_px is not None for p in photos)
     with step("mapping", f"{opts.mapper} mapping"), quiet_alignment(frame is not None and not debug):
         models, mapper = reconstruct.map_images(database, prepared, work / "models", opts, frame, on_registered,
-                                                ctx.warn, all(p.focal_px is not None for p in photos))
+                                                ctx.warn, exif_focal)
     n_reg = models[0].num_reg_images() if models else 0
     if n_reg < max(MIN_IMAGES, opts.min_registered_fraction * len(photos)):
         raise BadInputError(
@@ -128,6 +129,7 @@ def run_sfm(ctx: StageContext) -> StageOutput:
         "matchingMode": mode,
         "mapper": mapper,
         "cameras": n_cameras,
+        "focalLength": "exif" if exif_focal else "estimated",
         "components": len(others) + 1,
         "gpsImages": sum(p.gps is not None for p in photos),
         "georeference": frame.georef() if frame is not None else None,
