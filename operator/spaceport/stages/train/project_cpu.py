@@ -131,19 +131,21 @@ def gaussian_geometry(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, 
     z = V[6] * mx + V[7] * my + V[8] * mz + t[2]
     qw, qx, qy, qz = float(quats[i, 0]), float(quats[i, 1]), float(quats[i, 2]), float(quats[i, 3])
     qnorm = max(np.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), NORM_EPS)  # as torch's F.normalize
-    qn = (qw / qnorm, qx / qnorm, qy / qnorm, qz / qnorm)
+    iq = 1.0 / qnorm
+    qn = (qw * iq, qx * iq, qy * iq, qz * iq)
     Rg = rotmat(qn[0], qn[1], qn[2], qn[3])
     s0, s1, s2 = float(scales[i, 0]), float(scales[i, 1]), float(scales[i, 2])
     Mg = (Rg[0] * s0, Rg[1] * s1, Rg[2] * s2, Rg[3] * s0, Rg[4] * s1, Rg[5] * s2, Rg[6] * s0, Rg[7] * s1,
           Rg[8] * s2)
     cov = mm(mm(V, mm(Mg, tr(Mg))), tr(V))
-    ux = x / z
-    uy = y / z
+    iz = 1.0 / z
+    ux = x * iz
+    uy = y * iz
     tx = z * min(lims[0], max(-lims[1], ux))
     ty = z * min(lims[2], max(-lims[3], uy))
     free_x = -lims[1] <= ux <= lims[0]
     free_y = -lims[3] <= uy <= lims[2]
-    j00, j02, j11, j12 = fx / z, -fx * tx / (z * z), fy / z, -fy * ty / (z * z)
+    j00, j02, j11, j12 = fx * iz, -fx * tx * (iz * iz), fy * iz, -fy * ty * (iz * iz)
     # JC = J @ cov (2x3); c2 = JC @ J^T
     jc0 = (j00 * cov[0] + j02 * cov[6], j00 * cov[1] + j02 * cov[7], j00 * cov[2] + j02 * cov[8])
     jc1 = (j11 * cov[3] + j12 * cov[6], j11 * cov[4] + j12 * cov[7], j11 * cov[5] + j12 * cov[8])
@@ -172,16 +174,17 @@ def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh
             x, y, z = geo[0], geo[1], geo[2]
             a, b, c = geo[14]
             det = a * c - b * b
-            u = fx * x / z + cx
-            v = fy * y / z + cy
+            iz = 1.0 / z
+            u = fx * x * iz + cx
+            v = fy * y * iz + cy
             means2d[i, 0] = u
             means2d[i, 1] = v
             depths[i] = z
             ok = det > 0 and z > NEAR and z < FAR
-            detc = det if det > 1e-10 else 1e-10
-            conics[i, 0] = c / detc
-            conics[i, 1] = -b / detc
-            conics[i, 2] = a / detc
+            idet = 1.0 / (det if det > 1e-10 else 1e-10)
+            conics[i, 0] = c * idet
+            conics[i, 1] = -b * idet
+            conics[i, 2] = a * idet
             rx = np.ceil(3.33 * np.sqrt(a)) if ok else 0.0
             ry = np.ceil(3.33 * np.sqrt(c)) if ok else 0.0
             inside = u + rx > 0 and u - rx < width and v + ry > 0 and v - ry < height
@@ -190,8 +193,8 @@ def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh
             dx = means[i, 0] - campos[0]
             dy = means[i, 1] - campos[1]
             dz = means[i, 2] - campos[2]
-            norm = max(np.sqrt(dx * dx + dy * dy + dz * dz), NORM_EPS)
-            sh_basis(dx / norm, dy / norm, dz / norm, degree, basis)
+            inorm = 1.0 / max(np.sqrt(dx * dx + dy * dy + dz * dz), NORM_EPS)
+            sh_basis(dx * inorm, dy * inorm, dz * inorm, degree, basis)
             for ch in range(3):
                 acc = 0.5
                 for k in range(n_bases):
@@ -219,8 +222,8 @@ def project_backward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, s
             ddx = means[i, 0] - campos[0]
             ddy = means[i, 1] - campos[1]
             ddz = means[i, 2] - campos[2]
-            norm = max(np.sqrt(ddx * ddx + ddy * ddy + ddz * ddz), NORM_EPS)
-            d0, d1, d2 = ddx / norm, ddy / norm, ddz / norm
+            inorm = 1.0 / max(np.sqrt(ddx * ddx + ddy * ddy + ddz * ddz), NORM_EPS)
+            d0, d1, d2 = ddx * inorm, ddy * inorm, ddz * inorm
             sh_basis(d0, d1, d2, degree, basis)
             vb[:] = 0.0
             for ch in range(3):
@@ -233,9 +236,9 @@ def project_backward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, s
                     vb[k] += sh[i, k, ch] * g
             gx, gy, gz = sh_basis_grad(d0, d1, d2, degree, vb)
             dot = gx * d0 + gy * d1 + gz * d2
-            vm0 = (gx - d0 * dot) / norm
-            vm1 = (gy - d1 * dot) / norm
-            vm2 = (gz - d2 * dot) / norm
+            vm0 = (gx - d0 * dot) * inorm
+            vm1 = (gy - d1 * dot) * inorm
+            vm2 = (gz - d2 * dot) * inorm
             geo = gaussian_geometry(means, quats, scales, i, V, t, fx, fy, lims)
             x, y, z, qnorm, qn, Rg, s, Mg, cov, tx, ty, free_x, free_y, jj, c2 = geo
             j00, j02, j11, j12 = jj
@@ -248,10 +251,11 @@ def project_backward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, s
                 continue
             # conic = inverse of [[a, b], [b, c]]
             qa, qb, qc = v_conics[i, 0], v_conics[i, 1], v_conics[i, 2]
-            dd = det * det
-            va = qa * (-c * c / dd) + qb * (b * c / dd) + qc * (1.0 / det - a * c / dd)
-            vc = qa * (1.0 / det - a * c / dd) + qb * (a * b / dd) + qc * (-a * a / dd)
-            vbb = 0.5 * (qa * (2 * b * c / dd) + qb * (-1.0 / det - 2 * b * b / dd) + qc * (2 * a * b / dd))
+            idet = 1.0 / det
+            idd = idet * idet
+            va = qa * (-c * c * idd) + qb * (b * c * idd) + qc * (idet - a * c * idd)
+            vc = qa * (idet - a * c * idd) + qb * (a * b * idd) + qc * (-a * a * idd)
+            vbb = 0.5 * (qa * (2 * b * c * idd) + qb * (-idet - 2 * b * b * idd) + qc * (2 * a * b * idd))
             # J = [[j00, 0, j02], [0, j11, j12]]; v_cov = J^T V2 J with V2 = [[va, vbb], [vbb, vc]]
             r0 = (va * j00, vbb * j11, va * j02 + vbb * j12)  # row 0 of V2 J
             r1 = (vbb * j00, vc * j11, vbb * j02 + vc * j12)  # row 1 of V2 J
@@ -280,26 +284,29 @@ def project_backward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, s
             vq3 = 2 * (-2 * z_ * W[0] - w_ * W[1] + x_ * W[2] + w_ * W[3] - 2 * z_ * W[4] + y_ * W[5] + x_ * W[6]
                        + y_ * W[7])
             qdot = w_ * vq0 + x_ * vq1 + y_ * vq2 + z_ * vq3
-            v_quats[i, 0] = (vq0 - w_ * qdot) / qnorm
-            v_quats[i, 1] = (vq1 - x_ * qdot) / qnorm
-            v_quats[i, 2] = (vq2 - y_ * qdot) / qnorm
-            v_quats[i, 3] = (vq3 - z_ * qdot) / qnorm
+            iq = 1.0 / qnorm
+            v_quats[i, 0] = (vq0 - w_ * qdot) * iq
+            v_quats[i, 1] = (vq1 - x_ * qdot) * iq
+            v_quats[i, 2] = (vq2 - y_ * qdot) * iq
+            v_quats[i, 3] = (vq3 - z_ * qdot) * iq
             # the projected mean and J depend on the camera-space mean
-            vx = v_means2d[i, 0] * fx / z
-            vy = v_means2d[i, 1] * fy / z
-            vz = -(v_means2d[i, 0] * fx * x + v_means2d[i, 1] * fy * y) / (z * z)
-            vz += -vj00 * fx / (z * z) - vj11 * fy / (z * z)
-            vz += vj02 * 2 * fx * tx / (z * z * z) + vj12 * 2 * fy * ty / (z * z * z)
-            v_tx = -vj02 * fx / (z * z)
-            v_ty = -vj12 * fy / (z * z)
+            iz = 1.0 / z
+            iz2 = iz * iz
+            vx = v_means2d[i, 0] * fx * iz
+            vy = v_means2d[i, 1] * fy * iz
+            vz = -(v_means2d[i, 0] * fx * x + v_means2d[i, 1] * fy * y) * iz2
+            vz += -vj00 * fx * iz2 - vj11 * fy * iz2
+            vz += (vj02 * 2 * fx * tx + vj12 * 2 * fy * ty) * (iz2 * iz)
+            v_tx = -vj02 * fx * iz2
+            v_ty = -vj12 * fy * iz2
             if free_x:
                 vx += v_tx
             else:
-                vz += v_tx * tx / z
+                vz += v_tx * tx * iz
             if free_y:
                 vy += v_ty
             else:
-                vz += v_ty * ty / z
+                vz += v_ty * ty * iz
             v_means[i, 0] = vm0 + V[0] * vx + V[3] * vy + V[6] * vz
             v_means[i, 1] = vm1 + V[1] * vx + V[4] * vy + V[7] * vz
             v_means[i, 2] = vm2 + V[2] * vx + V[5] * vy + V[8] * vz
