@@ -13,6 +13,7 @@ from PIL import Image
 
 from spaceport.contract import BadInputError
 from spaceport.stages.runner import run_stage
+from spaceport.stages.sfm import reconstruct
 from spaceport.storage import S3Store, s3_client
 from spaceport.synthetic import Flight, enu_to_geodetic, generate_flight, geodetic_to_enu
 from tests.s3 import moto_s3, s3_environment
@@ -192,3 +193,13 @@ def test_refine_focal_length_estimates_it_from_the_exif_start(gps_flight: Flight
     # the depth (seen 4.5% off with 8 images a camera; the demo flight's 40 came out 0.8-1.7% long)
     assert camera.params[0] != pytest.approx(gps_flight.fx, rel=1e-4)
     assert camera.params[0] == pytest.approx(gps_flight.fx, rel=0.07)
+    # a drift past 5% from the EXIF value is reported, naming the camera by an image and the numbers
+    rec = pycolmap.Reconstruction(str(tmp_path / "out" / "sparse"))
+    names = sorted(im.name for im in rec.images.values())
+    exact = reconstruct.focal_drift(rec, dict.fromkeys(names, camera.params[0]))
+    (note,) = reconstruct.focal_drift(rec, dict.fromkeys(names, camera.params[0] / 1.2))
+    assert exact == []
+    assert f"{names[0]}'s camera (24 images)" in note and "+20% off its EXIF value" in note
+    # and the stage said so exactly when this run drifted that far
+    drifted = abs(camera.params[0] / gps_flight.fx - 1) > reconstruct.FOCAL_DRIFT_WARN
+    assert any("off its EXIF value" in w for w in result.warnings) == drifted

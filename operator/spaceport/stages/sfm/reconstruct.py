@@ -21,6 +21,8 @@ INCREMENTAL_ATTEMPTS = 3
 """Incremental mappings tried at most when the model disagrees with the GPS tags (different seeds)."""
 MIN_GPS_SPREAD_M = 2.0
 """GPS positions spread over less than this (a tripod, a hover) cannot fix the scale: they are ignored."""
+FOCAL_DRIFT_WARN = 0.05
+"""An estimated focal length further than this share from its EXIF value is reported (refineFocalLength)."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,24 @@ def align_to_gps(rec: pycolmap.Reconstruction, frame: GeoFrame) -> None:
         rec.transform(sim)
     else:
         log.warning("could not align the model to the GPS positions")
+
+
+def focal_drift(rec: pycolmap.Reconstruction, exif_focal: dict[str, float | None]) -> list[str]:
+    """A line for each camera whose estimated focal length ended more than FOCAL_DRIFT_WARN from its EXIF
+    value (``exif_focal``: pixels by image name)."""
+    notes = []
+    for camera_id, camera in sorted(rec.cameras.items()):
+        names = sorted(im.name for im in rec.images.values() if im.camera_id == camera_id and im.has_pose)
+        prior = next((f for f in (exif_focal.get(n) for n in names) if f), None)
+        if prior is None:
+            continue
+        change = camera.mean_focal_length() / prior - 1.0
+        if abs(change) > FOCAL_DRIFT_WARN:
+            notes.append(f"the focal length of {names[0]}'s camera ({len(names)} images) came out "
+                         f"{camera.mean_focal_length():.0f} px, {change:+.0%} off its EXIF value {prior:.0f} px: "
+                         "over flat ground a free focal length drifts with the depth; sfm.refineFocalLength "
+                         "false keeps the EXIF value")
+    return notes
 
 
 def components_beyond(models: list[pycolmap.Reconstruction]) -> list[int]:
