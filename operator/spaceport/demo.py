@@ -35,10 +35,12 @@ DEMO_CONFIG: dict[str, Any] = {
     # the full steps for the same result. A small opacity term fades Gaussians no photo needs, which
     # pruning then frees for densification. 4,000 steps with a 100k cap and a 0.01 opacity term gained
     # 0.3-0.8 dB over 2,000 steps with 80k and 0.03 on each of four SfM models of this flight (25.5-27.2
-    # vs 25.2-26.5 dB held-out); 0.03 at 4,000 steps lost 0.1-0.2 dB, 5,000 steps gained 0.2 dB but take
-    # ~160 s; anisotropy or scale penalties, more stereo seeds, other densification or decay schedules did
-    # not help (README, "Measured"). The first held-out photo, the flight's corner, sees ground that at
-    # most one training photo sees: ~20-21 dB; the four others 25-30 dB; training views reach ~33 dB.
+    # vs 25.2-26.5 dB held-out, focal length refined in SfM; kept from EXIF, as now: 26.5-27.0); 0.03 at
+    # 4,000 steps lost 0.1-0.2 dB, 5,000 steps gained 0.1-0.2 dB but take ~160-170 s, a 120k cap +0.1
+    # (within run-to-run noise) for ~13 s more; anisotropy or scale penalties, more stereo seeds, other
+    # densification or decay schedules did not help (README, "Measured"). The first held-out photo, the
+    # flight's corner, sees ground that at most one training photo sees: ~20-21 dB; the four others 25-30
+    # dB; training views reach ~33 dB.
     "train": {"iterations": 4000, "halfResolutionSteps": 2000, "maxGaussians": 100_000, "shDegree": 0,
               "downscale": 1.5, "initStereoPoints": 30_000, "initRandomPoints": 10_000, "positionLr": 5e-4,
               "colorLr": 1e-2, "opacityLr": 0.1, "scaleLr": 1e-2, "rotationLr": 2e-3,
