@@ -140,7 +140,7 @@ def map_images(database: Path, images: Path, out: Path, opts: SfmOptions, frame:
     focal length drifts together with the flight's depth. Measured on generated flights (exact EXIF): the
     global mapper's went from 333 to 457 px and its centre error from 0.15% to 10% of the flight's size;
     the incremental mapper's came out 0.8-1.7% long on five runs of the demo flight, and held-out PSNR after
-    training averaged 26.5 dB over those five (25.5-27.2) vs 26.8 dB over five with it kept (26.5-27.0).
+    training averaged 26.5 dB over those five (25.5-27.2) vs 26.8 dB over seven with it kept (26.5-27.0).
     """
     if opts.mapper == "global":
         (out / "global").mkdir(parents=True, exist_ok=True)
@@ -267,9 +267,8 @@ def focal_drift(rec: pycolmap.Reconstruction, exif_focal: dict[str, float | None
         change = camera.mean_focal_length() / prior - 1.0
         if abs(change) > FOCAL_DRIFT_WARN:
             notes.append(f"the focal length of {names[0]}'s camera ({len(names)} images) came out "
-                         f"{camera.mean_focal_length():.0f} px, {change:+.0%} off its EXIF value {prior:.0f} px: "
-                         "over flat ground a free focal length drifts with the depth; sfm.refineFocalLength "
-                         "false keeps the EXIF value")
+                         f"{camera.mean_focal_length():.0f} px, {change:+.0%} off its EXIF value {prior:.0f} px "
+                         "(over flat ground a free focal length drifts with the depth)")
     return notes
 
 

@@ -115,8 +115,10 @@ def run_sfm(ctx: StageContext) -> StageOutput:
         ctx.warn(f"{len(others) + 1} disconnected components: kept the largest ({n_reg} images), "
                  f"dropped {', '.join(str(n) for n in others)} image(s)")
     if not exif_focal:
+        hint = ("sfm.refineFocalLength false keeps the EXIF value" if opts.refine_focal_length else
+                "it was estimated because some photos carry no EXIF focal length")
         for note in reconstruct.focal_drift(best, {p.name: p.focal_px for p in photos}):
-            ctx.warn(note)
+            ctx.warn(f"{note}: {hint}")
     unregistered = sorted({p.name for p in photos} - {im.name for im in best.images.values() if im.has_pose})
     if unregistered:
         shown = ", ".join(unregistered[:10]) + (f" and {len(unregistered) - 10} more" if len(unregistered) > 10 else "")
