@@ -124,7 +124,8 @@ def camera_consts(view: np.ndarray, K: np.ndarray, width: int, height: int) -> t
 @njit(cache=True, error_model="numpy")
 def gaussian_geometry(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, i: int, V: tuple, t: tuple,
                       fx: float, fy: float, lims: tuple) -> tuple:
-    """Camera-space mean, normalised quaternion, rotation, R_g S, camera covariance, clamped tx/ty, J, 2D cov."""
+    """Camera-space mean and ``1 / z``, ``1 / |q|`` and the normalised quaternion, rotation, R_g S, camera
+    covariance, clamped tx/ty, J, 2D cov."""
     mx, my, mz = float(means[i, 0]), float(means[i, 1]), float(means[i, 2])
     x = V[0] * mx + V[1] * my + V[2] * mz + t[0]
     y = V[3] * mx + V[4] * my + V[5] * mz + t[1]
@@ -153,7 +154,7 @@ def gaussian_geometry(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, 
     c01 = jc0[1] * j11 + jc0[2] * j12
     c10 = jc1[0] * j00 + jc1[2] * j02
     c11 = jc1[1] * j11 + jc1[2] * j12
-    return (x, y, z, qnorm, qn, Rg, (s0, s1, s2), Mg, cov, tx, ty, free_x, free_y, (j00, j02, j11, j12),
+    return (x, y, z, iz, iq, qn, Rg, (s0, s1, s2), Mg, cov, tx, ty, free_x, free_y, (j00, j02, j11, j12),
             (c00 + EPS2D, 0.5 * (c01 + c10), c11 + EPS2D))
 
 
@@ -171,10 +172,9 @@ def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh
         basis = np.empty(16)
         for i in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
             geo = gaussian_geometry(means, quats, scales, i, V, t, fx, fy, lims)
-            x, y, z = geo[0], geo[1], geo[2]
-            a, b, c = geo[14]
+            x, y, z, iz = geo[0], geo[1], geo[2], geo[3]
+            a, b, c = geo[15]
             det = a * c - b * b
-            iz = 1.0 / z
             u = fx * x * iz + cx
             v = fy * y * iz + cy
             means2d[i, 0] = u
@@ -240,7 +240,7 @@ def project_backward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, s
             vm1 = (gy - d1 * dot) * inorm
             vm2 = (gz - d2 * dot) * inorm
             geo = gaussian_geometry(means, quats, scales, i, V, t, fx, fy, lims)
-            x, y, z, qnorm, qn, Rg, s, Mg, cov, tx, ty, free_x, free_y, jj, c2 = geo
+            x, y, _, iz, iq, qn, Rg, s, Mg, cov, tx, ty, free_x, free_y, jj, c2 = geo
             j00, j02, j11, j12 = jj
             a, b, c = c2
             det = a * c - b * b
@@ -284,13 +284,11 @@ def project_backward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, s
             vq3 = 2 * (-2 * z_ * W[0] - w_ * W[1] + x_ * W[2] + w_ * W[3] - 2 * z_ * W[4] + y_ * W[5] + x_ * W[6]
                        + y_ * W[7])
             qdot = w_ * vq0 + x_ * vq1 + y_ * vq2 + z_ * vq3
-            iq = 1.0 / qnorm
             v_quats[i, 0] = (vq0 - w_ * qdot) * iq
             v_quats[i, 1] = (vq1 - x_ * qdot) * iq
             v_quats[i, 2] = (vq2 - y_ * qdot) * iq
             v_quats[i, 3] = (vq3 - z_ * qdot) * iq
             # the projected mean and J depend on the camera-space mean
-            iz = 1.0 / z
             iz2 = iz * iz
             vx = v_means2d[i, 0] * fx * iz
             vy = v_means2d[i, 1] * fy * iz
