@@ -107,3 +107,30 @@ def test_degenerate_gaussians_are_culled_not_fatal() -> None:
     identity[2] = torch.tensor([1.0, 0.0, 0.0, 0.0])
     same, _, _ = rasterize_cpu(means, identity, scales, opacities, sh, view, K, 50, 40, 3)
     assert torch.equal(image.detach(), same)
+
+
+def test_gaussians_culled_from_their_mean_alone_are_exactly_the_off_screen_ones() -> None:
+    """The projection skips, from the mean and largest scale alone, Gaussians that cannot reach the image;
+    radii must still equal the full projection's everywhere, including for large Gaussians whose centre
+    is off screen but whose footprint reaches in."""
+    dtype = torch.float64
+    g = torch.Generator().manual_seed(5)
+    n = 3000
+    means = (torch.rand(n, 3, generator=g, dtype=dtype) - 0.5) * torch.tensor([8.0, 6.0, 5.0], dtype=dtype)
+    means = means + torch.tensor([0.0, 0.0, 2.0], dtype=dtype)  # some behind the camera, most beside the view
+    quats = torch.randn(n, 4, generator=g, dtype=dtype)
+    scales = torch.exp(torch.rand(n, 3, generator=g, dtype=dtype) * 7.0 - 7.0)  # 0.001 to 1
+    opacities = torch.full((n,), 0.5, dtype=dtype)
+    sh = torch.randn(n, 16, 3, generator=g, dtype=dtype) * 0.3
+    view, K = camera(dtype)
+    image, _, info = rasterize_cpu(means, quats, scales, opacities, sh, view, K, 50, 40, 3)
+    m2, _, _, radii = project(means, quats, scales, view, K, 50, 40)
+    ours = info["radii"][0]
+    assert torch.equal(ours, radii)
+    culled = (radii == 0).any(-1)
+    assert 0.5 * n < int(culled.sum()) < n  # most culled, not all
+    off_centre = (m2[:, 0] < 0) | (m2[:, 0] >= 50) | (m2[:, 1] < 0) | (m2[:, 1] >= 40)
+    assert int((off_centre & ~culled).sum()) > 20  # centres off screen that still reach the image
+    drawn = ~culled
+    assert torch.allclose(info["means2d"][0][drawn].detach(), m2[drawn].detach(), rtol=0, atol=1e-9)
+    assert float(image.max()) > 0.1

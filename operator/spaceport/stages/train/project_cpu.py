@@ -158,6 +158,30 @@ def gaussian_geometry(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, 
             (c00 + EPS2D, 0.5 * (c01 + c10), c11 + EPS2D))
 
 
+@njit(cache=True, error_model="numpy")
+def surely_outside(x: float, y: float, z: float, iz: float, s_max: float, fx: float, fy: float, cx: float,
+                   cy: float, lims: tuple, width: int, height: int) -> bool:
+    """True when the Gaussian at camera-space ``(x, y, z)`` with largest scale ``s_max`` gets zero radii
+    for certain, from its mean alone (no rotation, covariance or colour).
+
+    The 2D covariance's diagonal is ``r Σ r^T + EPS2D`` for the rows ``r`` of the Jacobian, and
+    ``r Σ r^T <= |r|^2 s_max^2`` (Σ's largest eigenvalue is ``s_max^2``), so ``3.33 sqrt(...)`` bounds
+    each radius before its ``ceil``; a little slack covers rounding. In an aerial view most of a scene is
+    off screen, and those Gaussians skip the rest of the projection.
+    """
+    if not (z > NEAR and z < FAR):
+        return True
+    tx = z * min(lims[0], max(-lims[1], x * iz))
+    ty = z * min(lims[2], max(-lims[3], y * iz))
+    j00, j02, j11, j12 = fx * iz, -fx * tx * (iz * iz), fy * iz, -fy * ty * (iz * iz)
+    s2 = s_max * s_max * (1.0 + 1e-5)
+    rx = 3.33 * np.sqrt((j00 * j00 + j02 * j02) * s2 + EPS2D * (1.0 + 1e-5)) + 1.0
+    ry = 3.33 * np.sqrt((j11 * j11 + j12 * j12) * s2 + EPS2D * (1.0 + 1e-5)) + 1.0
+    u = fx * x * iz + cx
+    v = fy * y * iz + cy
+    return u + rx <= 0 or u - rx >= width or v + ry <= 0 or v - ry >= height
+
+
 CHUNK = 1024
 
 
@@ -171,6 +195,22 @@ def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh
     for chunk in prange((n + CHUNK - 1) // CHUNK):
         basis = np.empty(16)
         for i in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
+            mx, my, mz = float(means[i, 0]), float(means[i, 1]), float(means[i, 2])
+            x = V[0] * mx + V[1] * my + V[2] * mz + t[0]  # as gaussian_geometry, to the bit
+            y = V[3] * mx + V[4] * my + V[5] * mz + t[1]
+            z = V[6] * mx + V[7] * my + V[8] * mz + t[2]
+            iz = 1.0 / z
+            s_max = max(abs(float(scales[i, 0])), abs(float(scales[i, 1])), abs(float(scales[i, 2])))
+            if surely_outside(x, y, z, iz, s_max, fx, fy, cx, cy, lims, width, height):
+                means2d[i, 0] = fx * x * iz + cx
+                means2d[i, 1] = fy * y * iz + cy
+                depths[i] = z
+                radii[i, 0] = 0
+                radii[i, 1] = 0
+                for ch in range(3):
+                    conics[i, ch] = 0.0
+                    colors[i, ch] = 0.0
+                continue
             geo = gaussian_geometry(means, quats, scales, i, V, t, fx, fy, lims)
             x, y, z, iz = geo[0], geo[1], geo[2], geo[3]
             a, b, c = geo[15]
