@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[stages,dev]'
 	npm ci --no-audit --no-fund --loglevel=error
+	# Compile the CPU training kernels into numba's on-disk cache now, as a C++ extension would be built at
+	# install (~50 s), instead of in the first training run.
+	$(BIN)/python -m spaceport.stages.train.precompile
 	touch $(STAMP)
 
 # setup also installs headless Chromium for the viewer's browser tests (Debian's package; CI runs as root on Debian).
