@@ -219,3 +219,21 @@ def test_lpips_says_why_it_cannot_run() -> None:
     if importlib.util.find_spec("lpips") is None:  # as in CI: the package is the stage image's gpu extra
         score, why = lpips_scorer("cuda")
         assert score is None and "lpips package" in why and "spaceport[gpu]" in why
+
+
+def test_mse_weight_adds_the_mean_squared_error_to_the_loss(sfm: Path, tmp_path: Path) -> None:
+    from spaceport.api import TrainOptions
+    from spaceport.stages.train.data import load_dataset
+    from spaceport.stages.train.loop import Trainer
+
+    data = load_dataset(LocalStore(sfm), tmp_path, holdout_every=4, downscale=1.0)
+    losses, errors = [], []
+    for weight in (0.0, 10.0):
+        trainer = Trainer(data, TrainOptions.model_validate({**FAST, "mseWeight": weight}), "cpu", 3.0)
+        view = trainer.view_for(0)
+        with torch.no_grad():
+            image, _ = trainer.render(view)
+        errors.append(float(((image - trainer.target(view)) ** 2).mean()))
+        losses.append(trainer.train_step())
+    assert errors[0] == errors[1] > 1e-4  # the same first render, visibly wrong
+    assert losses[1] - losses[0] == pytest.approx(10.0 * errors[0], rel=1e-4)

@@ -218,6 +218,8 @@ class Trainer:
             self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.step, info)
         gt = self.target(view)
         loss = (1 - o.ssim_weight) * (image - gt).abs().mean() + o.ssim_weight * (1 - ssim(image, gt))
+        if o.mse_weight:
+            loss = loss + o.mse_weight * ((image - gt) ** 2).mean()
         # MCMC's relocation relies on its own regularisers pushing unused Gaussians to low opacity and scale
         opacity_weight = o.opacity_reg + (MCMC_REG if self.mcmc else 0.0)
         if opacity_weight:
