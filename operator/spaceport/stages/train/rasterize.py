@@ -157,10 +157,12 @@ class ProjectSH(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, v_means2d: Tensor, v_conics: Tensor, v_colors: Tensor, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
         means, quats, scales, sh = ctx.arrays[:4]
-        grads = [np.zeros_like(a) for a in (means, quats, scales, sh)]
+        grads = [np.empty_like(a) for a in (means, quats, scales, sh)]  # the kernel writes every row
 
         def upstream(v: Tensor | None, cols: int) -> np.ndarray:
-            return np.zeros((len(means), cols), means.dtype) if v is None else v.detach().numpy().astype(means.dtype)
+            if v is None:
+                return np.zeros((len(means), cols), means.dtype)
+            return np.ascontiguousarray(v.detach().numpy(), means.dtype)  # a copy only where needed
 
         project_cpu.project_backward(*ctx.arrays, ctx.radii, upstream(v_means2d, 2), upstream(v_conics, 3),
                                      upstream(v_colors, 3), *grads)
