@@ -128,11 +128,11 @@ class Composite(torch.autograd.Function):
         dtype = ctx.packed[0].dtype
         v_image = torch.zeros(height, width, 3, dtype=alpha.dtype) if v_image is None else v_image
         v_alpha = torch.zeros(height, width, dtype=alpha.dtype) if v_alpha is None else v_alpha
-        rows = np.zeros((len(ctx.flat_ids), kernels.GRAD_COLS), dtype)  # rows past a pixel run stay 0
+        rows = np.empty((len(ctx.flat_ids), kernels.GRAD_COLS), dtype)  # the kernels write or zero every row
         kernels.composite_backward(*ctx.packed, ctx.offsets, width, height, _np(alpha), ctx.last,
                                    _np(v_image.to(alpha.dtype)), _np(v_alpha.to(alpha.dtype)), rows)
-        grads = [np.zeros((ctx.n, 2), dtype), np.zeros((ctx.n, 3), dtype), np.zeros((ctx.n, 3), dtype),
-                 np.zeros(ctx.n, dtype)]
+        grads = [np.empty((ctx.n, 2), dtype), np.empty((ctx.n, 3), dtype), np.empty((ctx.n, 3), dtype),
+                 np.empty(ctx.n, dtype)]
         kernels.reduce_rows(ctx.flat_ids, rows, *grads)
         return (*(torch.from_numpy(g) for g in grads), None, None, None, None, None)
 
