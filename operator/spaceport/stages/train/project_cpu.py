@@ -122,14 +122,19 @@ def camera_consts(view: np.ndarray, K: np.ndarray, width: int, height: int) -> t
 
 
 @njit(cache=True, error_model="numpy")
+def camera_point(means: np.ndarray, i: int, V: tuple, t: tuple) -> tuple[float, float, float]:
+    """Gaussian ``i``'s mean in camera space (the one place it is computed, so every caller gets the same bits)."""
+    mx, my, mz = float(means[i, 0]), float(means[i, 1]), float(means[i, 2])
+    return (V[0] * mx + V[1] * my + V[2] * mz + t[0], V[3] * mx + V[4] * my + V[5] * mz + t[1],
+            V[6] * mx + V[7] * my + V[8] * mz + t[2])
+
+
+@njit(cache=True, error_model="numpy")
 def gaussian_geometry(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, i: int, V: tuple, t: tuple,
                       fx: float, fy: float, lims: tuple) -> tuple:
     """Camera-space mean and ``1 / z``, ``1 / |q|`` and the normalised quaternion, rotation, R_g S, camera
     covariance, clamped tx/ty, J, 2D cov."""
-    mx, my, mz = float(means[i, 0]), float(means[i, 1]), float(means[i, 2])
-    x = V[0] * mx + V[1] * my + V[2] * mz + t[0]
-    y = V[3] * mx + V[4] * my + V[5] * mz + t[1]
-    z = V[6] * mx + V[7] * my + V[8] * mz + t[2]
+    x, y, z = camera_point(means, i, V, t)
     qw, qx, qy, qz = float(quats[i, 0]), float(quats[i, 1]), float(quats[i, 2]), float(quats[i, 3])
     qnorm = max(np.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), NORM_EPS)  # as torch's F.normalize
     iq = 1.0 / qnorm
@@ -159,10 +164,10 @@ def gaussian_geometry(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, 
 
 
 @njit(cache=True, error_model="numpy")
-def surely_outside(x: float, y: float, z: float, iz: float, s_max: float, fx: float, fy: float, cx: float,
-                   cy: float, lims: tuple, width: int, height: int) -> bool:
-    """True when the Gaussian at camera-space ``(x, y, z)`` with largest scale ``s_max`` gets zero radii
-    for certain, from its mean alone (no rotation, covariance or colour).
+def surely_outside(x: float, y: float, z: float, iz: float, u: float, v: float, s_max: float, fx: float,
+                   fy: float, lims: tuple, width: int, height: int) -> bool:
+    """True when the Gaussian at camera-space ``(x, y, z)`` (pixel ``(u, v)``) with largest scale ``s_max``
+    gets zero radii for certain, from its mean alone (no rotation, covariance or colour).
 
     The 2D covariance's diagonal is ``r Σ r^T + EPS2D`` for the rows ``r`` of the Jacobian, and
     ``r Σ r^T <= |r|^2 s_max^2`` (Σ's largest eigenvalue is ``s_max^2``), so ``3.33 sqrt(...)`` bounds
@@ -177,8 +182,6 @@ def surely_outside(x: float, y: float, z: float, iz: float, s_max: float, fx: fl
     s2 = s_max * s_max * (1.0 + 1e-5)
     rx = 3.33 * np.sqrt((j00 * j00 + j02 * j02) * s2 + EPS2D * (1.0 + 1e-5)) + 1.0
     ry = 3.33 * np.sqrt((j11 * j11 + j12 * j12) * s2 + EPS2D * (1.0 + 1e-5)) + 1.0
-    u = fx * x * iz + cx
-    v = fy * y * iz + cy
     return u + rx <= 0 or u - rx >= width or v + ry <= 0 or v - ry >= height
 
 
@@ -195,16 +198,15 @@ def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh
     for chunk in prange((n + CHUNK - 1) // CHUNK):
         basis = np.empty(16)
         for i in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
-            mx, my, mz = float(means[i, 0]), float(means[i, 1]), float(means[i, 2])
-            x = V[0] * mx + V[1] * my + V[2] * mz + t[0]  # as gaussian_geometry, to the bit
-            y = V[3] * mx + V[4] * my + V[5] * mz + t[1]
-            z = V[6] * mx + V[7] * my + V[8] * mz + t[2]
+            x, y, z = camera_point(means, i, V, t)
             iz = 1.0 / z
+            u = fx * x * iz + cx
+            v = fy * y * iz + cy
+            means2d[i, 0] = u
+            means2d[i, 1] = v
+            depths[i] = z
             s_max = max(abs(float(scales[i, 0])), abs(float(scales[i, 1])), abs(float(scales[i, 2])))
-            if surely_outside(x, y, z, iz, s_max, fx, fy, cx, cy, lims, width, height):
-                means2d[i, 0] = fx * x * iz + cx
-                means2d[i, 1] = fy * y * iz + cy
-                depths[i] = z
+            if surely_outside(x, y, z, iz, u, v, s_max, fx, fy, lims, width, height):
                 radii[i, 0] = 0
                 radii[i, 1] = 0
                 for ch in range(3):
@@ -212,14 +214,8 @@ def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh
                     colors[i, ch] = 0.0
                 continue
             geo = gaussian_geometry(means, quats, scales, i, V, t, fx, fy, lims)
-            x, y, z, iz = geo[0], geo[1], geo[2], geo[3]
             a, b, c = geo[15]
             det = a * c - b * b
-            u = fx * x * iz + cx
-            v = fy * y * iz + cy
-            means2d[i, 0] = u
-            means2d[i, 1] = v
-            depths[i] = z
             ok = det > 0 and z > NEAR and z < FAR
             idet = 1.0 / (det if det > 1e-10 else 1e-10)
             conics[i, 0] = c * idet
