@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	# Compile the CPU training kernels into numba's on-disk cache now, as a C++ extension would be built at
 	# install (~50 s), instead of in the first training run.
+	@echo "compiling the CPU training kernels into numba's cache (about a minute)"
 	$(BIN)/python -m spaceport.stages.train.precompile
 	touch $(STAMP)
 
