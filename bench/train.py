@@ -88,9 +88,9 @@ def bench_compositor(skip_reference: bool) -> None:
     def ours(m2: torch.Tensor, con: torch.Tensor, col: torch.Tensor, op: torch.Tensor, radii: torch.Tensor,
              depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = radii.numpy()
-        offsets, ids, boxes = rz.tile_binning.bin_tiles(m2.detach().numpy(), con.detach().numpy(),
-                                                        op.detach().numpy(), r, depths.numpy(), width, height)
-        return rz.Composite.apply(m2, con, col, op, boxes, offsets, ids, width, height)
+        bins = rz.tile_binning.bin_tiles(m2.detach().numpy(), con.detach().numpy(), op.detach().numpy(), r,
+                                         depths.numpy(), width, height)
+        return rz.Composite.apply(m2, con, col, op, bins, width, height)
 
     def reference(m2: torch.Tensor, con: torch.Tensor, col: torch.Tensor, op: torch.Tensor, radii: torch.Tensor,
                   depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

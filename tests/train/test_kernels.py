@@ -53,8 +53,8 @@ def test_tiles_list_the_gaussians_whose_box_reaches_them_front_to_back() -> None
     opacities = (rng.random(n) * 0.9 + 0.05).astype(np.float32)
     depths = rng.integers(1, 50, n).astype(np.float32)  # many ties: they keep index order
     radii = np.where(rng.random((n, 1)) < 0.1, 0, 20).repeat(2, 1).astype(np.int32)  # a tenth culled
-    offsets, flat_ids, boxes = bin_tiles(means2d, conics.astype(np.float32), opacities, radii,
-                                         depths, width, height)
+    offsets, flat_ids, _, boxes = bin_tiles(means2d, conics.astype(np.float32), opacities, radii,
+                                            depths, width, height)
     tiles_x = -(-width // TILE)
     expected: list[list[int]] = [[] for _ in range(len(offsets) - 1)]
     for g in np.argsort(depths, kind="stable"):
@@ -67,6 +67,45 @@ def test_tiles_list_the_gaussians_whose_box_reaches_them_front_to_back() -> None
                 expected[ty * tiles_x + tx].append(int(g))
     assert [list(flat_ids[offsets[t]:offsets[t + 1]]) for t in range(len(expected))] == expected
     assert sum(map(len, expected)) > n  # many Gaussians reach more than one tile
+
+
+def test_row_spans_keep_every_pixel_a_gaussian_draws_and_drop_rows_of_tilted_ones() -> None:
+    rng = np.random.default_rng(3)
+    n, width, height = 400, 96, 80
+    means2d = (rng.random((n, 2)) * [width, height]).astype(np.float32)
+    # elongated and tilted: covariances from random rotations of axes 0.5-2 px by 3-12 px
+    angle = rng.random(n) * np.pi
+    rot = np.stack([np.cos(angle), -np.sin(angle), np.sin(angle), np.cos(angle)], 1).reshape(n, 2, 2)
+    axes = np.stack([rng.uniform(0.5, 2.0, n), rng.uniform(3.0, 12.0, n)], 1)
+    cov = rot @ (axes[:, :, None] ** 2 * np.eye(2)) @ rot.transpose(0, 2, 1)
+    inv = np.linalg.inv(cov)
+    conics = np.stack([inv[:, 0, 0], inv[:, 0, 1], inv[:, 1, 1]], 1).astype(np.float32)
+    opacities = rng.uniform(0.05, 1.0, n).astype(np.float32)
+    radii = np.full((n, 2), 40, np.int32)
+    bins = bin_tiles(means2d, conics, opacities, radii, rng.random(n).astype(np.float32) + 1, width, height)
+    tiles_x = -(-width // TILE)
+    px, py = np.meshgrid(np.arange(TILE), np.arange(TILE))
+    drawn_pixels = span_rows = box_rows = 0
+    for t in range(len(bins.offsets) - 1):
+        x0, y0 = t % tiles_x * TILE, t // tiles_x * TILE
+        for k in range(bins.offsets[t], bins.offsets[t + 1]):
+            g = bins.flat_ids[k]
+            a, b, c = conics[g].astype(np.float64)
+            dx, dy = x0 + px + 0.5 - float(means2d[g, 0]), y0 + py + 0.5 - float(means2d[g, 1])
+            sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+            draws = (float(opacities[g]) * np.exp(-sigma) >= 1 / 255) & (x0 + px < width) & (y0 + py < height)
+            s0, s1, s2, s3 = bins.spans[k]
+            in_span = np.where(px < TILE // 2, (py >= s0) & (py < s1), (py >= s2) & (py < s3))
+            assert not (draws & ~in_span).any(), (t, g)
+            drawn_pixels += int(draws.sum())
+            x_lo, x_hi, y_lo, y_hi = bins.boxes[g]
+            rows = min(y_hi + 1, y0 + TILE) - max(y_lo, y0)
+            for h in range(2):
+                if x_lo < x0 + (h + 1) * TILE // 2 and x_hi >= x0 + h * TILE // 2:
+                    box_rows += rows
+                    span_rows += max(0, int(bins.spans[k][2 * h + 1]) - int(bins.spans[k][2 * h]))
+    assert drawn_pixels > 10_000
+    assert span_rows < 0.8 * box_rows  # tilted ellipses reach far fewer rows of each half than their box
 
 
 def _fresh_asm(fn: numba.core.registry.CPUDispatcher, *args: object) -> str:
@@ -93,16 +132,16 @@ def _masked_moves(asm: str) -> int:
 def test_per_pixel_loops_compile_to_simd() -> None:
     f32 = np.float32
     p = np.random.default_rng(1).random((8, 9)).astype(f32)
-    box = np.tile(np.array([0, 15, 0, 15], np.int32), (8, 1))  # every Gaussian reaches the whole tile
+    spans = np.tile(np.array([0, 16, 0, 16], np.int8), (8, 1))  # every Gaussian reaches the whole tile
     lanes = kernels.LANES
 
     def z() -> np.ndarray:
         return np.zeros(lanes, f32)
 
     xs, ys = kernels.pixel_centres(f32)
-    forward = _fresh_asm(kernels.forward_tile, p, box, 0, 0, 16, xs, ys, np.ones(lanes, f32), z(), z(), z(),
+    forward = _fresh_asm(kernels.forward_tile, p, spans, 0, 0, xs, ys, np.ones(lanes, f32), z(), z(), z(),
                          np.zeros(lanes, np.int32), lanes)
-    backward = _fresh_asm(kernels.backward_tile, p, box, 8, 0, 0, 16, xs, ys, np.full(lanes, 8, np.int32),
+    backward = _fresh_asm(kernels.backward_tile, p, spans, 8, 0, 0, xs, ys, np.full(lanes, 8, np.int32),
                           np.ones(lanes, f32), z(), z(), z(), z(), np.zeros((8, 9), f32))
     assert _vector_floors(forward) > 0
     assert _vector_floors(backward) > 0

@@ -108,13 +108,14 @@ class Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor,  # type: ignore[override]
-                boxes: np.ndarray, offsets: np.ndarray, flat_ids: np.ndarray, width: int,
-                height: int) -> tuple[Tensor, Tensor]:
+                bins: tile_binning.TileBins, width: int, height: int) -> tuple[Tensor, Tensor]:
         dtype = means2d.dtype
         image = torch.empty(height, width, 3, dtype=dtype)
         alpha = torch.empty(height, width, dtype=dtype)
         last = np.empty((height, width), np.int64)
-        packed = kernels.pack_intersections(_np(means2d), _np(conics), _np(colors), _np(opacities), boxes, flat_ids)
+        offsets, flat_ids = bins.offsets, bins.flat_ids
+        packed = (kernels.pack_intersections(_np(means2d), _np(conics), _np(colors), _np(opacities), flat_ids),
+                  bins.spans)
         kernels.composite_forward(*packed, offsets, width, height, image.numpy(), alpha.numpy(), last)
         ctx.packed, ctx.offsets, ctx.flat_ids, ctx.size, ctx.last = packed, offsets, flat_ids, (width, height), last
         ctx.n = len(means2d)
@@ -134,7 +135,7 @@ class Composite(torch.autograd.Function):
         grads = [np.empty((ctx.n, 2), dtype), np.empty((ctx.n, 3), dtype), np.empty((ctx.n, 3), dtype),
                  np.empty(ctx.n, dtype)]
         kernels.reduce_rows(ctx.flat_ids, rows, *grads)
-        return (*(torch.from_numpy(g) for g in grads), None, None, None, None, None)
+        return (*(torch.from_numpy(g) for g in grads), None, None, None)
 
 
 class ProjectSH(torch.autograd.Function):
@@ -177,11 +178,10 @@ def rasterize_cpu(
                                                              K.to(means.dtype), width, height, sh_degree)
     means2d_b = means2d[None]  # the tensor strategies read .grad from
     radii_np = radii.numpy()
-    offsets, flat_ids, boxes = tile_binning.bin_tiles(_np(means2d), _np(conics), _np(opacities), radii_np,
-                                                      _np(depths), width, height)
-    image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, boxes, offsets, flat_ids, width, height)
+    bins = tile_binning.bin_tiles(_np(means2d), _np(conics), _np(opacities), radii_np, _np(depths), width, height)
+    image, alpha = Composite.apply(means2d_b[0], conics, colors, opacities, bins, width, height)
     info = {"means2d": means2d_b, "radii": radii[None], "depths": depths[None], "width": width, "height": height,
-            "n_cameras": 1, "gaussian_ids": None, "isect_count": len(flat_ids)}
+            "n_cameras": 1, "gaussian_ids": None, "isect_count": len(bins.flat_ids)}
     return image, alpha, info
 
 

@@ -7,8 +7,9 @@ Conventions follow gsplat's rasterizer so that the CPU and CUDA paths train the 
 ``<= 1e-4``.
 
 Layout of the work: parallel over tiles; inside a tile, Gaussians front to back (back to front in the
-backward pass), and for each Gaussian only the pixel box its ellipse ``alpha >= 1/255`` reaches (from
-binning, :func:`tile_binning.pixel_boxes`), rounded out to half-tiles of 8 columns. The flat per-pixel
+backward pass), and for each Gaussian, in each half-tile of 8 columns, only the rows in which its ellipse
+``alpha >= 1/255`` reaches a pixel (binning's :attr:`tile_binning.TileBins.spans`: for tilted or elongated
+ellipses fewer than their box's, a quarter fewer pixels in the demo's views). The flat per-pixel
 state holds the left half-tile's 16 rows of 8 pixels, then the right's, so a Gaussian's rows in a half
 are one contiguous branch-free loop of masks and selects that LLVM turns into SIMD code; ``exp`` comes
 from :mod:`fast_exp` because numba's scalar ``expf`` call would stop that. This is ~3x faster than
@@ -63,20 +64,15 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @njit(parallel=True, cache=True)
-def pack_intersections(
-    means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray, opacities: np.ndarray, boxes: np.ndarray,
-    flat_ids: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+def pack_intersections(means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray, opacities: np.ndarray,
+                       flat_ids: np.ndarray) -> np.ndarray:
     """Each tile intersection's Gaussian, in ``flat_ids`` order (so each tile's run is contiguous, front to
-    back): ``[I, 9]`` x, y, a, b, c, opacity, r, g, b and its pixel box ``[I, 4]``. Packed once a view for
-    both passes, instead of gathered per tile from all over memory."""
+    back): ``[I, 9]`` x, y, a, b, c, opacity, r, g, b. Packed once a view for both passes, instead of
+    gathered per tile from all over memory."""
     n = flat_ids.shape[0]
     packed = np.empty((n, 9), opacities.dtype)
-    packed_boxes = np.empty((n, 4), np.int32)
     for k in prange(n):
         g = flat_ids[k]
-        for c in range(4):
-            packed_boxes[k, c] = boxes[g, c]
         packed[k, 0] = means2d[g, 0]
         packed[k, 1] = means2d[g, 1]
         packed[k, 2] = conics[g, 0]
@@ -86,22 +82,13 @@ def pack_intersections(
         packed[k, 6] = colors[g, 0]
         packed[k, 7] = colors[g, 1]
         packed[k, 8] = colors[g, 2]
-    return packed, packed_boxes
+    return packed
 
 
 @njit(cache=True)
 def lane(r: int, c: int) -> int:
     """Index in the flat pixel state of the tile's pixel at row ``r``, column ``c``."""
     return (c // HALF) * (HALF * TILE) + r * HALF + c % HALF
-
-
-@njit(cache=True)
-def reach(box: np.ndarray, k: int, x0: int, y0: int, y1: int) -> tuple[int, int, int, int]:
-    """Rows ``[r0, r1)`` (of the tile rows ``[y0, y1)``) and half-tiles ``[h0, h1)`` that Gaussian ``k``'s
-    pixel box covers."""
-    h0 = 0 if box[k, 0] < x0 + HALF else 1
-    h1 = 2 if box[k, 1] >= x0 + HALF else 1
-    return max(y0, box[k, 2]), min(y1, box[k, 3] + 1), h0, h1
 
 
 @njit(cache=True)
@@ -130,10 +117,10 @@ def pixel_centres(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def forward_tile(p: np.ndarray, box: np.ndarray, x0: int, y0: int, y1: int, xs: np.ndarray, ys: np.ndarray,
+def forward_tile(p: np.ndarray, spans: np.ndarray, x0: int, y0: int, xs: np.ndarray, ys: np.ndarray,
                  trans: np.ndarray, red: np.ndarray, green: np.ndarray, blue: np.ndarray,
                  stop: np.ndarray, remaining: int) -> None:
-    """Composite one tile's Gaussians ``p`` (pixel boxes ``box``) into the flat ``[256]`` pixel state.
+    """Composite one tile's Gaussians ``p`` (row ``spans``) into the flat ``[256]`` pixel state.
 
     ``trans`` is each pixel's transmittance while it accumulates, negated once it is done (so the value
     survives) and -1 outside the image: a negative lane draws nothing. ``stop`` gets the end of each
@@ -145,15 +132,13 @@ def forward_tile(p: np.ndarray, box: np.ndarray, x0: int, y0: int, y1: int, xs: 
     amin, amax, tmin, xmax = dt(ALPHA_MIN), dt(ALPHA_MAX), dt(T_MIN), dt(MAX_X)
     ox, oy = dt(x0), dt(y0)
     for k in range(p.shape[0]):
-        r0, r1, h0, h1 = reach(box, k, x0, y0, y1)
-        if r1 <= r0:
-            continue
         mx, my, qa, qb, qc, op = p[k, 0] - ox, p[k, 1] - oy, p[k, 2], p[k, 3], p[k, 4], p[k, 5]
         cr, cg, cb = p[k, 6], p[k, 7], p[k, 8]
         after = np.int32(k + 1)
         ended = zero
-        for h in range(h0, h1):
-            first = np.uint64(h * HALF * TILE + (r0 - y0) * HALF)
+        for h in range(2):
+            r0, r1 = np.int64(spans[k, 2 * h]), np.int64(spans[k, 2 * h + 1])
+            first = np.uint64(h * HALF * TILE + r0 * HALF)
             for i in range((r1 - r0) * HALF):
                 j = first + np.uint64(i)
                 dx = xs[j] - mx
@@ -179,7 +164,7 @@ def forward_tile(p: np.ndarray, box: np.ndarray, x0: int, y0: int, y1: int, xs: 
 
 @njit(parallel=True, cache=True)
 def composite_forward(
-    packed: np.ndarray, packed_boxes: np.ndarray, offsets: np.ndarray, width: int, height: int, image: np.ndarray,
+    packed: np.ndarray, spans: np.ndarray, offsets: np.ndarray, width: int, height: int, image: np.ndarray,
     alpha: np.ndarray, last: np.ndarray,
 ) -> None:
     """Fill ``image [H, W, 3]``, ``alpha [H, W]`` and ``last [H, W]`` (end of each pixel's run) from the
@@ -195,7 +180,7 @@ def composite_forward(
         ty = t // tiles_x
         x0, y0 = (t - ty * tiles_x) * TILE, ty * TILE
         x1, y1 = min(x0 + TILE, width), min(y0 + TILE, height)
-        p, box = packed[start:offsets[t + 1]], packed_boxes[start:offsets[t + 1]]
+        p, tile_spans = packed[start:offsets[t + 1]], spans[start:offsets[t + 1]]
         trans = np.full(LANES, -one)
         for py in range(y0, y1):
             for px in range(x0, x1):
@@ -203,7 +188,7 @@ def composite_forward(
         # separate arrays, not rows of one: LLVM gives up vectorising stores through views of one buffer
         red, green, blue = np.zeros(LANES, dtype), np.zeros(LANES, dtype), np.zeros(LANES, dtype)
         stop = np.zeros(LANES, np.int32)
-        forward_tile(p, box, x0, y0, y1, xs, ys, trans, red, green, blue, stop, (x1 - x0) * (y1 - y0))
+        forward_tile(p, tile_spans, x0, y0, xs, ys, trans, red, green, blue, stop, (x1 - x0) * (y1 - y0))
         for py in range(y0, y1):
             for px in range(x0, x1):
                 j = lane(py - y0, px - x0)
@@ -215,7 +200,7 @@ def composite_forward(
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def backward_tile(p: np.ndarray, box: np.ndarray, n_max: int, x0: int, y0: int, y1: int, xs: np.ndarray,
+def backward_tile(p: np.ndarray, spans: np.ndarray, n_max: int, x0: int, y0: int, xs: np.ndarray,
                   ys: np.ndarray, stop: np.ndarray, trans: np.ndarray, v_red: np.ndarray, v_green: np.ndarray,
                   v_blue: np.ndarray, rest: np.ndarray, rows: np.ndarray) -> None:
     """Gradients of one tile's first ``n_max`` Gaussians into ``rows [n, 9]``, back to front.
@@ -230,14 +215,14 @@ def backward_tile(p: np.ndarray, box: np.ndarray, n_max: int, x0: int, y0: int, 
     amin, amax, xmax = dt(ALPHA_MIN), dt(ALPHA_MAX), dt(MAX_X)
     ox, oy = dt(x0), dt(y0)
     for k in range(n_max - 1, -1, -1):
-        r0, r1, h0, h1 = reach(box, k, x0, y0, y1)
         mx, my, qa, qb, qc, op = p[k, 0] - ox, p[k, 1] - oy, p[k, 2], p[k, 3], p[k, 4], p[k, 5]
         cr, cg, cb = p[k, 6], p[k, 7], p[k, 8]
         kk = np.int32(k)
         su = sv = suu = suv = svv = s5 = s6 = s7 = s8 = zero
-        for h in range(h0, h1):
-            first = np.uint64(h * HALF * TILE + (r0 - y0) * HALF)
-            for i in range(max(0, r1 - r0) * HALF):
+        for h in range(2):
+            r0, r1 = np.int64(spans[k, 2 * h]), np.int64(spans[k, 2 * h + 1])
+            first = np.uint64(h * HALF * TILE + r0 * HALF)
+            for i in range((r1 - r0) * HALF):
                 j = first + np.uint64(i)
                 dx = xs[j] - mx
                 dy = ys[j] - my
@@ -283,7 +268,7 @@ def backward_tile(p: np.ndarray, box: np.ndarray, n_max: int, x0: int, y0: int, 
 
 @njit(parallel=True, cache=True)
 def composite_backward(
-    packed: np.ndarray, packed_boxes: np.ndarray, offsets: np.ndarray, width: int, height: int, alpha: np.ndarray,
+    packed: np.ndarray, spans: np.ndarray, offsets: np.ndarray, width: int, height: int, alpha: np.ndarray,
     last: np.ndarray, v_image: np.ndarray, v_alpha: np.ndarray, rows: np.ndarray,
 ) -> None:
     """Per-intersection gradients into ``rows [I, 9]`` (each row written once, by its tile's thread; the
@@ -299,7 +284,7 @@ def composite_backward(
         ty = t // tiles_x
         x0, y0 = (t - ty * tiles_x) * TILE, ty * TILE
         x1, y1 = min(x0 + TILE, width), min(y0 + TILE, height)
-        p, box = packed[start:offsets[t + 1]], packed_boxes[start:offsets[t + 1]]
+        p, tile_spans = packed[start:offsets[t + 1]], spans[start:offsets[t + 1]]
         stop = np.zeros(LANES, np.int32)  # lanes outside the image keep 0: nothing is drawn there
         trans = np.ones(LANES, dtype)
         v_red, v_green, v_blue = np.zeros(LANES, dtype), np.zeros(LANES, dtype), np.zeros(LANES, dtype)
@@ -317,7 +302,7 @@ def composite_backward(
                 rest[j] = -trans[j] * v_alpha[py, px]
         tile_rows = rows[start:offsets[t + 1]]
         tile_rows[n_max:] = 0  # past every pixel's run: no gradient (rows come uninitialised)
-        backward_tile(p, box, n_max, x0, y0, y1, xs, ys, stop, trans, v_red, v_green, v_blue, rest, tile_rows)
+        backward_tile(p, tile_spans, n_max, x0, y0, xs, ys, stop, trans, v_red, v_green, v_blue, rest, tile_rows)
 
 
 @njit(parallel=True, cache=True)
