@@ -92,6 +92,14 @@ def lane(r: int, c: int) -> int:
 
 
 @njit(cache=True)
+def span_lanes(spans: np.ndarray, k: int, h: int) -> tuple[np.uint64, int]:
+    """First lane in the flat pixel state and number of lanes of Gaussian ``k``'s rows in half-tile ``h``
+    (:attr:`tile_binning.TileBins.spans`; the count is <= 0 where it misses the half)."""
+    r0, r1 = np.int64(spans[k, 2 * h]), np.int64(spans[k, 2 * h + 1])
+    return np.uint64(h * HALF * TILE + r0 * HALF), (r1 - r0) * HALF
+
+
+@njit(cache=True)
 def spread(i: int, n: int) -> int:
     """Tile for the ``i``-th iteration of a ``prange`` over ``n`` tiles: the even tiles, then the odd ones.
 
@@ -137,9 +145,8 @@ def forward_tile(p: np.ndarray, spans: np.ndarray, x0: int, y0: int, xs: np.ndar
         after = np.int32(k + 1)
         ended = zero
         for h in range(2):
-            r0, r1 = np.int64(spans[k, 2 * h]), np.int64(spans[k, 2 * h + 1])
-            first = np.uint64(h * HALF * TILE + r0 * HALF)
-            for i in range((r1 - r0) * HALF):
+            first, count = span_lanes(spans, k, h)
+            for i in range(count):
                 j = first + np.uint64(i)
                 dx = xs[j] - mx
                 dy = ys[j] - my
@@ -220,9 +227,8 @@ def backward_tile(p: np.ndarray, spans: np.ndarray, n_max: int, x0: int, y0: int
         kk = np.int32(k)
         su = sv = suu = suv = svv = s5 = s6 = s7 = s8 = zero
         for h in range(2):
-            r0, r1 = np.int64(spans[k, 2 * h]), np.int64(spans[k, 2 * h + 1])
-            first = np.uint64(h * HALF * TILE + r0 * HALF)
-            for i in range((r1 - r0) * HALF):
+            first, count = span_lanes(spans, k, h)
+            for i in range(count):
                 j = first + np.uint64(i)
                 dx = xs[j] - mx
                 dy = ys[j] - my

@@ -192,8 +192,8 @@ def fill_tiles(boxes: np.ndarray, means2d: np.ndarray, conics: np.ndarray, opaci
             qa, qb, qc = float(conics[g, 0]), float(conics[g, 1]), float(conics[g, 2])
             thr = skip_threshold(float(opacities[g]))
             det = qa * qc - qb * qb  # > 0, as are a and c: pixel_boxes gave no box otherwise
-            # the topmost point, where sigma's gradient points along y (a x + b y = 0), at y = sqrt(2 thr a / det)
-            xt = -qb / qa * np.sqrt(2.0 * thr * qa / det)
+            # the topmost point, where sigma's gradient points along y (a x + b y = 0), at the box's half-height
+            xt = -qb / qa * (ellipse_extent(qa, qb, qc, thr)[1] - MARGIN)
             c_thr2, b_c, inv_c = 2.0 * qc * thr, qb / qc, 1.0 / qc
             for tx in range(rect[i, 0], rect[i, 1]):
                 for h in range(2):
