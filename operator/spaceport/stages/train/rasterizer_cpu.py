@@ -17,13 +17,15 @@ visiting each Gaussian's pixels one by one, even though lanes outside the ellips
 masked; half-tiles instead of full 16-pixel rows cut those lanes by a third (most Gaussians are a few
 pixels wide) and the compositor's time by ~15%. Each view's intersections are packed once
 (:func:`pack_intersections`) for both passes, in tile order. Three things keep the loops vectorisable,
-each checked by a test of the generated code: per-pixel state in flat arrays indexed by unsigned offsets
+each checked by a test of the generated code: per-pixel state in a flat array indexed by unsigned offsets
 (numba's wrap-around of negative indices makes every access a gather), ``error_model='numpy'`` (Python's
-ZeroDivisionError check is an early exit), and no calls other than the inlined ``exp_neg``. Two more keep
-them fast on AVX2 (AMD Zen 3, measured with the loops alone): every per-pixel store is unconditional, its
-value picked by a select inside arithmetic (a store of ``x if c else loaded`` becomes a masked store, and
-those made the forward loop 2x slower there, the backward ~15%), and the count of finished pixels is a
-float sum (an integer one kept LLVM at 4 lanes instead of 8).
+ZeroDivisionError check is an early exit), and no calls other than the inlined ``exp_neg``. Three more keep
+them fast on AVX2 (AMD Zen 3): every per-pixel store is unconditional, its value picked by a select inside
+arithmetic (a store of ``x if c else loaded`` becomes a masked store, and those made the forward loop 2x
+slower there, the backward ~15%); the count of finished pixels is a float sum (an integer one kept LLVM
+at 4 lanes instead of 8); and all of a tile's per-pixel quantities are slots of one array
+(:func:`tile_state`), so LLVM emits no test that arrays overlap before each loop (with one array per
+quantity that test cost ~20% of both passes in the bench).
 
 The kernels are generic over float32/float64 (the tests check float64 gradients against a brute-force
 reference), so constants are typed from the input arrays rather than written as Python floats, which
@@ -61,6 +63,12 @@ GRAD_COLS = 9
 """Per-intersection gradient row: mean2d x, y; conic a, b, c; colour r, g, b; opacity."""
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 """Reassociation lets LLVM vectorise the sums; no ``nnan``/``ninf``, so degenerate inputs stay defined."""
+XS, YS, TRANS, STOP = 0, 1, 2, 3
+"""Slots of a :func:`tile_state` (runs of 256 lanes) in both passes: pixel centres, transmittance, run end."""
+RED, GREEN, BLUE = 4, 5, 6
+FORWARD_SLOTS = 7
+V_RED, V_GREEN, V_BLUE, REST = 4, 5, 6, 7
+BACKWARD_SLOTS = 8
 
 
 @njit(parallel=True, cache=True)
@@ -86,9 +94,10 @@ def pack_intersections(means2d: np.ndarray, conics: np.ndarray, colors: np.ndarr
 
 
 @njit(cache=True)
-def lane(r: int, c: int) -> int:
-    """Index in the flat pixel state of the tile's pixel at row ``r``, column ``c``."""
-    return (c // HALF) * (HALF * TILE) + r * HALF + c % HALF
+def lane(r: np.uint64, c: np.uint64) -> np.uint64:
+    """Index in the flat pixel state of the tile's pixel at row ``r``, column ``c`` (unsigned, as every
+    per-pixel index here: numba adds a wrap-around branch to each access through a signed one)."""
+    return (c >> np.uint64(3)) * np.uint64(HALF * TILE) + r * np.uint64(HALF) + (c & np.uint64(HALF - 1))
 
 
 @njit(cache=True)
@@ -112,57 +121,82 @@ def spread(i: int, n: int) -> int:
 
 
 @njit(cache=True)
-def pixel_centres(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """x and y of the centre of each of a tile's 256 pixels relative to its corner, laid out as the flat
-    pixel state (the same for every tile: kernels subtract the tile's corner from the Gaussian instead)."""
-    xs = np.empty(LANES, dtype)
-    ys = np.empty(LANES, dtype)
+def pixel_centres(dtype: np.dtype) -> np.ndarray:
+    """The first two slots of every :func:`tile_state`: x and y of the centre of each of a tile's pixels
+    relative to its corner (the same for every tile: kernels subtract the corner from the Gaussian)."""
+    centres = np.empty(2 * LANES, dtype)
     for r in range(TILE):
         for c in range(TILE):
-            xs[lane(r, c)] = c + 0.5
-            ys[lane(r, c)] = r + 0.5
-    return xs, ys
+            j = lane(np.uint64(r), np.uint64(c))
+            centres[np.uint64(XS * LANES) + j] = c + 0.5
+            centres[np.uint64(YS * LANES) + j] = r + 0.5
+    return centres
+
+
+@njit(cache=True)
+def in_tile(j: np.uint64, cols: np.uint64, rows: np.uint64) -> bool:
+    """Whether lane ``j`` of the flat pixel state is one of the tile's ``rows x cols`` pixels in the image."""
+    r, c = (j >> np.uint64(3)) & np.uint64(TILE - 1), ((j >> np.uint64(7)) << np.uint64(3)) | (j & np.uint64(HALF - 1))
+    return (r < rows) & (c < cols)
+
+
+@njit(cache=True)
+def tile_state(slots: int, centres: np.ndarray) -> np.ndarray:
+    """A tile's flat per-pixel state: ``slots`` runs of 256 lanes in one array, starting with the
+    :func:`pixel_centres` ``centres``.
+
+    One array, not one per quantity: a kernel's loads and stores are then at constant distances from one
+    pointer, which LLVM proves independent. Across separate arrays it cannot, and before each short loop
+    (a Gaussian's rows in a half-tile: 3-5 vectors of 8 in the bench) it compared every pair of them,
+    ~150 instructions for ~350 of work."""
+    s = np.empty(slots * LANES, centres.dtype)
+    s[:2 * LANES] = centres
+    return s
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def forward_tile(p: np.ndarray, spans: np.ndarray, x0: int, y0: int, xs: np.ndarray, ys: np.ndarray,
-                 trans: np.ndarray, red: np.ndarray, green: np.ndarray, blue: np.ndarray,
-                 stop: np.ndarray, remaining: int) -> None:
-    """Composite one tile's Gaussians ``p`` (row ``spans``) into the flat ``[256]`` pixel state.
+def forward_tile(p: np.ndarray, spans: np.ndarray, x0: int, y0: int, s: np.ndarray, remaining: int) -> None:
+    """Composite one tile's Gaussians ``p`` (row ``spans``) into its :func:`tile_state` ``s``.
 
-    ``trans`` is each pixel's transmittance while it accumulates, negated once it is done (so the value
-    survives) and -1 outside the image: a negative lane draws nothing. ``stop`` gets the end of each
-    pixel's run (index after its last contributing Gaussian). In each half-tile the rows a
-    Gaussian reaches are contiguous in the flat state, so they are one loop, vectorised as a whole.
+    Slots: ``TRANS``, each pixel's transmittance while it accumulates, negated once it is done (so the
+    value survives) and -1 outside the image: a negative lane draws nothing; ``RED``, ``GREEN``, ``BLUE``;
+    ``STOP``, the end of each pixel's run (index after its last contributing Gaussian, a float: exact
+    below 2^24 Gaussians a tile). In each half-tile the rows a Gaussian reaches are contiguous in the flat
+    state, so they are one loop, vectorised as a whole.
     """
     dt = p.dtype.type
     one, half, zero = dt(1.0), dt(0.5), dt(0.0)
     amin, amax, tmin, xmax = dt(ALPHA_MIN), dt(ALPHA_MAX), dt(T_MIN), dt(MAX_X)
     ox, oy = dt(x0), dt(y0)
+    o_x, o_y, o_t = np.uint64(XS * LANES), np.uint64(YS * LANES), np.uint64(TRANS * LANES)
+    o_r, o_g, o_b, o_s = (np.uint64(RED * LANES), np.uint64(GREEN * LANES), np.uint64(BLUE * LANES),
+                          np.uint64(STOP * LANES))
     for k in range(p.shape[0]):
         mx, my, qa, qb, qc, op = p[k, 0] - ox, p[k, 1] - oy, p[k, 2], p[k, 3], p[k, 4], p[k, 5]
         cr, cg, cb = p[k, 6], p[k, 7], p[k, 8]
-        after = np.int32(k + 1)
+        after = dt(k + 1)
         ended = zero
         for h in range(2):
             first, count = span_lanes(spans, k, h)
             for i in range(count):
                 j = first + np.uint64(i)
-                dx = xs[j] - mx
-                dy = ys[j] - my
+                dx = s[o_x + j] - mx
+                dy = s[o_y + j] - my
                 sigma = half * (qa * dx * dx + qc * dy * dy) + qb * dx * dy
                 a = min(amax, op * exp_neg(min(max(sigma, zero), xmax)))
-                t = trans[j]
+                t = s[o_t + j]
                 drawn = (sigma >= zero) & (a >= amin) & (t > zero)
                 t_next = t * (one - a)
                 ends = drawn & (t_next <= tmin)
                 adds = drawn & (t_next > tmin)
                 w = a * t if adds else zero
-                red[j] += w * cr
-                green[j] += w * cg
-                blue[j] += w * cb
-                trans[j] = t * ((one - a) if adds else (-one if ends else one))  # = t_next, -t or t, exactly
-                stop[j] = max(stop[j], after if adds else np.int32(0))  # stop[j] <= k < after
+                s[o_r + j] += w * cr
+                s[o_g + j] += w * cg
+                s[o_b + j] += w * cb
+                s[o_t + j] = t * ((one - a) if adds else (-one if ends else one))  # = t_next, -t or t, exactly
+                # stop <= k < after; integers below 2^24, so this is exactly after or stop (a max() or select
+                # of the loaded value is a masked store)
+                s[o_s + j] += (after - s[o_s + j]) * dt(adds)
                 ended += one if ends else zero
         remaining -= int(ended)
         if remaining <= 0:
@@ -179,76 +213,81 @@ def composite_forward(
     tiles_x = (width + TILE - 1) // TILE
     n_tiles = offsets.shape[0] - 1
     dtype = packed.dtype
-    one = dtype.type(1.0)
-    xs, ys = pixel_centres(dtype)
+    one, zero = dtype.type(1.0), dtype.type(0.0)
+    centres = pixel_centres(dtype)
+    o_t, o_s = np.uint64(TRANS * LANES), np.uint64(STOP * LANES)
+    o_r, o_g, o_b = np.uint64(RED * LANES), np.uint64(GREEN * LANES), np.uint64(BLUE * LANES)
     for i in prange(n_tiles):
         t = spread(i, n_tiles)
         start = offsets[t]
         ty = t // tiles_x
         x0, y0 = (t - ty * tiles_x) * TILE, ty * TILE
-        x1, y1 = min(x0 + TILE, width), min(y0 + TILE, height)
+        n_cols, n_rows = np.uint64(min(TILE, width - x0)), np.uint64(min(TILE, height - y0))
         p, tile_spans = packed[start:offsets[t + 1]], spans[start:offsets[t + 1]]
-        trans = np.full(LANES, -one)
-        for py in range(y0, y1):
-            for px in range(x0, x1):
-                trans[lane(py - y0, px - x0)] = one
-        # separate arrays, not rows of one: LLVM gives up vectorising stores through views of one buffer
-        red, green, blue = np.zeros(LANES, dtype), np.zeros(LANES, dtype), np.zeros(LANES, dtype)
-        stop = np.zeros(LANES, np.int32)
-        forward_tile(p, tile_spans, x0, y0, xs, ys, trans, red, green, blue, stop, (x1 - x0) * (y1 - y0))
-        for py in range(y0, y1):
-            for px in range(x0, x1):
-                j = lane(py - y0, px - x0)
-                image[py, px, 0] = red[j]
-                image[py, px, 1] = green[j]
-                image[py, px, 2] = blue[j]
-                alpha[py, px] = one - abs(trans[j])
-                last[py, px] = start + stop[j]
+        s = tile_state(FORWARD_SLOTS, centres)
+        s[STOP * LANES:] = zero
+        for j in range(np.uint64(LANES)):
+            s[o_t + j] = one if in_tile(j, n_cols, n_rows) else -one
+        forward_tile(p, tile_spans, x0, y0, s, int(n_cols * n_rows))
+        for r in range(n_rows):
+            py = np.uint64(y0) + r
+            for c in range(n_cols):
+                px, j = np.uint64(x0) + c, lane(r, c)
+                image[py, px, 0] = s[o_r + j]
+                image[py, px, 1] = s[o_g + j]
+                image[py, px, 2] = s[o_b + j]
+                alpha[py, px] = one - abs(s[o_t + j])
+                last[py, px] = start + np.int64(s[o_s + j])
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def backward_tile(p: np.ndarray, spans: np.ndarray, n_max: int, x0: int, y0: int, xs: np.ndarray,
-                  ys: np.ndarray, stop: np.ndarray, trans: np.ndarray, v_red: np.ndarray, v_green: np.ndarray,
-                  v_blue: np.ndarray, rest: np.ndarray, rows: np.ndarray) -> None:
+def backward_tile(p: np.ndarray, spans: np.ndarray, n_max: int, x0: int, y0: int, s: np.ndarray,
+                  rows: np.ndarray) -> None:
     """Gradients of one tile's first ``n_max`` Gaussians into ``rows [n, 9]``, back to front.
 
-    Per pixel (flat ``[256]``): ``stop`` (run length), ``trans`` (the transmittance after the run, divided
-    back Gaussian by Gaussian), the upstream colour gradient ``v_*`` and ``rest``, which starts at
-    ``-t_final * v_alpha`` and accumulates ``v . colour`` of what lies behind the current Gaussian: with it
-    ``dL/dalpha = t_before (v . c) - rest / (1 - alpha)``, one array instead of three colours.
+    Slots of the :func:`tile_state` ``s``: ``STOP`` (run length, a float), ``TRANS`` (the transmittance
+    after the run, divided back Gaussian by Gaussian), the upstream colour gradient ``V_RED``, ``V_GREEN``,
+    ``V_BLUE`` and ``REST``, which starts at ``-t_final * v_alpha`` and accumulates ``v . colour`` of what
+    lies behind the current Gaussian: with it ``dL/dalpha = t_before (v . c) - rest / (1 - alpha)``, one
+    slot instead of three colours.
     """
     dt = p.dtype.type
     one, half, zero = dt(1.0), dt(0.5), dt(0.0)
     amin, amax, xmax = dt(ALPHA_MIN), dt(ALPHA_MAX), dt(MAX_X)
     ox, oy = dt(x0), dt(y0)
+    o_x, o_y, o_s, o_t = (np.uint64(XS * LANES), np.uint64(YS * LANES), np.uint64(STOP * LANES),
+                          np.uint64(TRANS * LANES))
+    o_r, o_g, o_b, o_e = (np.uint64(V_RED * LANES), np.uint64(V_GREEN * LANES), np.uint64(V_BLUE * LANES),
+                          np.uint64(REST * LANES))
     for k in range(n_max - 1, -1, -1):
         mx, my, qa, qb, qc, op = p[k, 0] - ox, p[k, 1] - oy, p[k, 2], p[k, 3], p[k, 4], p[k, 5]
         cr, cg, cb = p[k, 6], p[k, 7], p[k, 8]
-        kk = np.int32(k)
+        kk = dt(k)
         su = sv = suu = suv = svv = s5 = s6 = s7 = s8 = zero
         for h in range(2):
             first, count = span_lanes(spans, k, h)
             for i in range(count):
                 j = first + np.uint64(i)
-                dx = xs[j] - mx
-                dy = ys[j] - my
+                dx = s[o_x + j] - mx
+                dy = s[o_y + j] - my
                 sigma = half * (qa * dx * dx + qc * dy * dy) + qb * dx * dy
                 vis = exp_neg(min(max(sigma, zero), xmax))
                 raw = op * vis
                 a = min(amax, raw)
-                drawn = (sigma >= zero) & (a >= amin) & (kk < stop[j])
+                drawn = (sigma >= zero) & (a >= amin) & (kk < s[o_s + j])
                 ad = a * dt(drawn)  # 0 where not drawn: there inv is 1 and trans stays exactly as it is
                 inv = one / (one - ad)
-                t_before = trans[j] * inv
-                trans[j] = t_before
+                t_before = s[o_t + j] * inv
+                s[o_t + j] = t_before
                 w = ad * t_before
-                vr, vg, vb = v_red[j], v_green[j], v_blue[j]
+                vr, vg, vb = s[o_r + j], s[o_g + j], s[o_b + j]
                 s5 += w * vr
                 s6 += w * vg
                 s7 += w * vb
                 vc = cr * vr + cg * vg + cb * vb
-                v_a = t_before * vc - inv * rest[j]
-                rest[j] += w * vc
+                rest = s[o_e + j]
+                v_a = t_before * vc - inv * rest
+                s[o_e + j] = rest + w * vc
                 unclamped = drawn & (raw <= amax)  # the clamp at 0.999 passes no gradient
                 e = vis * v_a if unclamped else zero  # dL/dopacity; dL/dsigma = -op e
                 s8 += e
@@ -282,33 +321,36 @@ def composite_backward(
     tiles_x = (width + TILE - 1) // TILE
     n_tiles = offsets.shape[0] - 1
     dtype = packed.dtype
-    one = dtype.type(1.0)
-    xs, ys = pixel_centres(dtype)
+    one, zero = dtype.type(1.0), dtype.type(0.0)
+    centres = pixel_centres(dtype)
+    o_t, o_s, o_e = np.uint64(TRANS * LANES), np.uint64(STOP * LANES), np.uint64(REST * LANES)
+    o_r, o_g, o_b = np.uint64(V_RED * LANES), np.uint64(V_GREEN * LANES), np.uint64(V_BLUE * LANES)
     for i in prange(n_tiles):
         t = spread(i, n_tiles)
         start = offsets[t]
         ty = t // tiles_x
         x0, y0 = (t - ty * tiles_x) * TILE, ty * TILE
-        x1, y1 = min(x0 + TILE, width), min(y0 + TILE, height)
+        n_cols, n_rows = np.uint64(min(TILE, width - x0)), np.uint64(min(TILE, height - y0))
         p, tile_spans = packed[start:offsets[t + 1]], spans[start:offsets[t + 1]]
-        stop = np.zeros(LANES, np.int32)  # lanes outside the image keep 0: nothing is drawn there
-        trans = np.ones(LANES, dtype)
-        v_red, v_green, v_blue = np.zeros(LANES, dtype), np.zeros(LANES, dtype), np.zeros(LANES, dtype)
-        rest = np.zeros(LANES, dtype)
+        s = tile_state(BACKWARD_SLOTS, centres)
+        s[TRANS * LANES:] = zero  # lanes outside the image keep stop 0: nothing is drawn there
         n_max = 0
-        for py in range(y0, y1):
-            for px in range(x0, x1):
-                j = lane(py - y0, px - x0)
-                trans[j] = one - alpha[py, px]
-                stop[j] = last[py, px] - start
-                n_max = max(n_max, last[py, px] - start)
-                v_red[j] = v_image[py, px, 0]
-                v_green[j] = v_image[py, px, 1]
-                v_blue[j] = v_image[py, px, 2]
-                rest[j] = -trans[j] * v_alpha[py, px]
+        for r in range(n_rows):
+            py = np.uint64(y0) + r
+            for c in range(n_cols):
+                px, j = np.uint64(x0) + c, lane(r, c)
+                trans = one - alpha[py, px]
+                run = last[py, px] - start
+                s[o_t + j] = trans
+                s[o_s + j] = run
+                n_max = max(n_max, run)
+                s[o_r + j] = v_image[py, px, 0]
+                s[o_g + j] = v_image[py, px, 1]
+                s[o_b + j] = v_image[py, px, 2]
+                s[o_e + j] = -trans * v_alpha[py, px]
         tile_rows = rows[start:offsets[t + 1]]
         tile_rows[n_max:] = 0  # past every pixel's run: no gradient (rows come uninitialised)
-        backward_tile(p, tile_spans, n_max, x0, y0, xs, ys, stop, trans, v_red, v_green, v_blue, rest, tile_rows)
+        backward_tile(p, tile_spans, n_max, x0, y0, s, tile_rows)
 
 
 @njit(parallel=True, cache=True)
