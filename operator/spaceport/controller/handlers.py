@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -100,11 +101,19 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
 
     passes = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="spaceport-pass")
 
+    stopping = threading.Event()
+
     @kopf.on.cleanup(registry=registry)
     async def stop_passes(**_: Any) -> None:
+        stopping.set()
         passes.shutdown(wait=False, cancel_futures=True)
 
     async def in_pool(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn`` on a pass thread; None once the operator is stopping (kopf's timers still fire during its
+        shutdown, and a pass begun then would fail on the closed pool; the next replica or start redoes it)."""
+        if stopping.is_set():
+            log.debug("operator stopping: %s skipped", getattr(fn, "__name__", fn))
+            return None
         return await asyncio.get_running_loop().run_in_executor(passes, functools.partial(fn, *args, **kwargs))
 
     async def reconcile(namespace: str, name: str, body: dict[str, Any] | None = None,
@@ -121,6 +130,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
     async def reconstruction_changed(type: str, namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
         if type == "DELETED":
             count = await in_pool(reconciler.cleanup, namespace, name, body["metadata"].get("uid"))
+            if count is None:  # stopping: the garbage collector deletes the Jobs by their ownerReferences
+                return
             log.info("%s/%s deleted: deleted %d Job(s); outputs are kept", namespace, name, count)
         elif reconciler.is_echo(namespace, name, body["metadata"].get("resourceVersion")):
             return
