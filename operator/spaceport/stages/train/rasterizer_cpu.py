@@ -67,7 +67,7 @@ XS, YS, TRANS, STOP = 0, 1, 2, 3
 """Slots of a :func:`tile_state` (runs of 256 lanes) in both passes: pixel centres, transmittance, run end."""
 RED, GREEN, BLUE = 4, 5, 6
 FORWARD_SLOTS = 7
-V_RED, V_GREEN, V_BLUE, REST, V_SIGMA = 4, 5, 6, 7, 8
+V_RED, V_GREEN, V_BLUE, REST, V_OPACITY = 4, 5, 6, 7, 8
 BACKWARD_SLOTS = 9
 
 
@@ -249,7 +249,7 @@ def backward_tile(p: np.ndarray, spans: np.ndarray, n_max: int, x0: int, y0: int
     after the run, divided back Gaussian by Gaussian), the upstream colour gradient ``V_RED``, ``V_GREEN``,
     ``V_BLUE`` and ``REST``, which starts at ``-t_final * v_alpha`` and accumulates ``v . colour`` of what
     lies behind the current Gaussian: with it ``dL/dalpha = t_before (v . c) - rest / (1 - alpha)``, one
-    slot instead of three colours; ``V_SIGMA`` passes each lane's ``dL/dopacity`` from the first loop over
+    slot instead of three colours; ``V_OPACITY`` passes each lane's ``dL/dopacity`` from the first loop over
     a Gaussian's rows to the second, which sums its moments. One loop ran out of AVX2's 16 registers and
     kept 14 on the stack (4 sums, 10 constants): split, the backward is 4-7% faster on Zen 3, the same with AVX-512.
     """
@@ -261,7 +261,7 @@ def backward_tile(p: np.ndarray, spans: np.ndarray, n_max: int, x0: int, y0: int
                           np.uint64(TRANS * LANES))
     o_r, o_g, o_b, o_e = (np.uint64(V_RED * LANES), np.uint64(V_GREEN * LANES), np.uint64(V_BLUE * LANES),
                           np.uint64(REST * LANES))
-    o_v = np.uint64(V_SIGMA * LANES)
+    o_v = np.uint64(V_OPACITY * LANES)
     for k in range(n_max - 1, -1, -1):
         mx, my, qa, qb, qc, op = p[k, 0] - ox, p[k, 1] - oy, p[k, 2], p[k, 3], p[k, 4], p[k, 5]
         cr, cg, cb = p[k, 6], p[k, 7], p[k, 8]
