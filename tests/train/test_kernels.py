@@ -108,6 +108,24 @@ def test_row_spans_keep_every_pixel_a_gaussian_draws_and_drop_rows_of_tilted_one
     assert span_rows < 0.8 * box_rows  # tilted ellipses reach far fewer rows of each half than their box
 
 
+def test_span_lanes_cover_the_span_in_whole_vectors_inside_its_half() -> None:
+    # every row span a half-tile can have, in both halves: the lanes visited hold the span's rows, come in
+    # pairs of rows (16 lanes), and never reach into the other half (whose pixels would be drawn twice)
+    half_lanes = kernels.HALF * TILE
+    for h in range(2):
+        for r0 in range(TILE + 1):
+            for r1 in range(TILE + 1):
+                spans = np.zeros((1, 4), np.int8)
+                spans[0, 2 * h], spans[0, 2 * h + 1] = r0, r1
+                first, count = kernels.span_lanes(spans, 0, h)
+                first, want = int(first), max(r1 - r0, 0) * kernels.HALF
+                assert count % 16 == 0 and want <= count < want + 16, (h, r0, r1, count)
+                if count:
+                    assert h * half_lanes <= first and first + count <= (h + 1) * half_lanes, (h, r0, r1)
+                    assert first <= h * half_lanes + r0 * kernels.HALF
+                    assert h * half_lanes + r1 * kernels.HALF <= first + count, (h, r0, r1)
+
+
 def _fresh_asm(fn: numba.core.registry.CPUDispatcher, *args: object) -> str:
     """The machine code of a fresh compile (no cache) of ``fn`` for ``args``, for this machine's CPU."""
     options = {k: v for k, v in fn.targetoptions.items() if k != "nopython"}
