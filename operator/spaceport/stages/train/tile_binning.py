@@ -65,28 +65,32 @@ def bin_tiles(
     tilted or elongated one reaches fewer rows than its box (a quarter fewer pixels to compute in the
     demo's views); pixels outside it contribute nothing, so the image is the same.
     """
-    boxes = pixel_boxes(means2d, conics, opacities, radii, width, height)
+    boxes, reach = pixel_boxes(means2d, conics, opacities, radii, width, height)
     drawn = np.flatnonzero(boxes[:, 1] >= boxes[:, 0])
     keys = np.ascontiguousarray(depths[drawn])  # > 0 (behind the near plane is culled): bits sort as the values
     order = drawn[radix_argsort(keys.view(np.uint32 if keys.itemsize == 4 else np.uint64))]
-    offsets, flat_ids, spans = fill_tiles(boxes, means2d, conics, opacities, order, (width + TILE - 1) // TILE,
+    offsets, flat_ids, spans = fill_tiles(boxes, means2d, conics, reach, order, (width + TILE - 1) // TILE,
                                           (height + TILE - 1) // TILE)
     return TileBins(offsets, flat_ids, spans, boxes)
 
 
 @njit(parallel=True, cache=True)
 def pixel_boxes(means2d: np.ndarray, conics: np.ndarray, opacities: np.ndarray, radii: np.ndarray, width: int,
-                height: int) -> np.ndarray:
+                height: int) -> tuple[np.ndarray, np.ndarray]:
     """``[N, 4]`` pixels ``x0, x1, y0, y1`` (inclusive, inside the image) that each Gaussian's ellipse
-    reaches; ``x1 < x0`` when it reaches none or was culled."""
+    reaches, ``x1 < x0`` when it reaches none or was culled; and ``[N, 2]`` its :func:`skip_threshold` and
+    the ellipse's half-height (set where it has a box), which :func:`fill_tiles` needs again (a ``log`` and
+    a ``sqrt`` a Gaussian: 0.1 ms of its ~0.8 at 20k Gaussians)."""
     n = means2d.shape[0]
     boxes = np.zeros((n, 4), np.int32)
+    reach = np.empty((n, 2), np.float64)
     for g in prange(n):
         boxes[g, 1] = -1
         if radii[g, 0] <= 0 or radii[g, 1] <= 0:
             continue
-        ex, ey = ellipse_extent(float(conics[g, 0]), float(conics[g, 1]), float(conics[g, 2]),
-                                skip_threshold(float(opacities[g])))
+        thr = skip_threshold(float(opacities[g]))
+        ex, ey = ellipse_extent(float(conics[g, 0]), float(conics[g, 1]), float(conics[g, 2]), thr)
+        reach[g, 0], reach[g, 1] = thr, ey - MARGIN
         if ex < 0:
             continue
         mx, my = float(means2d[g, 0]) - 0.5, float(means2d[g, 1]) - 0.5  # pixel px's centre is px + 0.5
@@ -95,7 +99,7 @@ def pixel_boxes(means2d: np.ndarray, conics: np.ndarray, opacities: np.ndarray, 
         if px0 > px1 or py0 > py1:
             continue
         boxes[g, 0], boxes[g, 1], boxes[g, 2], boxes[g, 3] = px0, px1, py0, py1
-    return boxes
+    return boxes, reach
 
 
 @njit(cache=True)
@@ -153,12 +157,13 @@ same lists: a tile's list is its entries from each run in turn, which is depth o
 
 
 @njit(parallel=True, cache=True)
-def fill_tiles(boxes: np.ndarray, means2d: np.ndarray, conics: np.ndarray, opacities: np.ndarray, order: np.ndarray,
+def fill_tiles(boxes: np.ndarray, means2d: np.ndarray, conics: np.ndarray, reach: np.ndarray, order: np.ndarray,
                tiles_x: int, tiles_y: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tile offsets, each tile's Gaussians in the given (front-to-back) order and their :attr:`TileBins.spans`:
     a counting sort over the tile ranges of the pixel ``boxes`` (``TILE`` is a power of two and boxes are
     inside the image, so a shift divides), split into runs of ``order`` that are counted and placed in
-    parallel. Each Gaussian's rows are worked out once per half-tile column and clipped to each tile."""
+    parallel. Each Gaussian's rows are worked out once per half-tile column (from its conic and the ``reach``
+    of :func:`pixel_boxes`) and clipped to each tile."""
     n, n_tiles = order.shape[0], tiles_x * tiles_y
     rect = np.empty((n, 4), np.int32)  # tile ranges in ``order``, read in sequence by the second pass
     counts = np.zeros((FILL_PARTS, n_tiles), np.int64)
@@ -190,10 +195,10 @@ def fill_tiles(boxes: np.ndarray, means2d: np.ndarray, conics: np.ndarray, opaci
             mx, my = float(means2d[g, 0]), float(means2d[g, 1])
             r0, r1 = boxes[g, 2], boxes[g, 3] + 1
             qa, qb, qc = float(conics[g, 0]), float(conics[g, 1]), float(conics[g, 2])
-            thr = skip_threshold(float(opacities[g]))
+            thr = reach[g, 0]
             det = qa * qc - qb * qb  # > 0, as are a and c: pixel_boxes gave no box otherwise
             # the topmost point, where sigma's gradient points along y (a x + b y = 0), at the box's half-height
-            xt = -qb / qa * (ellipse_extent(qa, qb, qc, thr)[1] - MARGIN)
+            xt = -qb / qa * reach[g, 1]
             c_thr2, b_c, inv_c = 2.0 * qc * thr, qb / qc, 1.0 / qc
             for tx in range(rect[i, 0], rect[i, 1]):
                 for h in range(2):
