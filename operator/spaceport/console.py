@@ -42,14 +42,15 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _format(value: Any, kind: str, metrics: dict[str, Any]) -> str:
+def format_metric(value: Any, kind: str, metrics: dict[str, Any]) -> str:
+    """One value of the summary table as the user reads it (``kind``: a SUMMARY_ROWS format)."""
     if kind == "registered":
         total = metrics.get("imagesUsed", metrics.get("images"))
         return f"{int(value):,} / {int(total):,}" if total is not None else f"{int(value):,}"
     if kind == "count":
         return f"{int(value):,}"
-    if kind == "db":
-        return f"{float(value):.2f} dB"
+    if kind == "db":  # a drop of -0.002 dB (compression within noise) reads 0.00, not -0.00
+        return f"{round(float(value), 2) + 0.0:.2f} dB"
     if kind == "psnr":
         where = {"heldOut": " (held-out views)", "train": " (training views)"}.get(metrics.get("evalViews"), "")
         return f"{float(value):.2f} dB{where}"
@@ -123,7 +124,7 @@ def summary_table(run: LocalRun) -> Table:
     for label, keys, kind in SUMMARY_ROWS:
         key = next((k for k in keys if metrics.get(k) is not None), None)
         if key is not None:
-            table.add_row(label, _format(metrics[key], kind, metrics))
+            table.add_row(label, format_metric(metrics[key], kind, metrics))
     total = 0.0
     for stage, result in run.results.items():
         note = " (done earlier, skipped)" if stage in run.skipped else ""

@@ -65,7 +65,7 @@ const LABELS = [
   ['gaussians', 'Gaussians', (v) => Number(v).toLocaleString('en')],
   ['psnr', 'PSNR', (v, m) => `${Number(v).toFixed(2)} dB${m.evalViews === 'heldOut' ? ' (held-out views)' : ''}`],
   ['ssim', 'SSIM', (v) => Number(v).toFixed(3)],
-  ['psnrDropDb', 'PSNR drop after compression', (v) => `${Number(v).toFixed(2)} dB`],
+  ['psnrDropDb', 'PSNR drop after compression', (v) => `${(Math.round(Number(v) * 100) / 100 + 0).toFixed(2)} dB`],
   ['plyBytes', 'PLY size', (v) => bytes(v)],
   ['sogBytes', 'SOG size', (v) => bytes(v)],
   ['compressionRatio', 'Compression ratio', (v) => `${Number(v).toFixed(1)}\\u00d7`],
