@@ -7,7 +7,10 @@ folder, then writes ``result.json`` (and the termination message) when it return
 Files in a stage's output folder:
 
 ``progress.json``  ``{"fraction", "message", "updated", "etaSeconds"}``, at most every few seconds.
-``result.json``    :class:`StageResult`, written last: its presence means the stage is complete.
+``attempt.json``   ``{"fingerprint", "parts", "started"}``, written before any work: which inputs this folder is for.
+``result.json``    :class:`StageResult`, written last: its presence means the stage is complete *for the
+                   inputs its ``fingerprint`` names* (options and upstream results); the runner never
+                   returns it for other inputs.
 
 Exit codes of ``spaceport stage``: 0 success, 2 bad input (permanent, never retried), 1 otherwise.
 """
@@ -30,6 +33,7 @@ from spaceport.storage import Store
 
 PROGRESS_FILE = "progress.json"
 RESULT_FILE = "result.json"
+ATTEMPT_FILE = "attempt.json"
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LIMIT = 4096
 """Bytes Kubernetes keeps of a container's termination message."""
@@ -54,6 +58,12 @@ class BadInputError(StageError):
 
     exit_code = EXIT_BAD_INPUT
     reason = "BadInput"
+
+
+class StaleOutputError(BadInputError):
+    """The output folder holds a result (or an unfinished attempt) made from other inputs: it is kept, not reused."""
+
+    reason = "StaleOutput"
 
 
 class RetryableError(StageError):
@@ -88,6 +98,10 @@ class StageResult(_Wire):
     metrics: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, str] = Field(default_factory=dict, description="Name → URI of each artifact.")
     warnings: list[str] = Field(default_factory=list)
+    fingerprint: str | None = Field(default=None, description="Digest of the stage, its effective options and "
+                                    "the upstream results (or photo listing) it read.")
+    fingerprint_parts: dict[str, str] = Field(default_factory=dict, description="The digests behind fingerprint, "
+                                              "so a mismatch can say which input differs.")
 
     def termination_message(self) -> str:
         """A compact JSON copy under Kubernetes' 4 KiB limit: warnings, then outputs, dropped first."""

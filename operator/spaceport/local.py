@@ -6,7 +6,9 @@ Layout under the output folder (the same as under a Reconstruction's output URI)
     runs/<n>/sfm|train|compress/
 
 A run whose options key matches an existing folder continues there (finished stages are skipped);
-changed options start the next number. Nothing of an earlier run is overwritten.
+changed options start the next number. A stage whose result.json was made from other inputs (the
+photos changed, or an upstream stage was rerun) is never reused: the run starts again in the next
+number. Nothing of an earlier run is overwritten.
 
 Every file is written atomically and a stage's result.json is written last, so an interrupted run
 (Ctrl-C) leaves whole files and no result.json for the stage it stopped in: the same command resumes.
@@ -24,7 +26,7 @@ from typing import Any
 
 from spaceport.api import STAGES
 from spaceport.api.presets import DEFAULT_PRESET, PRESETS, apply_preset
-from spaceport.contract import BadInputError, ProgressRecord, StageResult
+from spaceport.contract import BadInputError, ProgressRecord, StageResult, StaleOutputError
 from spaceport.stages.runner import parse_options, read_result, run_stage
 from spaceport.storage import StorageError, Store, open_store
 
@@ -40,6 +42,10 @@ class LocalRun:
     results: dict[str, StageResult] = field(default_factory=dict)
     skipped: set[str] = field(default_factory=set)
     """Stages finished by an earlier invocation (their result.json was already there)."""
+    root: Store | None = None
+    """The output folder holding runs/."""
+    replaced: list[str] = field(default_factory=list)
+    """Why earlier run folders with these options were left behind (their results were made from other inputs)."""
 
     def stage_store(self, stage: str) -> Store:
         return self.store.child(stage)
@@ -68,18 +74,39 @@ def resolve_options(config: dict[str, Any] | None, preset: str | None = None) ->
     return {s: apply_preset(parse_options(s, config.get(s)), chosen, s).to_wire() for s in STAGES}
 
 
+def _run_numbers(out: Store) -> list[int]:
+    return sorted({int(top) for top in (k.split("/", 1)[0] for k in out.list("runs")) if top.isdigit()})
+
+
 def open_run(out: Store, options: dict[str, dict[str, Any]]) -> LocalRun:
-    """Continue the run with the same options, or start the next numbered one."""
+    """Continue the latest run with the same options, or start the next numbered one."""
     key = options_key(options)
-    numbers = sorted({int(top) for top in (k.split("/", 1)[0] for k in out.list("runs")) if top.isdigit()})
-    for n in numbers:
+    numbers = _run_numbers(out)
+    for n in reversed(numbers):
         store = out.child(f"runs/{n}")
         if store.exists(RUN_FILE) and json.loads(store.read_text(RUN_FILE)).get("key") == key:
-            return LocalRun(n, store, key, options)
+            return LocalRun(n, store, key, options, root=out)
+    return _new_run(out, key, options, numbers)
+
+
+def _new_run(out: Store, key: str, options: dict[str, dict[str, Any]], numbers: list[int],
+             replaces: int | None = None) -> LocalRun:
     n = (numbers[-1] + 1) if numbers else 1
     store = out.child(f"runs/{n}")
-    store.write_text(RUN_FILE, json.dumps({"key": key, "options": options}, indent=1), overwrite=False)
-    return LocalRun(n, store, key, options)
+    record: dict[str, Any] = {"key": key, "options": options}
+    if replaces is not None:
+        record["replaces"] = replaces
+    store.write_text(RUN_FILE, json.dumps(record, indent=1), overwrite=False)
+    return LocalRun(n, store, key, options, root=out)
+
+
+def restart_run(run: LocalRun, why: str) -> LocalRun:
+    """The next numbered run with the same options, for a run whose stored results were made from other inputs."""
+    if run.root is None:
+        raise BadInputError(why)
+    fresh = _new_run(run.root, run.key, run.options, _run_numbers(run.root), replaces=run.number)
+    fresh.replaced = [*run.replaced, f"run {run.number}: {why}"]
+    return fresh
 
 
 StageListener = Callable[[str, ProgressRecord], None]
@@ -143,9 +170,28 @@ def run_pipeline(
     ``photos`` and ``out`` may also be what :func:`prepare_run` returned.
     """
     if isinstance(out, LocalRun) and isinstance(photos, Store):
-        previous, run = photos, out
+        source, run = photos, out
     else:
-        previous, run = prepare_run(photos, out, config, preset)  # type: ignore[arg-type]
+        source, run = prepare_run(photos, out, config, preset)  # type: ignore[arg-type]
+    while True:
+        try:
+            _run_stages(source, run, listener, on_stage_start, on_stage_done)
+            break
+        except StaleOutputError as e:
+            if len(run.replaced) >= 1:  # a fresh folder cannot hold stale results: something else is wrong
+                raise
+            logging.getLogger("spaceport.run").warning("starting a new run folder: %s", e)
+            run = restart_run(run, str(e))
+    finish_viewer(run)
+    return run
+
+
+def _run_stages(source: Store, run: LocalRun, listener: StageListener | None,
+                on_stage_start: Callable[[str], None] | None,
+                on_stage_done: Callable[[str, StageResult], None] | None) -> None:
+    previous = source
+    run.results.clear()
+    run.skipped.clear()
     for stage in STAGES:
         stage_out = run.stage_store(stage)
         if read_result(stage_out) is not None:
@@ -158,8 +204,6 @@ def run_pipeline(
         if on_stage_done:
             on_stage_done(stage, result)
         previous = stage_out
-    finish_viewer(run)
-    return run
 
 
 def run_metrics(run: LocalRun) -> dict[str, Any]:

@@ -77,6 +77,10 @@ class Store(ABC):
     def list(self, key: str = "") -> list[str]:
         """All object keys under ``key`` (recursively), relative to this store, sorted."""
 
+    def list_sizes(self, key: str = "") -> dict[str, int]:
+        """``list`` with each object's size in bytes (one listing on S3, no per-object requests)."""
+        return {k: self.size(join_key(key, k)) for k in self.list(key)}
+
     @abstractmethod
     def read_bytes(self, key: str) -> bytes: ...
 
@@ -294,6 +298,17 @@ class S3Store(Store):
         except Exception as e:
             raise self._wrap(e, key) from e
         return sorted(k for k in keys if k and not k.endswith("/"))
+
+    def list_sizes(self, key: str = "") -> dict[str, int]:
+        base = self._key(key)
+        prefix = base + "/" if base else ""
+        sizes: dict[str, int] = {}
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                sizes.update((obj["Key"][len(prefix):], int(obj["Size"])) for obj in page.get("Contents", []))
+        except Exception as e:
+            raise self._wrap(e, key) from e
+        return {k: v for k, v in sorted(sizes.items()) if k and not k.endswith("/")}
 
     def read_bytes(self, key: str) -> bytes:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from spaceport.api import STAGES, CompressOptions, SfmOptions, TrainOptions, describe_validation_error
 from spaceport.contract import (
+    ATTEMPT_FILE,
     PROGRESS_FILE,
     RESULT_FILE,
     BadInputError,
@@ -25,6 +27,7 @@ from spaceport.contract import (
     StageError,
     StageFunction,
     StageResult,
+    StaleOutputError,
     now_iso,
 )
 from spaceport.storage import NotFoundError, StorageError, Store, UnsafeKeyError, UnwritableError, open_store
@@ -73,13 +76,65 @@ def stage_function(stage: str) -> StageFunction:
 
 
 def read_result(output: Store) -> StageResult | None:
-    """The stage's result if it already completed in this output folder."""
+    """The stage's result if it already completed in this output folder (for whichever inputs: see
+    :func:`fingerprint` and :func:`check_output` before reusing it)."""
     if not output.exists(RESULT_FILE):
         return None
     try:
         return StageResult.model_validate_json(output.read_bytes(RESULT_FILE))
     except ValueError:
         return None
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def fingerprint(stage: str, options: BaseModel, input: Store) -> tuple[str, dict[str, str]]:
+    """What a stage's result depends on: its effective options and what it reads.
+
+    Upstream is the previous stage's result.json (its bytes: a rerun upstream stage makes new files even
+    with equal options) or, for the first stage, the photo listing (names and sizes).
+    """
+    wire = options.model_dump(mode="json", by_alias=True, exclude_none=True)
+    parts = {"options": _digest(json.dumps(wire, sort_keys=True).encode())}
+    if input.exists(RESULT_FILE):
+        parts["upstream"] = _digest(input.read_bytes(RESULT_FILE))
+    else:
+        parts["upstream"] = _digest(json.dumps(input.list_sizes(), sort_keys=True).encode())
+    whole = _digest(json.dumps({"stage": stage, **parts}, sort_keys=True).encode())
+    return whole, parts
+
+
+def _differs(parts: dict[str, str], stored: dict[str, str]) -> str:
+    names = {"options": "options", "upstream": "input (upstream result or photos)"}
+    changed = [names.get(k, k) for k in sorted(parts.keys() | stored.keys()) if parts.get(k) != stored.get(k)]
+    return " and ".join(changed) or "inputs (written by an older spaceport, without a fingerprint)"
+
+
+def check_output(stage: str, out: Store, wanted: str, parts: dict[str, str]) -> StageResult | None:
+    """The stored result when it was made from these inputs; None when the folder is fresh (or holds an
+    unfinished attempt at the same inputs). Raises :class:`StaleOutputError` for anything made otherwise."""
+    done = read_result(out)
+    if done is not None:
+        if done.fingerprint == wanted:
+            return done
+        other = _differs(parts, done.fingerprint_parts)
+        raise StaleOutputError(
+            f"output {out.uri} already holds a {stage} result.json made from other {other}"
+            f" (fingerprint {done.fingerprint or 'none'}, these inputs give {wanted}); it is kept: "
+            "write to a fresh output folder")
+    if out.exists(ATTEMPT_FILE):
+        try:
+            started = json.loads(out.read_bytes(ATTEMPT_FILE))
+        except ValueError:
+            started = {}
+        if started.get("fingerprint") != wanted:
+            raise StaleOutputError(
+                f"output {out.uri} holds an unfinished {stage} attempt at other "
+                f"{_differs(parts, started.get('parts') or {})} (attempt.json); its files are kept: write to a "
+                "fresh output folder")
+    return None
 
 
 def run_stage(
@@ -91,7 +146,8 @@ def run_stage(
     listener: ProgressListener | None = None,
     scratch_dir: str | Path | None = None,
 ) -> StageResult:
-    """Run ``stage`` once. A completed stage (result.json present) is not run again.
+    """Run ``stage`` once. A stage completed for the same inputs (result.json with an equal fingerprint) is not
+    run again; one completed (or begun) for other inputs raises :class:`StaleOutputError` (exit 2) and is kept.
 
     Raises :class:`StageError`; storage failures are mapped to bad input (missing or forbidden
     things) or retryable errors (anything else).
@@ -100,16 +156,23 @@ def run_stage(
     in_store = input if isinstance(input, Store) else open_store(input)
     out_store = output if isinstance(output, Store) else open_store(output)
     try:
-        done = read_result(out_store)
+        wanted, parts = fingerprint(stage, options, in_store)
+    except StorageError as e:
+        raise _classify(e, "input") from e
+    try:
+        done = check_output(stage, out_store, wanted, parts)
     except StorageError as e:
         raise _classify(e, "output") from e
     if done is not None:
-        log.info("%s already complete in %s; not run again", stage, out_store.uri)
+        log.info("%s already complete in %s for these inputs; not run again", stage, out_store.uri)
         return done
     started, t0 = now_iso(), time.monotonic()
     try:  # the first progress.json doubles as a check that the output is writable, before any work
         out_store.write_text(PROGRESS_FILE, ProgressRecord(fraction=0.0, message=f"{stage}: starting",
                                                            updated=started).to_json())
+        if not out_store.exists(ATTEMPT_FILE):
+            out_store.write_text(ATTEMPT_FILE, json.dumps({"fingerprint": wanted, "parts": parts, "started": started}),
+                                 overwrite=False)
     except StorageError as e:
         raise _classify(e, "output") from e
     progress = ProgressReporter(out_store, listener)
@@ -127,6 +190,8 @@ def run_stage(
             metrics=produced.metrics,
             outputs=produced.outputs,
             warnings=ctx.warnings,
+            fingerprint=wanted,
+            fingerprint_parts=parts,
         )
         progress.update(1.0, f"{stage}: done", force=True)
         out_store.write_text(RESULT_FILE, json.dumps(result.model_dump(by_alias=True, exclude_none=True),
