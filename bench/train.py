@@ -1,14 +1,17 @@
 """Training benchmark on CPU: the compiled compositor vs a pure-torch one, a full step, and a demo-like run.
 
-    .venv/bin/python bench/train.py [--steps 1500] [--flight] [--skip-reference]
+    .venv/bin/python bench/train.py [--steps 1500] [--flight] [--skip-reference] [--smoke]
 
 1. Compositing, forward + backward, 20k Gaussians at 256x256: ours vs the pure-torch tile compositor
    (spaceport.stages.train.reference, the same maths with autograd) -> speed ratio.
 2. One full training step (forward, L1 + SSIM loss, backward, fused Adam) for 50k Gaussians at 320x240.
 3. Steps/s and held-out PSNR of the training stage on a demo-like scene (40 views at 320x240, generated
    with tests/train/fixtures; ``--flight`` uses spaceport.synthetic's demo flight + the sfm stage), and
-   the steps/s of the same loop with the pure-torch compositor for a few steps (ratio).
+   the same loop with the pure-torch compositor against ours over the same few steps (ratio). Both sides
+   are timed by the stage itself over its training steps only (``stepsPerSecond``: after loading and
+   seeding, before the final evaluation and writes).
 Timings on a shared 2-core machine are noisy: each number is a median, and wall and CPU seconds are shown.
+``--smoke`` runs all three on tiny inputs in seconds; the last line printed is a JSON record (bench/record.py).
 """
 
 from __future__ import annotations
@@ -28,11 +31,20 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench.record import add_smoke_flag, emit  # noqa: E402
 
 from spaceport.demo import DEMO_CONFIG  # noqa: E402
 from spaceport.stages.train import rasterize as rz  # noqa: E402
 from spaceport.stages.train.metrics import ssim  # noqa: E402
 from spaceport.stages.train.reference import composite_reference  # noqa: E402
+
+FULL = {"compositor": (20_000, 256, 7), "step": (50_000, 320, 240, 9), "reference_steps": 3,
+        "fixture": {"n_gaussians": 4000, "n_views": 40, "width": 320, "height": 240, "n_points": 3000}}
+SMOKE = {"compositor": (2_000, 64, 2), "step": (2_000, 64, 48, 4), "reference_steps": 2,
+         "fixture": {"n_gaussians": 300, "n_views": 8, "width": 64, "height": 48, "n_points": 200}, "steps": 10}
+"""Problem sizes: Gaussians, image size and rounds of [1], [2]; the fixture scene and steps of [3]."""
+RESULTS: dict[str, Any] = {}
+"""Every number the tables print, for the JSON record."""
 
 
 def random_scene(n: int, seed: int = 0) -> list[torch.Tensor]:
@@ -77,13 +89,11 @@ def time_composite(fn: Any, inputs: tuple[Any, ...], repeats: int, torch_threads
     return float(np.median(walls)), float(np.median(cpus))
 
 
-ROUNDS = 7
-"""Alternating rounds of ours (5 calls) and the reference (1 call) in [1]."""
-
-
-def bench_compositor(skip_reference: bool) -> None:
-    width = height = 256
-    inputs = composite_inputs(random_scene(20_000), width, height)
+def bench_compositor(skip_reference: bool, sizes: tuple[int, int, int] = FULL["compositor"]) -> None:
+    """``sizes``: Gaussians, image side, and alternating rounds of ours (5 calls) and the reference (1 call)."""
+    count, width, rounds = sizes
+    height = width
+    inputs = composite_inputs(random_scene(count), width, height)
 
     def ours(m2: torch.Tensor, con: torch.Tensor, col: torch.Tensor, op: torch.Tensor, radii: torch.Tensor,
              depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,9 +108,12 @@ def bench_compositor(skip_reference: bool) -> None:
 
     time_composite(ours, inputs, 1)  # JIT load
     wall, cpu = time_composite(ours, inputs, 7)
-    print(f"[1] compositor fwd+bwd, 20k Gaussians, 256x256: ours {wall * 1e3:.1f} ms wall ({cpu * 1e3:.1f} ms CPU)")
-    print("    " + ", ".join(f"{name} {ms:.2f}" for name, ms in compositor_parts(inputs, width, height).items())
-          + " ms (medians of 30 calls in a loop)")
+    print(f"[1] compositor fwd+bwd, {count} Gaussians, {width}x{height}: ours {wall * 1e3:.1f} ms wall "
+          f"({cpu * 1e3:.1f} ms CPU)")
+    parts = compositor_parts(inputs, width, height)
+    print("    " + ", ".join(f"{name} {ms:.2f}" for name, ms in parts.items()) + " ms (medians of 30 calls in a loop)")
+    RESULTS["compositor"] = {"gaussians": count, "width": width, "height": height, "oursMs": wall * 1e3,
+                             "oursCpuMs": cpu * 1e3, "partsMs": parts}
     if skip_reference:
         return
     # the reference at its best, torch on every core (5-10% faster than one thread here); ours as the stage
@@ -111,7 +124,7 @@ def bench_compositor(skip_reference: bool) -> None:
     # same conditions, and give the ratio of the medians and of the best calls (timeit's advice: noise here
     # only ever adds time). ours is timed right after the reference, which leaves its caches cold.
     ours_walls, ref_walls, ours_cpus, ref_cpus = [], [], [], []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for walls, cpus, fn, repeats, threads in ((ours_walls, ours_cpus, ours, 5, 1),
                                                   (ref_walls, ref_cpus, reference, 1, ref_threads)):
             for _ in range(repeats):
@@ -121,9 +134,13 @@ def bench_compositor(skip_reference: bool) -> None:
     med = {k: float(np.median(v)) for k, v in (("ours", ours_walls), ("ref", ref_walls), ("ours_cpu", ours_cpus),
                                                 ("ref_cpu", ref_cpus))}
     print(f"    pure-torch compositor {med['ref'] * 1e3:.0f} ms wall (best {min(ref_walls) * 1e3:.0f}), ours "
-          f"{med['ours'] * 1e3:.1f} ms (best {min(ours_walls) * 1e3:.1f}) in {ROUNDS} alternating rounds -> ours is "
+          f"{med['ours'] * 1e3:.1f} ms (best {min(ours_walls) * 1e3:.1f}) in {rounds} alternating rounds -> ours is "
           f"{med['ref'] / med['ours']:.0f}x faster (medians; best calls {min(ref_walls) / min(ours_walls):.0f}x), "
           f"{med['ref_cpu'] / med['ours_cpu']:.0f}x in CPU time")
+    RESULTS["compositor"].update(alternatingRounds=rounds, oursMedianMs=med["ours"] * 1e3,
+                                 referenceMedianMs=med["ref"] * 1e3, ratio=med["ref"] / med["ours"],
+                                 ratioBestCalls=min(ref_walls) / min(ours_walls),
+                                 ratioCpu=med["ref_cpu"] / med["ours_cpu"])
 
 
 def compositor_parts(inputs: tuple[Any, ...], width: int, height: int, calls: int = 30) -> dict[str, float]:
@@ -146,14 +163,15 @@ def compositor_parts(inputs: tuple[Any, ...], width: int, height: int, calls: in
     return {key: float(np.median(values)) * 1e3 for key, values in times.items()}
 
 
-def bench_step() -> None:
-    width, height = 320, 240
-    params = random_scene(50_000)
+def bench_step(sizes: tuple[int, int, int, int] = FULL["step"]) -> None:
+    """``sizes``: Gaussians, width, height, steps (the first two are not counted)."""
+    count, width, height, steps = sizes
+    params = random_scene(count)
     view, K = camera(width, height)
     optimizers = [torch.optim.Adam([p], lr=1e-3, eps=1e-15, fused=True) for p in params]
     target = torch.rand(height, width, 3)
     parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "adam": [], "total": []}
-    for i in range(9):
+    for i in range(steps):
         t0 = time.perf_counter()
         means, quats, scales, opacities, sh0, shn = params
         image, _, _ = rz.rasterize(means, quats, torch.exp(scales), torch.sigmoid(opacities),
@@ -171,11 +189,13 @@ def bench_step() -> None:
             for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0), strict=True):
                 parts[key].append(value)
     med = {k: float(np.median(v)) * 1e3 for k, v in parts.items()}
-    print(f"[2] full step, 50k Gaussians, 320x240: {med['total']:.1f} ms (median; forward {med['forward']:.1f}, "
-          f"L1+SSIM {med['loss']:.1f}, backward {med['backward']:.1f}, fused Adam {med['adam']:.1f}); goal <= 100 ms")
+    print(f"[2] full step, {count} Gaussians, {width}x{height}: {med['total']:.1f} ms (median; forward "
+          f"{med['forward']:.1f}, L1+SSIM {med['loss']:.1f}, backward {med['backward']:.1f}, fused Adam "
+          f"{med['adam']:.1f}); goal <= 100 ms")
+    RESULTS["step"] = {"gaussians": count, "width": width, "height": height, "ms": med}
 
 
-def demo_input(work: Path, flight: bool) -> tuple[Path, float]:
+def demo_input(work: Path, flight: bool, fixture: dict[str, int] = FULL["fixture"]) -> tuple[Path, float]:
     if flight:
         from spaceport.stages.runner import run_stage
         from spaceport.synthetic import generate_flight
@@ -186,20 +206,24 @@ def demo_input(work: Path, flight: bool) -> tuple[Path, float]:
         return work / "sfm", DEMO_CONFIG["train"].get("downscale", 1.0)
     from tests.train.fixtures import write_sfm_output
 
-    write_sfm_output(work / "sfm", n_gaussians=4000, n_views=40, width=320, height=240, n_points=3000, seed=7)
+    write_sfm_output(work / "sfm", **fixture, seed=7)
     return work / "sfm", 1.0
 
 
-def bench_demo(steps: int, flight: bool, workdir: str | None, max_gaussians: int) -> None:
+def bench_demo(steps: int, flight: bool, workdir: str | None, max_gaussians: int, smoke: bool = False) -> None:
     from spaceport.stages.runner import run_stage
 
+    sizes = SMOKE if smoke else FULL
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(workdir or tmp)
-        shutil.rmtree(work / "train", ignore_errors=True)
-        shutil.rmtree(work / "train-torch", ignore_errors=True)
-        sfm, downscale = demo_input(work, flight)
+        for name in ("train", "train-same-steps", "train-torch"):
+            shutil.rmtree(work / name, ignore_errors=True)
+        sfm, downscale = demo_input(work, flight, sizes["fixture"])
         # exactly what `spaceport demo` trains with (its resolution and schedule), unless told otherwise
         config = {**DEMO_CONFIG["train"], "downscale": downscale, "checkpointEvery": 10 ** 6}
+        if smoke:  # a few steps on the tiny fixture, with the demo's schedule scaled down to fit
+            config.update(iterations=sizes["steps"], halfResolutionSteps=sizes["steps"] // 2,
+                          initStereoPoints=500, initRandomPoints=200)
         if steps:
             config["iterations"] = steps
         if max_gaussians:
@@ -207,24 +231,31 @@ def bench_demo(steps: int, flight: bool, workdir: str | None, max_gaussians: int
         steps = config["iterations"]
         t0 = time.perf_counter()
         result = run_stage("train", str(sfm), str(work / "train"), config)
+        stage_s = time.perf_counter() - t0
         m = result.metrics
         start = m.get("initialPsnr", float("nan"))
         print(f"[3] demo-like scene ({'synthetic flight + sfm' if flight else 'fixture'}), {steps} steps: "
               f"held-out PSNR {m['psnr']:.2f} dB (from {start:.2f}), SSIM {m['ssim']:.3f}, "
-              f"{m['gaussians']} Gaussians, {m['stepsPerSecond']:.1f} steps/s, stage {time.perf_counter() - t0:.0f} s; "
+              f"{m['gaussians']} Gaussians, {m['stepsPerSecond']:.1f} steps/s, stage {stage_s:.0f} s; "
               "goal >= 27 dB within 180 s")
-        torch_steps = 2
+        RESULTS["training"] = {"scene": "flight" if flight else "fixture", "steps": steps, "psnr": m["psnr"],
+                               "ssim": m["ssim"], "initialPsnr": start, "gaussians": m["gaussians"],
+                               "stepsPerSecond": m["stepsPerSecond"], "stageSeconds": stage_s}
+        # The same work on both sides: the first few steps from the same start, each timed by the stage over
+        # its training steps only (loading, seeding, the final evaluation and writes excluded on both).
+        same = {**config, "iterations": sizes["reference_steps"]}
+        ours_sps = run_stage("train", str(sfm), str(work / "train-same-steps"), same).metrics["stepsPerSecond"]
         original = rz.rasterize_cpu
         rz.rasterize_cpu = reference_rasterize_cpu
         try:
-            t1 = time.perf_counter()
-            run_stage("train", str(sfm), str(work / "train-torch"), {**config, "iterations": torch_steps,
-                                                                     "checkpointEvery": 10 ** 6})
-            per_step = (time.perf_counter() - t1) / torch_steps
+            ref_sps = run_stage("train", str(sfm), str(work / "train-torch"), same).metrics["stepsPerSecond"]
         finally:
             rz.rasterize_cpu = original
-        print(f"    same loop with the pure-torch compositor: {1 / per_step:.3f} steps/s (upper bound: includes "
-              f"loading) -> ours {m['stepsPerSecond'] * per_step:.0f}x")
+        ratio = ours_sps / ref_sps if ref_sps else float("nan")
+        print(f"    first {same['iterations']} steps, training loop only: pure-torch compositor {ref_sps:.3f} "
+              f"steps/s, ours {ours_sps:.2f} steps/s -> ours {ratio:.0f}x")
+        RESULTS["training"].update(sameSteps=same["iterations"], oursSameStepsPerSecond=ours_sps,
+                                   referenceStepsPerSecond=ref_sps, ratio=ratio)
 
 
 def reference_rasterize_cpu(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
@@ -247,16 +278,19 @@ def main() -> None:
     parser.add_argument("--only", choices=["compositor", "step", "demo"])
     parser.add_argument("--max-gaussians", type=int, default=0, help="default: the demo's cap")
     parser.add_argument("--workdir", help="keep the demo's inputs here and reuse them on the next run")
+    add_smoke_flag(parser)
     args = parser.parse_args()
+    sizes = SMOKE if args.smoke else FULL
     # as the stage does on CPU: the kernels own the cores, torch runs its small ops on one thread
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     if args.only in (None, "compositor"):
-        bench_compositor(args.skip_reference)
+        bench_compositor(args.skip_reference, sizes["compositor"])
     if args.only in (None, "step"):
-        bench_step()
+        bench_step(sizes["step"])
     if args.only in (None, "demo"):
-        bench_demo(args.steps, args.flight, args.workdir, args.max_gaussians)
+        bench_demo(args.steps, args.flight, args.workdir, args.max_gaussians, args.smoke)
+    emit("train", smoke=args.smoke, settings={k: v for k, v in vars(args).items() if k != "smoke"}, results=RESULTS)
 
 
 if __name__ == "__main__":
