@@ -11,7 +11,10 @@
 3. Ours alone on bigger scenes (splat-transform needs ~31 min at 100k here): time and peak memory.
 
 splat-transform's runs are cached in bench/results/ by the PLY's hash, the iterations and its version
-(a 100k run takes half an hour of one core): ``--fresh`` runs it again; the table says which it used.
+(a 100k run takes half an hour of one core), with the machine that ran it: ``--fresh`` runs it again. The
+table says which it used; a cached run from another machine gives no same-machine ratio (the JSON record's
+``reference.sameMachine``). ``--smoke``: 500 splats, 2 iterations, splat-transform run afresh (seconds).
+The last line printed is a JSON record (bench/record.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from scipy.spatial import cKDTree
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.record import add_smoke_flag, emit, machine, same_machine  # noqa: E402
+
 from spaceport.splats import GaussianScene, read_ply, write_ply  # noqa: E402
 from spaceport.stages.compress.attributes import sigmoid  # noqa: E402
 from spaceport.stages.compress.palette import colour_rmse, splat_transform_size  # noqa: E402
@@ -51,6 +56,7 @@ class Run:
     cpu: float  # user + system CPU-seconds of the child (and its own children)
     rss_mb: float  # the child's peak resident memory
     cached: str = ""  # when the run came from the cache: the date it ran
+    machine: dict[str, Any] | None = None  # where it ran (bench/record.py); None for runs cached before that
 
 
 def child(cmd: list[str], env: dict[str, str], log: Path) -> tuple[Run, str]:
@@ -89,18 +95,22 @@ def splat_transform_version() -> str:
     return str(json.loads(package.read_text())["version"])
 
 
-def splat_transform(ply: Path, out: Path, iterations: int, fresh: bool) -> Run:
-    """splat-transform -g cpu on the PLY, or its cached run on the same bytes, iterations and version."""
+def splat_transform(ply: Path, out: Path, iterations: int, fresh: bool, cache: Path | None = CACHE) -> Run:
+    """splat-transform -g cpu on the PLY, or its cached run on the same bytes, iterations and version.
+
+    ``cache=None`` neither reads nor writes the cache."""
     digest = hashlib.sha256(ply.read_bytes()).hexdigest()[:16]
-    entry = CACHE / f"{digest}-i{iterations}-v{splat_transform_version()}"
-    if not fresh and (entry / "run.json").is_file() and (entry / "scene.sog").is_file():
+    entry = cache / f"{digest}-i{iterations}-v{splat_transform_version()}" if cache else None
+    if entry and not fresh and (entry / "run.json").is_file() and (entry / "scene.sog").is_file():
         shutil.copy(entry / "scene.sog", out)
         return Run(**json.loads((entry / "run.json").read_text()))
     cmd = [str(SPLAT_TRANSFORM), "-g", "cpu", "-q", "-w", "-i", str(iterations), str(ply), str(out)]
     run, _ = child(cmd, {}, out.with_suffix(".log"))
-    entry.mkdir(parents=True, exist_ok=True)
-    shutil.copy(out, entry / "scene.sog")
-    (entry / "run.json").write_text(json.dumps({**asdict(run), "cached": time.strftime("%Y-%m-%d %H:%M")}))
+    run.machine = machine()
+    if entry:
+        entry.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, entry / "scene.sog")
+        (entry / "run.json").write_text(json.dumps({**asdict(run), "cached": time.strftime("%Y-%m-%d %H:%M")}))
     return run
 
 
@@ -162,7 +172,7 @@ def table(rows: list[tuple[str, float, float]]) -> None:
         print(f"| {name:24} | {fmt(float(a)):>10} | {fmt(float(b)):>15} | {fmt(ratio):>11} |")
 
 
-def side_by_side(args: argparse.Namespace, tmp: Path, cfg: dict[str, Any]) -> None:
+def side_by_side(args: argparse.Namespace, tmp: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     (tmp / "in").mkdir()
     scene = read_ply(args.ply) if args.ply else synthetic_scene(args.compare, 3, seed=0)
     write_ply(scene, tmp / "in" / "splats.ply")
@@ -177,9 +187,13 @@ def side_by_side(args: argparse.Namespace, tmp: Path, cfg: dict[str, Any]) -> No
     print(f"ours: {first.wall:.2f} s first run ({first.cpu:.2f} CPU-s), {mine.wall:.2f} s second "
           f"({mine.cpu:.2f} CPU-s); stage's own durations {json.dumps(o_m['durations'])}", flush=True)
     (tmp / "theirs").mkdir()
-    theirs = splat_transform(ply, tmp / "theirs" / "scene.sog", args.iterations, args.fresh)
+    theirs = splat_transform(ply, tmp / "theirs" / "scene.sog", args.iterations, args.fresh,
+                             None if args.smoke else CACHE)
+    here = same_machine(theirs.machine, machine())
+    where = "this machine" if here else "ANOTHER machine (no same-machine ratio)" if theirs.machine else \
+        "an unrecorded machine (no same-machine ratio; --fresh measures it here)"
     print(f"splat-transform {splat_transform_version()}: {theirs.wall:.1f} s ({theirs.cpu:.1f} CPU-s)"
-          + (f", cached run of {theirs.cached}" if theirs.cached else ""), flush=True)
+          + (f", cached run of {theirs.cached} on {where}" if theirs.cached else ""), flush=True)
     o_size, t_size = (tmp / "ours" / "scene.sog").stat().st_size, (tmp / "theirs" / "scene.sog").stat().st_size
     e_ours, e_theirs = errors(decode(tmp / "ours" / "scene.sog", tmp), scene), \
         errors(decode(tmp / "theirs" / "scene.sog", tmp), scene)
@@ -191,7 +205,15 @@ def side_by_side(args: argparse.Namespace, tmp: Path, cfg: dict[str, Any]) -> No
     table(rows)
     print(f"\nspeed-up: {theirs.wall / mine.wall:.1f}x wall, {theirs.cpu / mine.cpu:.1f}x CPU "
           f"(first run: {theirs.wall / first.wall:.1f}x wall, {theirs.cpu / first.cpu:.1f}x CPU); "
-          f"load average now {os.getloadavg()[0]:.1f}")
+          f"load average now {os.getloadavg()[0]:.1f}" + ("" if here else "; NOT a same-machine ratio"))
+    record: dict[str, Any] = {
+        "scene": label, "splats": scene.count, "plyBytes": ply.stat().st_size,
+        "rows": {name: {"ours": a, "theirs": b} for name, a, b in rows},
+        "speedUpWall": theirs.wall / mine.wall, "speedUpCpu": theirs.cpu / mine.cpu,
+        "reference": {"tool": f"splat-transform {splat_transform_version()}", "cached": theirs.cached or None,
+                      "machine": theirs.machine, "sameMachine": here},
+        "oursFirstRun": {"wall": first.wall, "cpu": first.cpu}, "palette": o_m.get("shPaletteSize"),
+    }
     print(f"ours palette {o_m.get('shPaletteSize')} entries (colour error {o_m.get('shPaletteColourError')}), "
           f"splat-transform's rule gives {splat_transform_size(scene.count)}")
     print(f"ours per-file bytes: {o_m['sogFileBytes']}")
@@ -202,6 +224,8 @@ def side_by_side(args: argparse.Namespace, tmp: Path, cfg: dict[str, Any]) -> No
         print(f"\nPLAS vs Morton (v2 bytes): morton {sizes['morton']}, plas {sizes['plas']} "
               f"(plas/morton {sizes['plas'] / sizes['morton']:.3f}); PLAS sort+encode "
               f"{auto_m['durations']['plasSeconds']:.1f} s vs Morton {auto_m['durations']['mortonSeconds']:.1f} s")
+        record["orderingBytes"] = sizes
+    return record
 
 
 def main() -> None:
@@ -216,12 +240,16 @@ def main() -> None:
     p.add_argument("--fresh", action="store_true", help="run splat-transform even when a cached run exists")
     p.add_argument("--skip-plas", action="store_true", help="skip the PLAS vs Morton comparison")
     p.add_argument("--config", default="{}", help='more options for our stage, JSON (e.g. \'{"shPaletteError": 0}\')')
+    add_smoke_flag(p)
     args = p.parse_args()
+    if args.smoke:
+        args.compare, args.scale, args.iterations, args.ply = 500, "2000", 2, None
     tmp = Path(tempfile.mkdtemp(prefix="bench-compress-"))
     cfg = {"kmeansIterations": args.iterations, "formats": ["sog"], "qualityViews": 0, **json.loads(args.config)}
 
+    results: dict[str, Any] = {"scale": {}}
     if args.compare or args.ply:
-        side_by_side(args, tmp, cfg)
+        results["sideBySide"] = side_by_side(args, tmp, cfg)
     for n in [int(s) for s in args.scale.split(",") if s]:
         d = tmp / f"scale{n}"
         (d / "in").mkdir(parents=True)
@@ -233,7 +261,11 @@ def main() -> None:
               f"(stage {m['durations']['totalSeconds']:.1f} s), peak {run.rss_mb:.0f} MB, .sog "
               f"{m['sogBytes'] / 1e6:.2f} MB (ratio {m['compressionRatio']:.1f}x), palette {m.get('shPaletteSize')}; "
               f"{json.dumps(m['durations'])}", flush=True)
+        results["scale"][str(n)] = {"wall": run.wall, "cpu": run.cpu, "peakMB": run.rss_mb, "sogBytes": m["sogBytes"],
+                                    "compressionRatio": m["compressionRatio"], "palette": m.get("shPaletteSize")}
     shutil.rmtree(tmp, ignore_errors=True)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "smoke"}
+    emit("compress", smoke=args.smoke, settings=settings, results=results)
 
 
 if __name__ == "__main__":
