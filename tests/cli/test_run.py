@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from spaceport.cli import EXIT_INTERRUPTED, EXIT_OK
+from spaceport.contract import StageResult
+from tests.operator.test_real_results import status_from
 
 SPACEPORT = [sys.executable, "-m", "spaceport.cli"]
 TINY = {"sfm": {"maxImageSize": 240}, "train": {"iterations": 40, "maxGaussians": 20_000, "shDegree": 0},
@@ -55,6 +57,11 @@ def test_run_then_resume_skips_finished_stages(photos: Path, tmp_path: Path) -> 
     results = {s: (out / "runs" / "1" / s / "result.json").read_text() for s in ("sfm", "train", "compress")}
     metrics = json.loads((compress / "metrics.json").read_text())["metrics"]
     assert metrics.get("registeredImages") and metrics.get("gaussians")
+    # The operator's status code reads the names these real stages wrote (stage metrics -> status.metrics).
+    status = status_from({s: StageResult.model_validate_json(text) for s, text in results.items()})
+    assert None not in (status.metrics.images, status.metrics.registered_images, status.metrics.gaussians,
+                        status.metrics.psnr, status.metrics.ssim, status.metrics.ply_bytes, status.metrics.sog_bytes,
+                        status.metrics.compression_ratio)
 
     again = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert again.returncode == EXIT_OK, again.stderr[-3000:]

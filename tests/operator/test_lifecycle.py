@@ -46,7 +46,8 @@ async def test_happy_path_three_stages_with_metrics(cluster: Cluster, buckets: t
     assert status["stages"]["sfm"]["etaSeconds"] == 42.0
     assert status["progress"] == 10.0  # half of sfm's 20 % share
 
-    await cluster.succeed_job("site-r1-sfm", f"{run}/sfm", result("sfm", {"images": 40, "registeredImages": 38}))
+    await cluster.succeed_job("site-r1-sfm", f"{run}/sfm", result(
+        "sfm", {"imagesUsed": 40, "imagesFound": 41, "registeredImages": 38}))
     await cluster.wait_job("site-r1-train")
     await cluster.succeed_job("site-r1-train", f"{run}/train", result(
         "train", {"gaussians": 120000, "psnr": 27.5, "ssim": 0.88, "plyBytes": 28_000_000}))
@@ -57,7 +58,7 @@ async def test_happy_path_three_stages_with_metrics(cluster: Cluster, buckets: t
 
     status = await cluster.wait_status("site", lambda s: s.get("phase") == "Succeeded", "Succeeded")
     assert status["metrics"] == {
-        "images": 40, "registeredImages": 38, "gaussians": 120000, "psnr": 27.5, "ssim": 0.88,
+        "images": 40, "imagesFound": 41, "registeredImages": 38, "gaussians": 120000, "psnr": 27.5, "ssim": 0.88,
         "plyBytes": 28_000_000, "sogBytes": 1_400_000, "compressionRatio": 20.0, "psnrDropDb": 0.4,
         "durations": {"sfm": 300.0, "train": 300.0, "compress": 300.0}}
     assert status["outputs"] == {"ply": f"{run}/train/splats.ply", "sog": f"{run}/compress/scene.sog",

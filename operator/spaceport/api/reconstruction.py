@@ -269,7 +269,8 @@ class StageStatus(StatusModel):
 
 
 class Metrics(StatusModel):
-    images: int | None = None
+    images: int | None = Field(default=None, description="Photos the run used (the sfm stage's imagesUsed).")
+    images_found: int | None = Field(default=None, description="Files found under input.uri (imagesFound).")
     registered_images: int | None = None
     gaussians: int | None = None
     psnr: float | None = None
@@ -283,11 +284,14 @@ class Metrics(StatusModel):
 
 
 class Condition(StatusModel):
+    """A Kubernetes condition (metav1.Condition): Ready, Succeeded, Failed, Reconciling, Stalled."""
+
     type: str
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""
-    last_transition_time: str | None = None
+    observed_generation: int | None = Field(default=None, description="The metadata.generation it speaks for.")
+    last_transition_time: str | None = Field(default=None, description="When status last changed.")
 
 
 class NotificationStatus(StatusModel):

@@ -172,6 +172,7 @@ class Reconciler:
         s = self.settings
         status = status.model_copy(update={"usage": usage.total(status.stages, s.price_cpu_hour, s.price_gpu_hour,
                                                                 s.price_currency)})
+        status = st.with_conditions(status, now_iso())  # also for a generation that changed nothing else
         written, _ = self._write(body, raw_status, old, status)
         if notify.due(spec, written) and written.run is not None:
             self.notifier.submit(namespace, name, written.run)

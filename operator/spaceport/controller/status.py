@@ -22,7 +22,8 @@ STAGE_WEIGHTS: dict[str, float] = {"sfm": 0.2, "train": 0.6, "compress": 0.2}
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 
 METRIC_KEYS: dict[str, str] = {
-    "images": "images",
+    "imagesUsed": "images",
+    "imagesFound": "images_found",
     "registeredImages": "registered_images",
     "gaussians": "gaussians",
     "psnr": "psnr",
@@ -33,10 +34,19 @@ METRIC_KEYS: dict[str, str] = {
     "compressionRatio": "compression_ratio",
     "psnrDropDb": "psnr_drop_db",
 }
-"""Stage metric key (camelCase, from result.json) -> overall Metrics field."""
+"""Stage metric key (camelCase, as the stages write result.json) -> overall Metrics field. A test feeds a real
+stage's result.json through this (tests/cli/test_run.py), so a renamed metric cannot drift silently."""
 
-DEFAULT_OUTPUTS: dict[str, tuple[str, str]] = {"ply": ("train", "splats.ply"), "sog": ("compress", "scene.sog")}
-"""Overall outputs the cross-stage file contract guarantees, when a stage does not name them itself."""
+CONTRACT_OUTPUTS: dict[str, tuple[str, str, str | None]] = {
+    "ply": ("train", "splats.ply", None),
+    "sog": ("compress", "scene.sog", "sog"),
+}
+"""Overall outputs the cross-stage file contract guarantees (stage, file, the compress format that makes it), used
+only for a stage whose result named no outputs (a termination message cut to Kubernetes' 4 KiB)."""
+
+CONDITION_TYPES = ("Ready", "Succeeded", "Failed", "Reconciling", "Stalled")
+"""Ready/Succeeded/Failed as batch Jobs have them (``kubectl wait --for=condition=...``); Reconciling/Stalled for
+kstatus (Flux, Argo CD's generic health). Each carries the generation it speaks for."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,7 @@ def start_run(status: ReconstructionStatus, spec: ReconstructionSpec, name: str,
     """A new run n+1 with every Job name decided up front, so a restart never invents different names."""
     run = (status.run or 0) + 1
     stages = {s: StageStatus(job=job_name(name, run, s)) for s in STAGES}
-    return _with_condition(status.model_copy(update={
+    return with_conditions(status.model_copy(update={
         "phase": Phase.PENDING, "reason": Reason.CREATED, "message": f"run {run} started",
         "stage": STAGES[0], "progress": 0.0, "run": run, "run_key": spec.run_key(),
         "run_uri": run_location(spec, run), "stages": stages, "metrics": Metrics(), "outputs": {},
@@ -133,7 +143,7 @@ def invalid_spec(status: ReconstructionStatus, message: str, generation: int | N
     stages = {name: s.model_copy(update={"phase": Phase.FAILED, "message": "stopped: the spec became invalid",
                                          "eta_seconds": None, "finished_at": s.finished_at or now})
               if s.phase in (Phase.RUNNING, Phase.SUSPENDED) else s for name, s in status.stages.items()}
-    return _with_condition(status.model_copy(update={
+    return with_conditions(status.model_copy(update={
         "phase": Phase.FAILED, "reason": Reason.INVALID_SPEC, "message": message, "progress": None,
         "observed_generation": generation, "stages": stages,
     }), now)
@@ -154,14 +164,14 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
         if phase == Phase.FAILED:
             stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "message": message, "finished_at": now})
         update.update(stages=stages, phase=phase, reason=reason, message=message)
-        return _with_condition(status.model_copy(update=update), now)
+        return with_conditions(status.model_copy(update=update), now)
     if obs.held:
         stages[stage] = st.model_copy(update={"phase": Phase.SUSPENDED, "eta_seconds": None})
         update.update(stages=stages, phase=Phase.SUSPENDED, reason=Reason.SUSPENDED, progress=overall_progress(stages),
                       message=f"{stage} suspended: its Job is deleted and goes back into queue {obs.queue} on resume")
-        return _with_condition(status.model_copy(update=update), now)
+        return with_conditions(status.model_copy(update=update), now)
     if job is None and st.phase == Phase.PENDING:
-        return status.model_copy(update=update)  # not created yet: the reconciler creates it
+        return with_conditions(status.model_copy(update=update), now)  # not created yet: the reconciler creates it
     if (job is not None and job.succeeded) or (job is None and obs.result is not None):
         st = _stage_succeeded(st, obs, job, now)
         stages[stage] = st
@@ -174,13 +184,13 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
             update.update(phase=Phase.SUCCEEDED, reason=Reason.COMPLETED, message="all stages done",
                           metrics=aggregate_metrics(stages), outputs=aggregate_outputs(spec, status.run or 0, stages))
         update["progress"] = overall_progress(stages)
-        return _with_condition(status.model_copy(update=update), now)
+        return with_conditions(status.model_copy(update=update), now)
     if job is None:
         message = f"{stage}: Job {st.job} disappeared before it finished and left no result.json"
         stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "finished_at": now, "message": message,
                                               "eta_seconds": None})
         update.update(stages=stages, phase=Phase.FAILED, reason=Reason.JOB_VANISHED, message=message)
-        return _with_condition(status.model_copy(update=update), now)
+        return with_conditions(status.model_copy(update=update), now)
     if job.failed:
         why = obs.failure or ": ".join(p for p in (job.reason, job.message) if p) or "Job failed"
         message = f"{stage} failed: {why}"
@@ -188,7 +198,7 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
                                               "finished_at": job.completion_time or st.finished_at or now,
                                               "usage": job.usage(now)})
         update.update(stages=stages, phase=Phase.FAILED, reason=Reason.STAGE_FAILED, message=message)
-        return _with_condition(status.model_copy(update=update), now)
+        return with_conditions(status.model_copy(update=update), now)
 
     # In a queue Kueue owns the Job's suspend flag: suspended there means waiting for (re-)admission.
     queued = job.suspended and bool(obs.queue) and not spec.suspend
@@ -208,7 +218,7 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
     else:
         reason, message = Reason.STAGE_RUNNING, stages[stage].message or f"{stage} running"
     update.update(stages=stages, phase=phase, progress=overall_progress(stages), reason=reason, message=message)
-    return _with_condition(status.model_copy(update=update), now)
+    return with_conditions(status.model_copy(update=update), now)
 
 
 def _stage_succeeded(st: StageStatus, obs: Observation, job: JobView | None, now: str) -> StageStatus:
@@ -257,26 +267,49 @@ def aggregate_metrics(stages: dict[str, StageStatus]) -> Metrics:
 
 
 def aggregate_outputs(spec: ReconstructionSpec, run: int, stages: dict[str, StageStatus]) -> dict[str, str]:
+    """What the stages said they wrote; the contract's files only for a stage whose result named none."""
     outputs: dict[str, str] = {}
-    for name, (stage, file) in DEFAULT_OUTPUTS.items():
-        outputs[name] = stage_location(spec, run, stage) + "/" + file
+    formats = spec.stage_options("compress").formats  # type: ignore[union-attr]
     for stage in STAGES:
         st = stages.get(stage)
-        if st is not None:
+        if st is None or st.phase != Phase.SUCCEEDED:
+            continue
+        if st.outputs:
             outputs.update(st.outputs)
+            continue
+        for name, (of, file, fmt) in CONTRACT_OUTPUTS.items():
+            if of == stage and (fmt is None or fmt in formats):
+                outputs[name] = stage_location(spec, run, stage) + "/" + file
     return outputs
 
 
-def _with_condition(status: ReconstructionStatus, now: str) -> ReconstructionStatus:
-    """Keep the Ready condition in step with the phase; its time moves only when its truth changes."""
-    truth = "True" if status.phase == Phase.SUCCEEDED else "False"
-    old = next((c for c in status.conditions if c.type == "Ready"), None)
-    changed = old is None or old.status != truth
-    ready = Condition(type="Ready", status=truth, reason=str(status.reason or Reason.CREATED),
-                      message=status.message or "",
-                      last_transition_time=now if changed else old.last_transition_time)
-    others = [c for c in status.conditions if c.type != "Ready"]
-    return status.model_copy(update={"conditions": [*others, ready]})
+def condition_values(status: ReconstructionStatus) -> dict[str, tuple[str, str, str]]:
+    """Each condition type's (status, reason, message) for the phase."""
+    reason, message = str(status.reason or Reason.CREATED), status.message or ""
+    phase = status.phase
+    done, failed = phase == Phase.SUCCEEDED, phase == Phase.FAILED
+    working = phase in (Phase.PENDING, Phase.QUEUED, Phase.RUNNING)
+    idle = "Suspended" if phase == Phase.SUSPENDED else reason
+    return {
+        "Ready": ("True" if done else "False", reason, message),
+        "Succeeded": ("True" if done else "False", reason, message),
+        "Failed": ("True" if failed else "False", reason, message),
+        "Reconciling": ("True" if working else "False", reason if working else idle, message),
+        "Stalled": ("True" if failed else "False", reason, message),
+    }
+
+
+def with_conditions(status: ReconstructionStatus, now: str) -> ReconstructionStatus:
+    """Keep the conditions in step with the phase and generation; a time moves only when its status changes."""
+    old = {c.type: c for c in status.conditions}
+    conditions = [c for c in status.conditions if c.type not in CONDITION_TYPES]
+    for type_, (truth, reason, message) in condition_values(status).items():
+        before = old.get(type_)
+        changed = before is None or before.status != truth
+        conditions.append(Condition(type=type_, status=truth, reason=reason, message=message[:1000],
+                                    observed_generation=status.observed_generation,
+                                    last_transition_time=now if changed else before.last_transition_time))
+    return status.model_copy(update={"conditions": conditions})
 
 
 def merge_patch(old: Any, new: Any) -> Any:
