@@ -7,13 +7,18 @@ when the Reconstruction was stored and when its sfm Job was stored.
 Reference: the same server's bare floor, a client creating an object and a watcher seeing it,
 so the ratio shows what the operator adds on top of the API round trips.
 
-    .venv/bin/python bench/operator_latency.py [--sequential 50] [--burst 200]
+Runs once per storage (``--storage both``, the default): Reconstructions on volume claims, and on S3 (a
+moto server, bench/s3.py), where the operator reads the named credentials Secret before the first Job.
+``--smoke``: 3 sequential, a burst of 5 (seconds). The last line printed is a JSON record (bench/record.py).
+
+    .venv/bin/python bench/operator_latency.py [--sequential 50] [--burst 200] [--storage volume|s3|both]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -29,6 +34,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import s3  # noqa: E402
+from bench.record import add_smoke_flag, emit  # noqa: E402
 from tests.operator.emulator import ClusterEmulator, Obj  # noqa: E402
 from tests.operator.harness import EmulatorThread, load_crds  # noqa: E402
 
@@ -51,14 +58,9 @@ class TimedEmulatorThread(EmulatorThread):
     emulator_class = TimedEmulator
 
 
-def spec(i: int) -> dict[str, Any]:
-    return {"input": {"uri": f"photos/site-{i}", "volumeClaim": "photos"},
-            "output": {"uri": f"results/site-{i}", "volumeClaim": "results"}}
-
-
-def recon(name: str, i: int) -> dict[str, Any]:
+def recon(name: str, storage: str = "volume") -> dict[str, Any]:
     return {"apiVersion": "spaceport.dev/v1alpha1", "kind": "Reconstruction", "metadata": {"name": name},
-            "spec": spec(i)}
+            "spec": s3.spec(storage, name)}
 
 
 def marks(emulator: TimedEmulatorThread) -> dict[tuple[str, str], float]:
@@ -114,8 +116,20 @@ def write_kubeconfig(server: str, folder: Path) -> Path:
     return path
 
 
-async def main(args: argparse.Namespace) -> int:
-    with TimedEmulatorThread(load_crds()) as emulator, tempfile.TemporaryDirectory() as tmp:
+@contextlib.contextmanager
+def storage_backend(storage: str) -> Any:
+    """The S3 endpoint for an S3-backed run (None for volumes)."""
+    if storage == "s3":
+        with s3.moto_server() as url:
+            yield url
+    else:
+        yield None
+
+
+async def measure(args: argparse.Namespace, storage: str) -> dict[str, Any]:
+    """One operator process against a fresh emulator; every number of one storage's table."""
+    with TimedEmulatorThread(load_crds()) as emulator, tempfile.TemporaryDirectory() as tmp, \
+            storage_backend(storage) as s3_url:
         kubeconfig = write_kubeconfig(emulator.url, Path(tmp))
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "SPACEPORT_HEALTH_ENDPOINT": "none"}
         log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115
@@ -124,20 +138,22 @@ async def main(args: argparse.Namespace) -> int:
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             async with aiohttp.ClientSession(emulator.url) as session:
-                floor = await floor_latency(session, emulator, 30)
+                if s3_url:
+                    await session.post("/api/v1/namespaces/default/secrets", json=s3.secret(s3_url))
+                floor = await floor_latency(session, emulator, args.floor)
                 # Warm-up: the operator is ready once it handles a first object.
-                await session.post(RECONS, json=recon("warmup", 0))
+                await session.post(RECONS, json=recon("warmup", storage))
                 await wait_for_job(emulator, "warmup", 60)
 
                 sequential = []
                 for i in range(args.sequential):
                     name = f"seq-{i}"
-                    await session.post(RECONS, json=recon(name, i))
+                    await session.post(RECONS, json=recon(name, storage))
                     sequential.append(await wait_for_job(emulator, name, 30))
 
                 names = [f"burst-{i}" for i in range(args.burst)]
                 t0 = time.monotonic()
-                await asyncio.gather(*(session.post(RECONS, json=recon(n, i)) for i, n in enumerate(names)))
+                await asyncio.gather(*(session.post(RECONS, json=recon(n, storage)) for n in names))
                 burst = await asyncio.gather(*(wait_for_job(emulator, n, 180) for n in names))
                 burst_wall = time.monotonic() - t0
                 await asyncio.sleep(args.settle)  # duplicates, if any, would show up now
@@ -158,6 +174,7 @@ async def main(args: argparse.Namespace) -> int:
             operator.wait(30)
             log.close()
 
+    print(f"\n{storage}-backed Reconstructions:")
     print(f"API floor (create -> watch event), n={len(floor)}: p50 {statistics.median(floor) * 1000:.1f} ms, "
           f"p95 {p95(floor) * 1000:.1f} ms")
     print(f"create -> first Job, sequential n={len(sequential)}: p50 {statistics.median(sequential) * 1000:.0f} ms, "
@@ -169,7 +186,21 @@ async def main(args: argparse.Namespace) -> int:
     print(f"burst: {exact}/{len(names)} Reconstructions have exactly one Job (their sfm Job) "
           f"after {args.settle:.0f} s more; Jobs in total: {len(jobs)}")
     print(f"operator peak RSS (VmHWM): {rss:.0f} MiB")
-    return 0 if exact == len(names) else 1
+    return {"floorP50Ms": statistics.median(floor) * 1000, "floorP95Ms": p95(floor) * 1000,
+            "sequential": len(sequential), "sequentialP50Ms": statistics.median(sequential) * 1000,
+            "sequentialP95Ms": p95(sequential) * 1000, "sequentialMaxMs": max(sequential) * 1000,
+            "burst": len(names), "burstAllJobsSeconds": burst_wall, "burstP50Seconds": statistics.median(burst),
+            "burstP95Seconds": p95(burst), "burstExactlyOneJob": exact, "jobs": len(jobs), "peakRssMiB": rss,
+            "ok": exact == len(names)}
+
+
+async def main(args: argparse.Namespace) -> int:
+    results = {storage: await measure(args, storage) for storage in s3.storages(args.storage)}
+    emit("operator_latency", smoke=args.smoke, settings={"sequential": args.sequential, "burst": args.burst,
+                                                          "settle": args.settle, "storage": args.storage,
+                                                          "floor": args.floor},
+         results=results)
+    return 0 if all(r["ok"] for r in results.values()) else 1
 
 
 if __name__ == "__main__":
@@ -177,4 +208,10 @@ if __name__ == "__main__":
     parser.add_argument("--sequential", type=int, default=50)
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument("--settle", type=float, default=5.0, help="seconds to wait for stray duplicates")
-    raise SystemExit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument("--storage", choices=[*s3.STORAGES, "both"], default="both")
+    parser.add_argument("--floor", type=int, default=30, help="round trips timed for the API floor")
+    add_smoke_flag(parser)
+    parsed = parser.parse_args()
+    if parsed.smoke:
+        parsed.sequential, parsed.burst, parsed.settle, parsed.floor = 3, 5, 0.5, 5
+    raise SystemExit(asyncio.run(main(parsed)))

@@ -17,7 +17,13 @@ Checks: every Reconstruction reaches Succeeded; each has exactly its three Jobs 
 created twice: the server counts every Job POST); p50/p99 of create -> first Job; operator peak RSS.
 Goals: p99 <= 5 s, RSS <= 300 MB. Reference: the API server's own create -> watch-event round trip.
 
-    .venv/bin/python bench/operator_load.py [--count 500]
+Runs once per storage (``--storage both``, the default). On S3 (a moto server process, bench/s3.py) each
+simulated stage also writes what a real one does to its output prefix: ``progress.json`` when it starts
+and ``result.json`` when it ends; the operator reads the credentials Secret, mirrors progress from the
+bucket and reads the result there. ``--smoke``: 5 Reconstructions (seconds). The last line printed is a
+JSON record (bench/record.py).
+
+    .venv/bin/python bench/operator_load.py [--count 500] [--storage volume|s3|both]
 """
 
 from __future__ import annotations
@@ -42,17 +48,20 @@ import aiohttp.web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import s3  # noqa: E402
 from bench.operator_latency import (  # noqa: E402
     TimedEmulator,
     TimedEmulatorThread,
     floor_latency,
     marks,
+    storage_backend,
     write_kubeconfig,
 )
+from bench.record import add_smoke_flag, emit  # noqa: E402
 from tests.operator.emulator import Obj, parse_route  # noqa: E402
 from tests.operator.harness import load_crds  # noqa: E402
 
-from spaceport.contract import StageResult  # noqa: E402
+from spaceport.contract import ProgressRecord, StageResult  # noqa: E402
 
 RECONS = "/apis/spaceport.dev/v1alpha1/namespaces/default/reconstructions"
 JOBS = "/apis/batch/v1/namespaces/default/jobs"
@@ -90,25 +99,31 @@ class CountingEmulatorThread(TimedEmulatorThread):
     emulator_class = CountingEmulator
 
 
-def recon(name: str) -> dict[str, Any]:
+def recon(name: str, storage: str = "volume") -> dict[str, Any]:
     return {"apiVersion": "spaceport.dev/v1alpha1", "kind": "Reconstruction", "metadata": {"name": name},
-            "spec": {"input": {"uri": f"photos/{name}", "volumeClaim": "photos"},
-                     "output": {"uri": f"results/{name}", "volumeClaim": "results"}}}
+            "spec": s3.spec(storage, name)}
 
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def complete_job(session: aiohttp.ClientSession, job: dict[str, Any], run_s: float) -> None:
-    """What the kubelet and the Job controller write when a stage's Pod exits 0."""
+async def complete_job(session: aiohttp.ClientSession, job: dict[str, Any], run_s: float,
+                       bucket: Any | None = None) -> None:
+    """What the kubelet and the Job controller write when a stage's Pod exits 0; with ``bucket`` (an S3
+    client) also what the stage itself writes to its output prefix."""
     name, stage = job["metadata"]["name"], job["metadata"]["labels"]["spaceport.dev/stage"]
     started = now_iso()
+    if bucket is not None:
+        progress = ProgressRecord(fraction=0.5, message=f"{stage}: halfway", updated=started)
+        await asyncio.to_thread(s3.put, bucket, s3.output_uri(job), "progress.json", progress.to_json())
     await session.patch(f"{JOBS}/{name}/status", data=json.dumps({"status": {"active": 1, "startTime": started}}),
                         headers=MERGE)
     await asyncio.sleep(run_s)
     result = StageResult(stage=stage, started_at=started, finished_at=now_iso(), duration_seconds=run_s,
                          metrics={"images": 40} if stage == "sfm" else {"gaussians": 1000})
+    if bucket is not None:
+        await asyncio.to_thread(s3.put, bucket, s3.output_uri(job), "result.json", result.to_json())
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-0", "labels": {"job-name": name}},
            "spec": {"containers": [{"name": "stage", "image": "x"}]}}
     await session.post(PODS, json=pod)
@@ -122,7 +137,8 @@ async def complete_job(session: aiohttp.ClientSession, job: dict[str, Any], run_
         "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}}))
 
 
-async def job_controller(session: aiohttp.ClientSession, run_s: float, stop: asyncio.Event) -> None:
+async def job_controller(session: aiohttp.ClientSession, run_s: float, stop: asyncio.Event,
+                         bucket: Any | None = None) -> None:
     """The Job controller's informer: one LIST of Jobs, then a WATCH from the list's resourceVersion.
 
     Each Job is started once, when it is first seen not suspended (a Job created suspended would start
@@ -137,7 +153,7 @@ async def job_controller(session: aiohttp.ClientSession, run_s: float, stop: asy
         if name in started or (job.get("spec") or {}).get("suspend"):
             return
         started.add(name)
-        task = asyncio.create_task(complete_job(session, job, run_s))
+        task = asyncio.create_task(complete_job(session, job, run_s, bucket))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
@@ -194,8 +210,10 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def main(args: argparse.Namespace) -> int:
-    with CountingEmulatorThread(load_crds()) as emulator, tempfile.TemporaryDirectory() as tmp:
+async def measure(args: argparse.Namespace, storage: str) -> dict[str, Any]:
+    """One operator process against a fresh emulator, N Reconstructions on ``storage``; the table's numbers."""
+    with CountingEmulatorThread(load_crds()) as emulator, tempfile.TemporaryDirectory() as tmp, \
+            storage_backend(storage) as s3_url:
         kubeconfig = write_kubeconfig(emulator.url, Path(tmp))
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "SPACEPORT_HEALTH_ENDPOINT": "none"}
         log_path = Path(tmp) / "operator.log"
@@ -206,9 +224,13 @@ async def main(args: argparse.Namespace) -> int:
         try:
             connector = aiohttp.TCPConnector(limit=64)
             async with aiohttp.ClientSession(emulator.url, connector=connector) as session:
-                floor = await floor_latency(session, emulator, 30)  # type: ignore[arg-type]
-                controller = asyncio.create_task(job_controller(session, args.run_seconds, stop))
-                await session.post(RECONS, json=recon("warmup"))  # the operator is ready once it handles one
+                bucket = None
+                if s3_url:
+                    await session.post("/api/v1/namespaces/default/secrets", json=s3.secret(s3_url))
+                    bucket = s3.client(s3_url)
+                floor = await floor_latency(session, emulator, args.floor)  # type: ignore[arg-type]
+                controller = asyncio.create_task(job_controller(session, args.run_seconds, stop, bucket))
+                await session.post(RECONS, json=recon("warmup", storage))  # the operator is ready once it handles one
                 await wait_succeeded(session, ["warmup"], 120)
 
                 names = [f"load-{i}" for i in range(args.count)]
@@ -217,7 +239,7 @@ async def main(args: argparse.Namespace) -> int:
                 profiler = start_profiler(operator.pid)
                 t0 = time.monotonic()
                 first_jobs = asyncio.create_task(cpu_at_first_jobs(emulator, names, operator.pid))  # type: ignore[arg-type]
-                await asyncio.gather(*(session.post(RECONS, json=recon(n)) for n in names))
+                await asyncio.gather(*(session.post(RECONS, json=recon(n, storage)) for n in names))
                 created_s = time.monotonic() - t0
                 succeeded = await wait_succeeded(session, names, args.timeout)
                 all_done_s = time.monotonic() - t0
@@ -256,6 +278,7 @@ async def main(args: argparse.Namespace) -> int:
     p50, p99 = statistics.median(latency), pct(latency, 99)
     floor_p99 = pct(floor, 99)
 
+    print(f"\n{storage}-backed Reconstructions:")
     print(f"{args.count} Reconstructions POSTed at once in {created_s:.1f} s; all Succeeded after {all_done_s:.1f} s "
           f"({succeeded}/{args.count}; each stage Job 'runs' {args.run_seconds:.1f} s)")
     print(f"create -> first Job: p50 {p50:.2f} s, p99 {p99:.2f} s, max {max(latency):.2f} s "
@@ -278,7 +301,19 @@ async def main(args: argparse.Namespace) -> int:
     print("harness API calls during the load: " + ", ".join(f"{verb} {what} {n}" for (verb, what), n in harness))
     ok = succeeded == args.count and exact == args.count and not twice and p99 <= GOAL_P99_S and rss <= GOAL_RSS_MB
     print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    return {"count": args.count, "succeeded": succeeded, "postSeconds": created_s, "allSucceededSeconds": all_done_s,
+            "firstJobP50Seconds": p50, "firstJobP99Seconds": p99, "firstJobMaxSeconds": max(latency),
+            "floorP50Ms": statistics.median(floor) * 1000, "floorP99Ms": floor_p99 * 1000, "jobs": len(jobs),
+            "exactlyThreeJobs": exact, "createdTwice": len(twice), "peakRssMB": rss,
+            "operatorCpuSeconds": operator_cpu, "harnessCpuSeconds": harness_cpu,
+            "operatorApiCallsPerReconstruction": sum(n for _, n in mine) / args.count, "ok": ok}
+
+
+async def main(args: argparse.Namespace) -> int:
+    results = {storage: await measure(args, storage) for storage in s3.storages(args.storage)}
+    settings = {k: v for k, v in vars(args).items() if k != "smoke"}
+    emit("operator_load", smoke=args.smoke, settings=settings, results=results)
+    return 0 if all(r["ok"] for r in results.values()) else 1
 
 
 async def cpu_at_first_jobs(emulator: CountingEmulatorThread, names: list[str], pid: int) -> tuple[float, float]:
@@ -327,4 +362,10 @@ if __name__ == "__main__":
     parser.add_argument("--run-seconds", type=float, default=1.0, help="how long each simulated stage Pod runs")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for all to succeed")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds to wait for stray duplicates")
-    raise SystemExit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument("--storage", choices=[*s3.STORAGES, "both"], default="both")
+    parser.add_argument("--floor", type=int, default=30, help="round trips timed for the API floor")
+    add_smoke_flag(parser)
+    parsed = parser.parse_args()
+    if parsed.smoke:
+        parsed.count, parsed.run_seconds, parsed.settle, parsed.floor, parsed.timeout = 5, 0.3, 0.5, 5, 120.0
+    raise SystemExit(asyncio.run(main(parsed)))
