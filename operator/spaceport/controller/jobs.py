@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,44 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
     }
 
 
+def _gpus(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """The GPU entries (``nvidia.com/gpu``, ``amd.com/gpu``...) of a requests or limits map."""
+    return {k: v for k, v in (resources or {}).items() if k.endswith("/gpu") and v}
+
+
+def _has_gpu(resources: Mapping[str, Any]) -> bool:
+    return bool(_gpus(resources.get("limits") or {}) or _gpus(resources.get("requests") or {}))
+
+
+def stage_device(spec: ReconstructionSpec, stage: str) -> str:
+    """The stage's ``device`` option: auto, cpu or cuda (sfm has none: auto)."""
+    return str(getattr(spec.stage_options(stage), "device", "auto"))
+
+
+def placement(spec: ReconstructionSpec, stage: str,
+              settings: OperatorSettings) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    """Resources and pool (image, nodeSelector, tolerations) of a stage's Pod, following its ``device``.
+
+    ``auto`` keeps the stage's own pool. ``cuda`` asks for a GPU and, when the stage's pool has none, runs in the
+    pool of the first stage that has (train's by default); ``cpu`` asks for none and, when the stage's pool is a
+    GPU pool, runs in the first CPU pool (sfm's by default). CPU and memory stay the stage's own.
+    """
+    own = _plain(settings.resources_for(stage))
+    device = stage_device(spec, stage)
+    if device == "auto" or (device == "cuda") == _has_gpu(own):
+        return own, settings.pool_for(stage)
+    order = [s for s in STAGES if s != stage]
+    if device == "cuda":
+        donor = next((s for s in order if _has_gpu(settings.resources_for(s))), None)
+        gpus = _gpus((settings.resources_for(donor) or {}).get("limits") or {}) if donor else {GPU: 1}
+        limits = {**(own.get("limits") or {}), **gpus}
+        return {**own, "limits": limits}, settings.pool_for(donor) if donor else {}
+    donor = next((s for s in order if not _has_gpu(settings.resources_for(s))), None)
+    stripped = {part: {k: v for k, v in (own.get(part) or {}).items() if k not in _gpus(own.get(part) or {})}
+                for part in ("requests", "limits") if own.get(part)}
+    return stripped, settings.pool_for(donor) if donor else {}
+
+
 def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
               settings: OperatorSettings) -> dict[str, Any]:
     """The Job that runs ``stage`` of run ``run``. Same arguments, same dict: a restart rebuilds it identically."""
@@ -99,9 +138,9 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
     labels = job_labels(owner, run, stage)
     input_uri, output_uri = stage_io(spec, run, stage)
     config = json.dumps(spec.stage_options(stage).to_wire(), sort_keys=True, separators=(",", ":"))
-    resources = scheduling.resources.to_wire() if scheduling.resources else _plain(settings.resources_for(stage))
+    default_resources, pool = placement(spec, stage, settings)
+    resources = scheduling.resources.to_wire() if scheduling.resources else default_resources
     resources = {k: v for k, v in resources.items() if v}
-    pool = settings.pool_for(stage)
     tolerations = [t.to_wire() for t in scheduling.tolerations] or _plain(list(pool.get("tolerations") or []))
     if not tolerations and GPU in resources.get("limits", {}):
         # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule; without this the Pod never schedules.
