@@ -232,6 +232,7 @@ class Reason(enum.StrEnum):
     BAD_CREDENTIALS = "BadCredentials"
     WAITING_FOR_SECRET = "WaitingForSecret"
     COMPLETED = "Completed"
+    RETRYING = "Retrying"
 
 
 def _free_form(description: str) -> Any:
@@ -255,6 +256,8 @@ class Usage(StatusModel):
 
 class StageStatus(StatusModel):
     job: str | None = Field(default=None, description="Name of the stage's Job, decided before it exists.")
+    attempt: int | None = Field(default=None, description="Attempt of the stage: 2 and up after a retry "
+                                "(annotation spaceport.dev/retry); its Job's name ends in -a<attempt>.")
     phase: Phase = Phase.PENDING
     started_at: str | None = None
     finished_at: str | None = None
@@ -319,3 +322,5 @@ class ReconstructionStatus(StatusModel):
     observed_generation: int | None = None
     usage: Usage | None = Field(default=None, description="Sum over the run's finished stages, with a cost estimate.")
     notification: NotificationStatus | None = Field(default=None, description="The webhook call of spec.notify.")
+    retry: str | None = Field(default=None, description="The value of the annotation spaceport.dev/retry last "
+                              "acted on; a new value on a Failed run re-runs it from the stage that failed.")

@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from spaceport.api import GROUP, PLURAL, VERSION
-from spaceport.controller.naming import LABEL_RECON
+from spaceport.controller.naming import LABEL_RECON, RETRY_ANNOTATION
 from spaceport.controller.reconcile import Reconciler, RetryLater
 from spaceport.controller.settings import OperatorSettings
 from spaceport.controller.status import TERMINAL
@@ -31,9 +31,13 @@ log = logging.getLogger("spaceport.operator")
 
 
 def _active(status: dict[str, Any], meta: dict[str, Any], **_: Any) -> bool:
-    """Worth a look: not deleted, and not a finished run of the current generation (no polling of those)."""
+    """Worth a look: not deleted, and not a finished run of the current generation (no polling of those) unless
+    a retry was asked for."""
     if meta.get("deletionTimestamp"):
         return False
+    retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION)
+    if retry is not None and retry != status.get("retry"):
+        return True
     return not (status.get("phase") in TERMINAL and status.get("observedGeneration") == meta.get("generation"))
 
 

@@ -132,7 +132,7 @@ def placement(spec: ReconstructionSpec, stage: str,
 
 
 def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
-              settings: OperatorSettings) -> dict[str, Any]:
+              settings: OperatorSettings, attempt: int = 1) -> dict[str, Any]:
     """The Job that runs ``stage`` of run ``run``. Same arguments, same dict: a restart rebuilds it identically."""
     scheduling = getattr(spec, stage).scheduling
     labels = job_labels(owner, run, stage)
@@ -226,7 +226,7 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(owner.name, run, stage),
+            "name": job_name(owner.name, run, stage, attempt),
             "namespace": owner.namespace,
             "labels": job_labels_all,
             "annotations": {"spaceport.dev/reconstruction-name": owner.name},

@@ -10,15 +10,19 @@ MAX_NAME = 63
 LABEL_RECON = "spaceport.dev/reconstruction"
 LABEL_RUN = "spaceport.dev/run"
 LABEL_STAGE = "spaceport.dev/stage"
+RETRY_ANNOTATION = "spaceport.dev/retry"
+"""Set to any new value on a Failed Reconstruction: its run goes on from the stage that failed."""
 
 
-def job_name(recon: str, run: int, stage: str) -> str:
-    """``<recon>-r<n>-<stage>``; when too long, the Reconstruction's name is cut and a hash keeps it unique."""
-    full = f"{recon}-r{run}-{stage}"
+def job_name(recon: str, run: int, stage: str, attempt: int = 1) -> str:
+    """``<recon>-r<n>-<stage>`` (``-a<k>`` for the k-th attempt that a retry asked for); when too long, the
+    Reconstruction's name is cut and a hash keeps it unique."""
+    tail = f"r{run}-{stage}" + (f"-a{attempt}" if attempt > 1 else "")
+    full = f"{recon}-{tail}"
     if len(full) <= MAX_NAME:
         return full
     digest = hashlib.sha256(full.encode()).hexdigest()[:8]
-    suffix = f"-{digest}-r{run}-{stage}"
+    suffix = f"-{digest}-{tail}"
     return recon[: MAX_NAME - len(suffix)].rstrip("-.") + suffix
 
 

@@ -31,7 +31,7 @@ from spaceport.controller import status as st
 from spaceport.controller.events import EventPoster
 from spaceport.controller.jobs import CONTAINER, Owner, build_job, credentials_secret, queue_name, stage_location
 from spaceport.controller.k8s import ConflictError, Kube, OwnerMismatchError
-from spaceport.controller.naming import LABEL_RUN
+from spaceport.controller.naming import LABEL_RUN, RETRY_ANNOTATION
 from spaceport.controller.notify import Notifier
 from spaceport.controller.progress import StorageReader
 from spaceport.controller.settings import OperatorSettings
@@ -145,11 +145,18 @@ class Reconciler:
             self._delete_jobs(namespace, name, keep_run=None)
             new = st.invalid_spec(old, describe_validation_error(e, "spec"), generation, now_iso())
             return self._write(body, raw_status, old, new)[0]
-        if old.run is not None and old.run_key == spec.run_key() and st.is_settled(old, generation):
+        retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION)
+        asked = retry is not None and retry != old.retry
+        if old.run is not None and old.run_key == spec.run_key() and st.is_settled(old, generation) and not asked:
             self.notify_if_due(body)
             return old
 
         status = old
+        if asked and old.run is not None and old.run_key == spec.run_key() and retry is not None:
+            # The new attempt's Job name reaches the API server before the Job exists, as a new run's do.
+            status = st.retry_run(old, name, retry, generation, now_iso())
+            _, body = self._write(body, raw_status, old, status)
+            raw_status, old = status.to_wire(), status
         if status.run is None or status.run_key != spec.run_key() or status.reason == Reason.INVALID_SPEC:
             # Run number and Job names reach the API server before any Job exists: a restart finds them.
             status = st.start_run(old, spec, name, generation, now_iso())
@@ -202,7 +209,8 @@ class Reconciler:
                 # the previous pass short between saving the new run and deleting the old one.
                 self._delete_jobs(ns, owner.name, keep_run=run)
             try:  # create straight away: an existing Job answers 409 and is adopted
-                raw, created = self.kube.create_job(build_job(owner, spec, run, stage, self.settings))
+                raw, created = self.kube.create_job(build_job(owner, spec, run, stage, self.settings,
+                                                              sst.attempt or 1))
             except OwnerMismatchError as e:
                 self.kube.delete_job(ns, job_name)
                 raise RetryLater(str(e)) from e

@@ -137,6 +137,30 @@ def start_run(status: ReconstructionStatus, spec: ReconstructionSpec, name: str,
     }), now)
 
 
+def retry_run(status: ReconstructionStatus, name: str, value: str, generation: int | None,
+              now: str) -> ReconstructionStatus:
+    """Go on with a Failed run from the stage that failed (annotation spaceport.dev/retry set to ``value``).
+
+    Finished stages keep their results; the failed stage gets a new attempt and Job name, decided here, before its
+    Job exists. On anything else (nothing failed, or an invalid spec, which only a spec change fixes) the value is
+    only noted, so that it cannot trigger a retry of a later failure.
+    """
+    failed = next((s for s in STAGES if status.stages.get(s, StageStatus()).phase == Phase.FAILED), None)
+    if status.phase != Phase.FAILED or failed is None or status.run is None or status.reason == Reason.INVALID_SPEC:
+        return status.model_copy(update={"retry": value})
+    stages = dict(status.stages)
+    attempt = (stages[failed].attempt or 1) + 1
+    stages[failed] = StageStatus(job=job_name(name, status.run, failed, attempt), attempt=attempt)
+    kept = [s for s in STAGES if stages.get(s, StageStatus()).phase == Phase.SUCCEEDED]
+    return with_conditions(status.model_copy(update={
+        "phase": Phase.PENDING, "reason": Reason.RETRYING, "stage": failed, "retry": value, "stages": stages,
+        "message": f"run {status.run}: retrying {failed} (attempt {attempt})"
+                   + (f"; kept {', '.join(kept)}" if kept else ""),
+        "progress": overall_progress(stages), "metrics": Metrics(), "outputs": {}, "notification": None,
+        "observed_generation": generation,
+    }), now)
+
+
 def invalid_spec(status: ReconstructionStatus, message: str, generation: int | None,
                  now: str) -> ReconstructionStatus:
     # The run's Jobs are deleted with an invalid spec: none of its stages may go on saying Running.
@@ -355,6 +379,8 @@ def transitions(old: ReconstructionStatus, new: ReconstructionStatus) -> list[tu
             events.append(("Normal", "StageSucceeded", f"{stage} finished"))
         elif after == Phase.FAILED:
             events.append(("Warning", "StageFailed", new.message or f"{stage} failed"))
+    if new.reason == Reason.RETRYING and old.reason != Reason.RETRYING:
+        events.append(("Normal", "Retrying", new.message or "retrying"))
     if new.phase != old.phase and new.phase == Phase.SUCCEEDED:
         events.append(("Normal", "Succeeded", "all stages finished"))
     if new.phase == Phase.FAILED and new.reason == Reason.INVALID_SPEC and old.reason != Reason.INVALID_SPEC:
