@@ -1,0 +1,99 @@
+"""Every benchmark in bench/ runs in its --smoke mode and prints a JSON record with the numbers it measured.
+
+A script that no longer runs (a renamed argument, a moved module) fails here instead of rotting until the
+next time someone measures. Each runs as a subprocess exactly as a person would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench.record import PREFIX
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def run_smoke(script: str, timeout: float = 240) -> dict[str, Any]:
+    """Run ``bench/<script> --smoke``; its last BENCH line as a dict."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (f"{script} --smoke exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
+                                  f"{proc.stderr[-3000:]}")
+    records = [line[len(PREFIX):] for line in proc.stdout.splitlines() if line.startswith(PREFIX)]
+    assert len(records) == 1, f"{script} printed {len(records)} JSON records:\n{proc.stdout[-3000:]}"
+    record = json.loads(records[0])
+    assert record["bench"] == Path(script).stem and record["smoke"] is True
+    assert record["machine"]["cores"] >= 1 and len(record["machine"]["id"]) == 12
+    table = proc.stdout.split(PREFIX)[0]
+    assert len(table.strip().splitlines()) >= 2, "the table for people is missing"
+    return record["results"]
+
+
+def positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_sfm() -> None:
+    r = run_smoke("sfm.py")
+    assert set(r["matching"]) == {"exhaustive", "sequential", "spatial"}
+    for mode in r["matching"].values():
+        assert positive(mode["matchSeconds"]) and mode["pairs"] > 0
+        registered, total = map(int, mode["registered"].split("/"))
+        assert total == 16 and registered >= 12
+    assert r["mappers"]["global"]["mapper"] in ("global", "incremental")
+    assert positive(r["mappers"]["global"]["mapSeconds"])
+
+
+def test_train() -> None:
+    r = run_smoke("train.py")
+    assert positive(r["compositor"]["oursMs"]) and positive(r["compositor"]["ratio"])
+    assert positive(r["step"]["ms"]["total"])
+    training = r["training"]
+    assert training["steps"] == 10 and training["gaussians"] > 0 and positive(training["psnr"])
+    # ours and the reference timed over the same steps, by the same clock
+    assert training["sameSteps"] >= 2
+    assert positive(training["oursSameStepsPerSecond"]) and positive(training["referenceStepsPerSecond"])
+    assert training["ratio"] == pytest.approx(training["oursSameStepsPerSecond"] / training["referenceStepsPerSecond"])
+
+
+def test_train_gpu() -> None:
+    r = run_smoke("train_gpu.py")
+    assert set(r) == {"ours (demo settings)", "gsplat defaults", "gsplat MCMC"}
+    for run in r.values():
+        assert positive(run["stepsPerSecond"]) and run["gaussians"] > 0 and positive(run["psnr"])
+
+
+def test_compress() -> None:
+    r = run_smoke("compress.py")
+    side = r["sideBySide"]
+    assert side["splats"] == 500
+    assert positive(side["rows"][".sog bytes"]["ours"]) and positive(side["rows"][".sog bytes"]["theirs"])
+    assert side["rows"]["matched unique"]["ours"] > 0.99
+    # splat-transform ran here, now: a same-machine ratio, and the record says where it ran
+    assert side["reference"]["sameMachine"] is True and side["reference"]["cached"] is None
+    assert positive(side["speedUpWall"])
+    assert positive(r["scale"]["2000"]["sogBytes"])
+
+
+@pytest.mark.parametrize("script", ["operator_latency.py", "operator_load.py"])
+def test_operator(script: str) -> None:
+    r = run_smoke(script)
+    assert set(r) == {"volume", "s3"}, "both storages are measured"
+    for storage in r.values():
+        assert storage["ok"] is True
+    if script == "operator_load.py":
+        for storage in r.values():
+            assert storage["succeeded"] == storage["count"] == storage["exactlyThreeJobs"]
+            assert storage["createdTwice"] == 0 and positive(storage["firstJobP99Seconds"])
+    else:
+        for storage in r.values():
+            assert storage["burstExactlyOneJob"] == storage["burst"] and positive(storage["sequentialP50Ms"])
