@@ -4,6 +4,10 @@ Conventions (as in the reference 3DGS implementation and gsplat): positions in w
 as natural logs, opacities as logits, rotations as (w, x, y, z) quaternions, colour as SH coefficients
 (``sh0`` the DC term, ``shN`` the higher bands, ``[N, K, 3]``). In the PLY, ``f_rest_*`` is stored
 channel-major: all K coefficients of red, then green, then blue.
+
+A scene also says which rendering model it was trained for (``model``): ``default`` (classic 3DGS) or
+``antialiased`` (Mip-Splatting's 2D filter, gsplat's antialiased mode). The PLY carries it as the header
+comment ``SplatRenderMode: mip`` (Brush's form, which splat-transform reads), the SOG as meta.json ``model``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ REQUIRED_FIELDS = (
 )
 
 
+SPLAT_MODELS = ("default", "antialiased")
+"""Rendering models a scene can be trained for (splat-transform's names)."""
+_PLY_MODE = {"default": "default", "antialiased": "mip"}
+_MODE_COMMENT = "splatrendermode:"
+
+
 class PlyFormatError(ValueError):
     """The file is not a 3DGS PLY; the message names the missing field or the problem."""
 
@@ -38,8 +48,11 @@ class GaussianScene:
     opacities: np.ndarray  # [N] float32, logit
     sh0: np.ndarray  # [N, 3] float32
     shN: np.ndarray  # [N, K, 3] float32, K in {0, 3, 8, 15}
+    model: str = "default"  # one of SPLAT_MODELS
 
     def __post_init__(self) -> None:
+        if self.model not in SPLAT_MODELS:
+            raise ValueError(f"model {self.model!r}; expected one of {', '.join(SPLAT_MODELS)}")
         n = len(self.means)
         for name in ("scales", "quats", "opacities", "sh0", "shN"):
             if len(getattr(self, name)) != n:
@@ -63,6 +76,7 @@ class GaussianScene:
             self.opacities[mask_or_index],
             self.sh0[mask_or_index],
             self.shN[mask_or_index],
+            self.model,
         )
 
     def finite_mask(self) -> np.ndarray:
@@ -95,7 +109,10 @@ def ply_bytes(scene: GaussianScene) -> bytes:
         ],
         axis=1,
     ).astype("<f4")
-    header = "ply\nformat binary_little_endian 1.0\n" f"element vertex {n}\n"
+    header = "ply\nformat binary_little_endian 1.0\n"
+    if scene.model != "default":
+        header += f"comment SplatRenderMode: {_PLY_MODE[scene.model]}\n"
+    header += f"element vertex {n}\n"
     header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
     return header.encode("ascii") + np.ascontiguousarray(cols).tobytes()
 
@@ -136,4 +153,17 @@ def read_ply(source: str | Path | bytes, *, name: str = "") -> GaussianScene:
         opacities=np.asarray(vertex["opacity"], dtype=np.float32),
         sh0=cols([f"f_dc_{i}" for i in range(3)]),
         shN=np.ascontiguousarray(shn),
+        model=model_from_comments(data.comments),
     )
+
+
+def model_from_comments(comments: list[str]) -> str:
+    """The rendering model named by a PLY header's ``SplatRenderMode:`` comment (the last one wins, as
+    in splat-transform); ``default`` without one or with a mode this code does not render."""
+    model = "default"
+    for comment in comments:
+        text = comment.strip().lower()
+        if text.startswith(_MODE_COMMENT):
+            mode = text[len(_MODE_COMMENT):].strip()
+            model = {v: k for k, v in _PLY_MODE.items()}.get(mode, model)
+    return model

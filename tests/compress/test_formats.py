@@ -132,3 +132,31 @@ def test_dropping_bands_and_degree_zero(scene: GaussianScene, tmp_path: Path) ->
     assert "shN" not in json.loads(none["meta.json"]) and "shN_labels.webp" not in none
     decoded, _ = decode_v2(none)
     assert decoded.sh_degree == 0
+
+
+def test_the_rendering_model_travels_from_the_ply_to_the_sog_and_splat_transform_reads_it(
+        scene: GaussianScene, tmp_path: Path) -> None:
+    """Splats trained in gsplat's antialiased mode say so in the PLY (``SplatRenderMode: mip``) and in the
+    SOG's meta.json (``model``); splat-transform reads both, so a viewer built on it renders them with
+    the same 2D filter. Classic splats carry no tag (splat-transform's own output leaves it out too)."""
+    from spaceport.splats import read_ply, write_ply
+    from spaceport.stages.compress.pipeline import keep_bands
+
+    classic = keep_bands(scene, 0).subset(np.arange(600))
+    aa = GaussianScene(classic.means, classic.scales, classic.quats, classic.opacities, classic.sh0, classic.shN,
+                       model="antialiased")
+    write_ply(aa, tmp_path / "aa.ply")
+    assert b"comment SplatRenderMode: mip\n" in (tmp_path / "aa.ply").read_bytes()[:400]
+    assert read_ply(tmp_path / "aa.ply").model == "antialiased"
+    # splat-transform reads our comment into its data model and writes it back in its own PLY
+    theirs = splat_transform_decode(tmp_path / "aa.ply", tmp_path)
+    assert theirs.model == "antialiased"
+    files = encode_scene(aa, CompressOptions(quality_views=0)).sog_files
+    assert json.loads(files["meta.json"])["model"] == "antialiased"
+    (tmp_path / "aa.sog").write_bytes(bundle(files))
+    assert decode_v2(files)[0].model == "antialiased"
+    assert splat_transform_decode(tmp_path / "aa.sog", tmp_path).model == "antialiased"
+    plain = encode_scene(classic, CompressOptions(quality_views=0)).sog_files
+    assert "model" not in json.loads(plain["meta.json"])
+    (tmp_path / "plain.sog").write_bytes(bundle(plain))
+    assert splat_transform_decode(tmp_path / "plain.sog", tmp_path).model == "default"

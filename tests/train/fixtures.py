@@ -55,8 +55,9 @@ def cameras(n_views: int, width: int, height: int) -> list[Camera]:
 
 
 def write_sfm_output(root: Path, *, n_gaussians: int = 400, n_views: int = 12, width: int = 96, height: int = 72,
-                     n_points: int = 300, seed: int = 0, georef: bool = False) -> GaussianScene:
-    """Write ``sparse/`` and ``images/`` under ``root``; returns the ground-truth scene."""
+                     n_points: int = 300, seed: int = 0, georef: bool = False, suffix: str = ".png") -> GaussianScene:
+    """Write ``sparse/`` and ``images/`` (``suffix``: ``.png``, or ``.jpg`` as cameras write) under ``root``;
+    returns the ground-truth scene."""
     import pycolmap
 
     truth = truth_scene(n_gaussians, seed)
@@ -65,11 +66,14 @@ def write_sfm_output(root: Path, *, n_gaussians: int = 400, n_views: int = 12, w
     (root / "sparse").mkdir(parents=True, exist_ok=True)
     rec = pycolmap.Reconstruction()
     cams = cameras(n_views, width, height)
+    for cam in cams:
+        cam.name = cam.name.removesuffix(".png") + suffix
     rec.add_camera_with_trivial_rig(pycolmap.Camera(model="PINHOLE", width=width, height=height,
                                                     params=[cams[0].fx, cams[0].fy, cams[0].cx, cams[0].cy],
                                                     camera_id=1))
     for i, cam in enumerate(cams, start=1):
-        Image.fromarray((render(truth, cam) * 255 + 0.5).astype(np.uint8)).save(root / "images" / cam.name)
+        Image.fromarray((render(truth, cam) * 255 + 0.5).astype(np.uint8)).save(root / "images" / cam.name,
+                                                                                quality=95)
         pose = pycolmap.Rigid3d(pycolmap.Rotation3d(cam.world_to_camera[:3, :3]), cam.world_to_camera[:3, 3])
         rec.add_image_with_trivial_frame(pycolmap.Image(name=cam.name, camera_id=1, image_id=i), pose)
     pick = rng.choice(n_gaussians, n_points, replace=n_points > n_gaussians)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spaceport.stages.train.rasterize import project, rasterize_cpu, sh_colors
+from spaceport.stages.train.rasterize import EPS2D, project, rasterize_cpu, sh_colors
 from spaceport.stages.train.reference import composite_reference
 
 
@@ -30,14 +30,25 @@ def camera(dtype: torch.dtype, width: int = 50, height: int = 40) -> tuple[torch
     return view, K
 
 
-def render_both(params: list[torch.Tensor], dtype: torch.dtype, degree: int, width: int = 50, height: int = 40):
+def compensation_reference(conics: torch.Tensor) -> torch.Tensor:
+    """The antialiased mode's opacity factor by its definition, ``sqrt(det(cov2d) / det(cov2d + 0.3 I))``,
+    with ``cov2d + 0.3 I`` the inverse of the conic matrix (inverted and subtracted explicitly)."""
+    a, b, c = conics.unbind(-1)
+    blurred = torch.linalg.inv(torch.stack([a, b, b, c], -1).reshape(-1, 2, 2))
+    original = blurred - EPS2D * torch.eye(2, dtype=conics.dtype)
+    return torch.sqrt(torch.clamp(torch.linalg.det(original) / torch.linalg.det(blurred), min=0.0))
+
+
+def render_both(params: list[torch.Tensor], dtype: torch.dtype, degree: int, width: int = 50, height: int = 40,
+                antialiased: bool = False):
     view, K = camera(dtype, width, height)
     # drawn in float64 then cast, so both precisions see the same loss
     g = torch.Generator().manual_seed(1)
     weights = torch.randn(height, width, 3, dtype=torch.float64, generator=g).to(dtype)
     alpha_weights = torch.randn(height, width, dtype=torch.float64, generator=g).to(dtype)
     means, quats, scales, opacities, sh = params
-    image, alpha, _ = rasterize_cpu(means, quats, scales, opacities, sh, view, K, width, height, degree)
+    image, alpha, _ = rasterize_cpu(means, quats, scales, opacities, sh, view, K, width, height, degree,
+                                    antialiased=antialiased)
     ((image * weights).sum() + (alpha * alpha_weights).sum()).backward()
     ours = [image.detach(), alpha.detach()] + [p.grad.clone() for p in params]
     for p in params:
@@ -45,7 +56,10 @@ def render_both(params: list[torch.Tensor], dtype: torch.dtype, degree: int, wid
     m2, conics, depths, radii = project(means, quats, scales, view, K, width, height)
     campos = -view[:3, :3].T @ view[:3, 3]
     colors = sh_colors(means, sh, degree, campos)
-    ref_image, ref_alpha = composite_reference(m2, conics, colors, opacities, radii, depths, width, height)
+    live = (radii > 0).all(-1)  # culled Gaussians' conics are not inverses of anything
+    factor = torch.ones_like(opacities).masked_scatter(live, compensation_reference(conics[live]))
+    ref_opacities = opacities * factor if antialiased else opacities
+    ref_image, ref_alpha = composite_reference(m2, conics, colors, ref_opacities, radii, depths, width, height)
     ((ref_image * weights).sum() + (ref_alpha * alpha_weights).sum()).backward()
     ref = [ref_image.detach(), ref_alpha.detach()] + [p.grad.clone() for p in params]
     for p in params:
@@ -53,10 +67,10 @@ def render_both(params: list[torch.Tensor], dtype: torch.dtype, degree: int, wid
     return ours, ref
 
 
-@pytest.mark.parametrize("degree", [0, 3])
-def test_values_and_gradients_match_float64_reference(degree: int) -> None:
+@pytest.mark.parametrize(("degree", "antialiased"), [(0, False), (3, False), (3, True)])
+def test_values_and_gradients_match_float64_reference(degree: int, antialiased: bool) -> None:
     params = random_scene(300, torch.float64)
-    ours, ref = render_both(params, torch.float64, degree)
+    ours, ref = render_both(params, torch.float64, degree, antialiased=antialiased)
     names = ["image", "alpha", "means", "quats", "scales", "opacities", "sh"]
     assert float(ours[0].max()) > 0.1, "the scene must actually cover the image"
     for name, a, b in zip(names, ours, ref, strict=True):
@@ -134,3 +148,24 @@ def test_gaussians_culled_from_their_mean_alone_are_exactly_the_off_screen_ones(
     drawn = ~culled
     assert torch.allclose(info["means2d"][0][drawn].detach(), m2[drawn].detach(), rtol=0, atol=1e-9)
     assert float(image.max()) > 0.1
+
+
+def test_antialiased_mode_dims_small_gaussians_and_barely_touches_large_ones() -> None:
+    """The compensation is what Mip-Splatting's filter does to a splat: a Gaussian much smaller than a
+    pixel keeps its 0.3 px² footprint but loses most of its opacity; one many pixels wide is unchanged."""
+    dtype = torch.float64
+    view, K = camera(dtype)  # f = 40 px at depth ~3: 1 px is ~0.075 world units
+    for scale, low, high in ((0.01, 0.0, 0.1), (0.5, 0.99, 1.0)):
+        means = torch.tensor([[0.0, 0.0, 3.0]], dtype=dtype)
+        quats = torch.tensor([[1.0, 0, 0, 0]], dtype=dtype)
+        scales = torch.full((1, 3), scale, dtype=dtype)
+        opacities = torch.tensor([0.9], dtype=dtype)
+        sh = torch.zeros(1, 1, 3, dtype=dtype)
+        _, classic, _ = rasterize_cpu(means, quats, scales, opacities, sh, view, K, 50, 40, 0)
+        _, aa, _ = rasterize_cpu(means, quats, scales, opacities, sh, view, K, 50, 40, 0, antialiased=True)
+        _, conics, _, _ = project(means, quats, scales, view, K, 50, 40)
+        factor = float(compensation_reference(conics)[0])
+        assert low <= factor <= high, (scale, factor)
+        kept = aa > 0  # (alphas under 1/255 are skipped in either mode)
+        assert bool(kept.any())
+        assert torch.allclose(aa[kept], classic[kept] * factor, rtol=1e-9, atol=0)

@@ -232,7 +232,7 @@ def test_mse_weight_adds_the_mean_squared_error_to_the_loss(sfm: Path, tmp_path:
         trainer = Trainer(data, TrainOptions.model_validate({**FAST, "mseWeight": weight}), "cpu", 3.0)
         view = trainer.view_for(0)
         with torch.no_grad():
-            image, _ = trainer.render(view)
+            image, _, _ = trainer.render(view)
         errors.append(float(((image - trainer.target(view)) ** 2).mean()))
         losses.append(trainer.train_step())
     assert errors[0] == errors[1] > 1e-4  # the same first render, visibly wrong

@@ -85,6 +85,31 @@ class TrainOptions(ApiModel):
                     "so pruning removes them: fewer semi-transparent floaters in views between the photos "
                     "(the demo: 0.01). The MCMC strategy adds its own 0.01 on top.",
     )
+    antialiased: bool = Field(
+        default=False,
+        description="Train for antialiased rendering (Mip-Splatting's 2D filter: gsplat's antialiased mode on CUDA, "
+                    "the same maths on CPU). The outputs say so (PLY comment, SOG meta.json model), so viewers "
+                    "render the splats as they were trained.",
+    )
+    appearance: Literal["off", "affine"] = Field(
+        default="off",
+        description="Per-photo colour transform learned with the scene ('affine': a 3x3 matrix and an offset per "
+                    "training photo) to absorb exposure and white-balance differences between photos. Held-out "
+                    "photos are rendered with their capture-order neighbours' mean transform, never fitted.",
+    )
+    appearance_lr: float = Field(
+        default=2e-3, gt=0, le=1.0, description="Learning rate of the per-photo colour transforms."
+    )
+    random_background: bool = Field(
+        default=False,
+        description="Composite each training render over a random colour: transparency can then explain nothing "
+                    "in the photos, so what lies beyond the reconstructed geometry is not learned as haze.",
+    )
+    max_image_size: int | None = Field(
+        default=None, ge=16, le=16384,
+        description="Longest side, in pixels, at which training runs; larger images are decoded reduced (JPEG "
+                    "DCT scaling) and resized, never held at full size (default: the SfM images' size).",
+    )
     eval_every: int = Field(
         default=0, ge=0, description="Steps between held-out evaluations in progress messages (0: only at the end)."
     )

@@ -56,7 +56,7 @@ def keep_bands(scene: GaussianScene, bands: int) -> GaussianScene:
     if k == scene.shN.shape[1]:
         return scene
     return GaussianScene(scene.means, scene.scales, scene.quats, scene.opacities, scene.sh0,
-                         np.ascontiguousarray(scene.shN[:, :k]))
+                         np.ascontiguousarray(scene.shN[:, :k]), scene.model)
 
 
 def encode_scene(scene: GaussianScene, options: CompressOptions, *, extra: dict[str, Any] | None = None,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from spaceport.splats import SH_COEFFS_FOR_DEGREE, GaussianScene
+from spaceport.splats import SH_COEFFS_FOR_DEGREE, SPLAT_MODELS, GaussianScene
 from spaceport.stages.compress import attributes as attr
 from spaceport.stages.compress.codebook import encode, optimal_codebook
 from spaceport.stages.compress.palette import ShPalette, palette_codebook
@@ -95,6 +95,8 @@ def encode_v2(
         "version": 2,
         "asset": {"generator": GENERATOR},
         "count": n,
+        # the rendering model the splats were trained for; omitted for classic 3DGS, as splat-transform does
+        **({} if s.model == "default" else {"model": s.model}),
         "means": {"mins": mins, "maxs": maxs, "files": ["means_l.webp", "means_u.webp"]},
         "scales": {"codebook": json_floats(scale_cb), "files": ["scales.webp"]},
         "quats": {"files": ["quats.webp"]},
@@ -161,7 +163,9 @@ def decode_v2(files: dict[str, bytes]) -> tuple[GaussianScene, dict[str, Any]]:
         values = np.asarray(meta["shN"]["codebook"], np.float32)[entries]  # [P, K, 3]
         lab = img(meta["shN"]["files"][1])
         shn = values[lab[:, 0].astype(np.int64) | (lab[:, 1].astype(np.int64) << 8)]
-    return GaussianScene(means, scales, quats, opacities.astype(np.float32), sh0, shn), meta
+    model = meta.get("model", "default")
+    model = model if model in SPLAT_MODELS else "default"  # e.g. '2dgs': not a model this code renders
+    return GaussianScene(means, scales, quats, opacities.astype(np.float32), sh0, shn, model), meta
 
 
 def read_v2(path: str | Path) -> tuple[GaussianScene, dict[str, Any]]:

@@ -51,9 +51,36 @@ def local_input(store: Store, scratch: Path) -> Path:
     return target
 
 
-def load_dataset(store: Store, scratch: Path, *, holdout_every: int, downscale: float) -> Dataset:
-    import pycolmap
+def training_scale(width: int, height: int, downscale: float, max_image_size: int | None) -> float:
+    """Factor from the SfM image size to the training size: ``1 / downscale``, and no larger than brings
+    the longest side to ``max_image_size``."""
+    factor = 1.0 / downscale
+    if max_image_size is not None and max(width, height) * factor > max_image_size:
+        factor = max_image_size / max(width, height)
+    return factor
+
+
+def read_photo(path: Path, width: int, height: int) -> np.ndarray:
+    """The image at ``path`` as ``[height, width, 3]`` uint8, never decoded at a size much above that.
+
+    A JPEG is decoded reduced (DCT scaling by 1/2, 1/4 or 1/8, to the smallest size still at least the
+    target), so a 4000x3000 photo trained at 1000x750 costs a 1000x750 decode, not 36 MB of pixels; the
+    rest of the way is a Lanczos resize. Raises ``OSError`` when the file cannot be read.
+    """
     from PIL import Image
+
+    with Image.open(path) as img:
+        if img.size != (width, height):
+            img.draft("RGB", (width, height))  # JPEG only; a no-op for other formats
+        rgb = img.convert("RGB")
+        if rgb.size != (width, height):
+            rgb = rgb.resize((width, height), Image.Resampling.LANCZOS)
+        return np.asarray(rgb, np.uint8).copy()
+
+
+def load_dataset(store: Store, scratch: Path, *, holdout_every: int, downscale: float,
+                 max_image_size: int | None = None) -> Dataset:
+    import pycolmap
 
     root = local_input(store, scratch)
     for name in MODEL_FILES:
@@ -84,14 +111,11 @@ def load_dataset(store: Store, scratch: Path, *, holdout_every: int, downscale: 
         camera = Camera(im.name, cam.width, cam.height, float(cam.focal_length_x), float(cam.focal_length_y),
                         float(cam.principal_point_x), float(cam.principal_point_y), world_to_camera,
                         held_out=hold > 0 and i % hold == 0)
-        if downscale > 1:
-            camera = camera.scaled(1 / downscale)
+        factor = training_scale(camera.width, camera.height, downscale, max_image_size)
+        if factor < 1:
+            camera = camera.scaled(factor)
         try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-                if rgb.size != (camera.width, camera.height):
-                    rgb = rgb.resize((camera.width, camera.height), Image.Resampling.LANCZOS)
-                pixels = torch.from_numpy(np.asarray(rgb, np.uint8).copy())
+            pixels = torch.from_numpy(read_photo(path, camera.width, camera.height))
         except OSError as e:
             raise BadInputError(f"image {store.uri_of('images/' + im.name)} cannot be read ({e})") from e
         views.append(View(camera, pixels))

@@ -15,6 +15,7 @@ from gsplat.strategy.ops import remove, reset_opa
 
 from spaceport.api import TrainOptions
 from spaceport.splats import GaussianScene
+from spaceport.stages.train.appearance import PhotoColour
 from spaceport.stages.train.data import Dataset, View
 from spaceport.stages.train.mcmc_cpu import DeviceMCMCStrategy
 from spaceport.stages.train.metrics import LpipsScore, psnr, ssim
@@ -114,11 +115,12 @@ def init_params(data: Dataset, options: TrainOptions, extent: float, device: str
     return {k: torch.nn.Parameter(v.to(device)) for k, v in values.items()}
 
 
-def scene_of(params: dict[str, torch.Tensor]) -> GaussianScene:
+def scene_of(params: dict[str, torch.Tensor], antialiased: bool = False) -> GaussianScene:
     def a(name: str) -> np.ndarray:
         return params[name].detach().float().cpu().numpy().copy()
 
-    return GaussianScene(a("means"), a("scales"), a("quats"), a("opacities"), a("sh0")[:, 0, :], a("shN"))
+    return GaussianScene(a("means"), a("scales"), a("quats"), a("opacities"), a("sh0")[:, 0, :], a("shN"),
+                         model="antialiased" if antialiased else "default")
 
 
 class Trainer:
@@ -140,6 +142,8 @@ class Trainer:
         self.mcmc = not isinstance(self.strategy, CappedStrategy)
         self.strategy_state = (self.strategy.initialize_state() if self.mcmc
                                else self.strategy.initialize_state(scene_scale=extent))
+        self.colour = (PhotoColour([v.camera.name for v in self.train_views], [v.camera.name for v in data.views],
+                                   options.appearance_lr, device) if options.appearance == "affine" else None)
         self.loss = float("nan")
         self.last_psnr = float("nan")
 
@@ -164,7 +168,7 @@ class Trainer:
 
     # --- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "step": self.step,
             "params": {k: v.detach().cpu() for k, v in self.params.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
@@ -172,6 +176,9 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if self.device.startswith("cuda") else torch.empty(0),
         }
+        if self.colour is not None:
+            state["colour"] = self.colour.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
@@ -181,6 +188,8 @@ class Trainer:
             o.load_state_dict(state["optimizers"][k])
         self.strategy_state = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
                                for k, v in state["strategy"].items()}
+        if self.colour is not None:
+            self.colour.load_state_dict(state["colour"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.startswith("cuda") and len(state["cuda_rng"]):
             torch.cuda.set_rng_state(state["cuda_rng"])
@@ -196,14 +205,24 @@ class Trainer:
         view = self.train_views[order[pos]]
         return half_size(view, self._half_views) if step < self.options.half_resolution_steps else view
 
-    def render(self, view: View, sh_degree: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    def render(self, view: View, sh_degree: int | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """The splats alone from ``view``'s camera: image over black, alpha, info."""
         p = self.params
         viewmat, K = camera_tensors(view.camera, self.device)
         sh = torch.cat([p["sh0"], p["shN"]], 1)
-        image, _, info = rasterize(p["means"], p["quats"], torch.exp(p["scales"]), torch.sigmoid(p["opacities"]), sh,
-                                   viewmat, K, view.camera.width, view.camera.height,
-                                   self.sh_degree_now() if sh_degree is None else sh_degree)
-        return image, info
+        return rasterize(p["means"], p["quats"], torch.exp(p["scales"]), torch.sigmoid(p["opacities"]), sh,
+                         viewmat, K, view.camera.width, view.camera.height,
+                         self.sh_degree_now() if sh_degree is None else sh_degree,
+                         antialiased=self.options.antialiased)
+
+    def as_photographed(self, image: torch.Tensor, view: View, mode: str = "neighbours") -> torch.Tensor:
+        """``image`` through the photo's colour transform: its own for a training photo, its neighbours'
+        for a held-out one (``mode`` ``identity``: none); unchanged without per-photo colour."""
+        if self.colour is None:
+            return image
+        if view.camera.held_out:
+            return self.colour.apply_held_out(image, view.camera.name, mode)
+        return self.colour.apply(image, view.camera.name)
 
     def target(self, view: View) -> torch.Tensor:
         return view.image.to(self.device).float() / 255.0
@@ -213,9 +232,12 @@ class Trainer:
         view = self.view_for(self.step)
         gamma = 0.01 ** (min(self.step, o.iterations) / o.iterations)
         self.optimizers["means"].param_groups[0]["lr"] = o.position_lr * self.extent * gamma
-        image, info = self.render(view)
+        image, alpha, info = self.render(view)
         if not self.mcmc:
             self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.step, info)
+        if o.random_background:  # drawn from the global generator, which checkpoints save
+            image = image + (1.0 - alpha)[..., None] * torch.rand(3).to(image.device)
+        image = self.as_photographed(image, view)
         gt = self.target(view)
         loss = (1 - o.ssim_weight) * (image - gt).abs().mean() + o.ssim_weight * (1 - ssim(image, gt))
         if o.mse_weight:
@@ -226,12 +248,16 @@ class Trainer:
             loss = loss + opacity_weight * torch.sigmoid(self.params["opacities"]).mean()
         if self.mcmc:
             loss = loss + MCMC_REG * torch.exp(self.params["scales"]).mean()
+        if self.colour is not None:
+            loss = loss + self.colour.penalty()
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {float(loss.detach())} at step {self.step}")
         loss.backward()
         for opt in self.optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
+        if self.colour is not None:
+            self.colour.step()
         if not self.mcmc:
             self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, info,
                                              packed=False)
@@ -253,14 +279,15 @@ class Trainer:
             remove(self.params, self.optimizers, self.strategy_state, mask)
 
     @torch.no_grad()
-    def evaluate(self, views: list[View] | None = None,
-                 lpips: LpipsScore | None = None) -> tuple[float, float, float | None]:
+    def evaluate(self, views: list[View] | None = None, lpips: LpipsScore | None = None,
+                 colour: str = "neighbours") -> tuple[float, float, float | None]:
         """Mean PSNR, SSIM and (given a scorer) LPIPS over held-out views (training views when none are
-        held out), each view rendered once."""
+        held out), each view rendered once; held-out views through their neighbours' colour transforms
+        (``colour="identity"``: none)."""
         views = views or self.eval_views or self.train_views
         scores = []
         for view in views:
-            image, _ = self.render(view)
+            image = self.as_photographed(self.render(view)[0], view, colour)
             gt = self.target(view)
             scores.append((psnr(image, gt), float(ssim(image.clamp(0, 1), gt)),
                            lpips(image, gt) if lpips is not None else 0.0))
@@ -268,7 +295,7 @@ class Trainer:
         return float(means[0]), float(means[1]), float(means[2]) if lpips is not None else None
 
     def scene(self) -> GaussianScene:
-        return scene_of(self.params)
+        return scene_of(self.params, self.options.antialiased)
 
 
 def train(trainer: Trainer, *, until: int, on_step: Callable[[Trainer], bool]) -> None:

@@ -7,7 +7,10 @@ opacities in 0..1; SH coefficients ``[N, K, 3]``) and one camera, and returns th
 
 On CUDA tensors it calls ``gsplat.rasterization``. On CPU, projection and SH colour run in torch
 (cheap, per Gaussian, autograd for free) and the per-pixel compositing, the expensive part, runs in the
-compiled kernels of :mod:`rasterizer_cpu`. Conventions match gsplat's classic (non-antialiased) mode.
+compiled kernels of :mod:`rasterizer_cpu`. Conventions match gsplat's: its classic mode, and with
+``antialiased=True`` its antialiased mode (Mip-Splatting's 2D filter: each Gaussian's opacity times
+``sqrt(det(cov2d) / det(cov2d + 0.3 I))``, so that the 0.3 px² dilation every splat gets does not make
+small ones brighter and fatter than they are; :func:`aa_compensation`).
 """
 
 from __future__ import annotations
@@ -99,6 +102,21 @@ def sh_colors(means: Tensor, sh: Tensor, degree: int, campos: Tensor) -> Tensor:
     return torch.clamp_min(rgb + 0.5, 0.0)
 
 
+def aa_compensation(conics: Tensor) -> Tensor:
+    """The antialiased mode's opacity factor ``sqrt(det(cov2d) / det(cov2d + 0.3 I))`` per Gaussian, from
+    the conics ``(A, B, C)``, the inverse of the dilated covariance ``cov2d + 0.3 I = [[a, b], [b, c]]``.
+
+    With ``D = ac - b^2 = 1 / (AC - B^2)``, ``a = C D``, ``c = A D`` and
+    ``det(cov2d) = (a - 0.3)(c - 0.3) - b^2 = D - 0.3 (a + c) + 0.09``, so the ratio is
+    ``1 - 0.3 (A + C) + 0.09 (AC - B^2)``: no division, and differentiable through the conics (whose
+    gradients the projection kernels already pass back). Culled Gaussians (zero conics) get 1.
+    """
+    a, b, c = conics.unbind(-1)
+    ratio = 1.0 - EPS2D * (a + c) + EPS2D * EPS2D * (a * c - b * b)
+    # gsplat clamps the ratio at 0; the floor here keeps sqrt's gradient finite (it adds 1e-6 to the root)
+    return torch.sqrt(ratio.clamp(min=1e-12))
+
+
 def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
@@ -172,10 +190,12 @@ class ProjectSH(torch.autograd.Function):
 
 def rasterize_cpu(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, sh: Tensor, viewmat: Tensor, K: Tensor,
-    width: int, height: int, sh_degree: int,
+    width: int, height: int, sh_degree: int, *, antialiased: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     means2d, conics, colors, depths, radii = ProjectSH.apply(means, quats, scales, sh, viewmat.to(means.dtype),
                                                              K.to(means.dtype), width, height, sh_degree)
+    if antialiased:
+        opacities = opacities * aa_compensation(conics)
     means2d_b = means2d[None]  # the tensor strategies read .grad from
     radii_np = radii.numpy()
     bins = tile_binning.bin_tiles(_np(means2d), _np(conics), _np(opacities), radii_np, _np(depths), width, height)
@@ -187,19 +207,21 @@ def rasterize_cpu(
 
 def rasterize(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, sh: Tensor, viewmat: Tensor, K: Tensor,
-    width: int, height: int, sh_degree: int, *, absgrad: bool = False,
+    width: int, height: int, sh_degree: int, *, absgrad: bool = False, antialiased: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """Render one view: ``image [H, W, 3]``, ``alpha [H, W]``, ``info``. The device of ``means`` picks
-    the back end."""
+    the back end; ``antialiased`` picks gsplat's antialiased mode (and the same maths on CPU)."""
     if means.device.type == "cuda":
         from gsplat import rasterization
 
         image, alpha, info = rasterization(
             means, quats, scales, opacities, sh, viewmat[None], K[None], width, height,
             sh_degree=sh_degree, packed=False, absgrad=absgrad,
+            rasterize_mode="antialiased" if antialiased else "classic",
         )
         return image[0], alpha[0, ..., 0], info
-    return rasterize_cpu(means, quats, scales, opacities, sh, viewmat, K, width, height, sh_degree)
+    return rasterize_cpu(means, quats, scales, opacities, sh, viewmat, K, width, height, sh_degree,
+                         antialiased=antialiased)
 
 
 def scene_extent(camera_centres: np.ndarray) -> float:

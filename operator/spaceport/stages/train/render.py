@@ -113,7 +113,8 @@ def camera_tensors(camera: Camera, device: str = "cpu") -> tuple[torch.Tensor, t
 
 
 def render(scene: GaussianScene, camera: Camera, device: str = "cpu") -> np.ndarray:
-    """Render ``scene`` from ``camera``: ``[H, W, 3]`` float32 in 0..1 on a black background."""
+    """Render ``scene`` from ``camera``: ``[H, W, 3]`` float32 in 0..1 on a black background, in the
+    rendering model the scene was trained for (``scene.model``)."""
     from spaceport.stages.train.rasterize import rasterize
 
     if scene.count == 0:
@@ -122,5 +123,6 @@ def render(scene: GaussianScene, camera: Camera, device: str = "cpu") -> np.ndar
         p = scene_tensors(scene, device)
         viewmat, K = camera_tensors(camera, device)
         image, _, _ = rasterize(p["means"], p["quats"], p["scales"], p["opacities"], p["sh"], viewmat, K,
-                                camera.width, camera.height, scene.sh_degree)
+                                camera.width, camera.height, scene.sh_degree,
+                                antialiased=scene.model == "antialiased")
         return image.clamp(0, 1).float().cpu().numpy()

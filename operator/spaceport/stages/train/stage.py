@@ -82,7 +82,8 @@ def run_train(ctx: StageContext) -> StageOutput:
 
 def _prepare(ctx: StageContext, options: TrainOptions, device: str) -> tuple[Trainer, Dataset]:
     """The dataset and the initial model (no compiled kernel runs here: see Precompile)."""
-    data = load_dataset(ctx.input, ctx.scratch, holdout_every=options.holdout_every, downscale=options.downscale)
+    data = load_dataset(ctx.input, ctx.scratch, holdout_every=options.holdout_every, downscale=options.downscale,
+                        max_image_size=options.max_image_size)
     centres = np.stack([v.camera.centre for v in data.views])
     if options.init_stereo_points:
         ctx.progress.update(LOAD_SHARE / 2, f"train: stereo seeds from {len(data.train or data.views)} views",
@@ -157,8 +158,8 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
     ctx.progress.update(LOAD_SHARE + TRAIN_SHARE, "train: evaluating held-out views", force=True)
     psnr_value, ssim_value, lpips_value = trainer.evaluate(lpips=lpips_for(ctx, device))
     outputs = write_outputs(ctx, trainer, data)
-    peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else rss
     metrics = {
         "gaussians": len(trainer.params["means"]),
         "psnr": round(psnr_value, 3),
@@ -170,8 +171,14 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
         "durationSeconds": round(seconds, 2),
         "stepsPerSecond": round(steps_per_second, 2),
         "peakMemoryBytes": int(peak),
+        "peakRssBytes": int(rss),
+        "imageWidth": max(v.camera.width for v in data.views),  # the largest trained at
+        "imageHeight": max(v.camera.height for v in data.views),
         "device": device,
     }
+    if trainer.colour is not None:
+        metrics["psnrIdentityColour"] = round(trainer.evaluate(colour="identity")[0], 3)
+        metrics.update(trainer.colour.summary())
     if resumed_from is not None:
         metrics["resumedFromStep"] = resumed_from
     return StageOutput(metrics={k: v for k, v in metrics.items() if v is not None}, outputs=outputs)

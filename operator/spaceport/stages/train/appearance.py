@@ -1,0 +1,95 @@
+"""Per-photo colour transforms learned with the scene: exposure and white balance of real cameras.
+
+Real cameras meter each photo on its own (auto exposure, auto white balance), so the same field is a few
+percent brighter or bluer in one photo than in the next. A scene fitted to all of them as they are has to
+explain those differences with geometry and view-dependent colour: haze, blotches and floaters that
+brighten a patch in the photos that were brighter. Here each training photo gets its own affine colour
+transform ``rgb' = M rgb + b`` (3x3 plus an offset, 12 numbers, initially the identity) applied to the
+render before the loss, trained by its own Adam, so the splats learn one consistent colour and the
+transforms take up the differences.
+
+Held-out photos are never fitted to their own pixels: they are rendered with the mean of the transforms of
+their capture-order neighbours (the training photos just before and after them in name order, which is
+the order a drone or a walk takes them), or with the identity. The transforms' mean over the training
+photos is held at the identity by a penalty, so the exported splats (which carry no transform) have the
+colours of an average photo.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+MEAN_WEIGHT = 1.0
+"""Weight of the squared mean of the transforms' offsets from the identity (keeps the splats' colours an
+average photo's; the transforms are 12 numbers each, so this costs nothing)."""
+
+
+class PhotoColour:
+    """One affine colour transform per training photo (by name) and how held-out photos borrow them."""
+
+    def __init__(self, train_names: list[str], all_names: list[str], lr: float, device: str) -> None:
+        self.names = list(train_names)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.order = sorted(all_names)
+        # [P, 3, 4]: offsets from [I | 0]; zeros = identity
+        self.delta = torch.nn.Parameter(torch.zeros(len(self.names), 3, 4, device=device))
+        self.optimizer = torch.optim.Adam([self.delta], lr=lr, eps=1e-15)
+
+    @staticmethod
+    def transform(image: Tensor, delta: Tensor) -> Tensor:
+        """``image [H, W, 3]`` through ``[I | 0] + delta`` (``[3, 4]``)."""
+        return image + image @ delta[:, :3].T + delta[:, 3]
+
+    def apply(self, image: Tensor, name: str) -> Tensor:
+        """The render of training photo ``name`` as that photo's camera saw it (differentiable)."""
+        return self.transform(image, self.delta[self.index[name]])
+
+    def neighbours(self, name: str) -> list[int]:
+        """Indices of the training photos nearest to ``name`` in name order: the one before and the one
+        after (one at either end of the flight; none when there are no training photos)."""
+        pos = self.order.index(name)
+        found = []
+        for step in (-1, 1):
+            i = pos + step
+            while 0 <= i < len(self.order) and self.order[i] not in self.index:
+                i += step
+            if 0 <= i < len(self.order):
+                found.append(self.index[self.order[i]])
+        return found
+
+    @torch.no_grad()
+    def apply_held_out(self, image: Tensor, name: str, mode: str = "neighbours") -> Tensor:
+        """A held-out photo's render: through its neighbours' mean transform (``neighbours``) or as is
+        (``identity``). Nothing of the held-out photo's own pixels is used."""
+        near = self.neighbours(name) if mode == "neighbours" else []
+        if not near:
+            return image
+        return self.transform(image, self.delta[near].mean(0))
+
+    def penalty(self) -> Tensor:
+        """Squared mean offset from the identity over the training photos (the gauge: see the module)."""
+        return MEAN_WEIGHT * (self.delta.mean(0) ** 2).sum()
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"delta": self.delta.detach().cpu(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.delta.copy_(state["delta"].to(self.delta.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def summary(self) -> dict[str, float]:
+        """How far the photos' transforms spread: the largest gain and offset departures from identity."""
+        d = self.delta.detach()
+        if not len(d):
+            return {"photoGainSpread": 0.0, "photoOffsetSpread": 0.0}
+        gains = torch.diagonal(d[:, :, :3], dim1=1, dim2=2)
+        return {"photoGainSpread": round(float(gains.abs().max()), 4),
+                "photoOffsetSpread": round(float(d[:, :, 3].abs().max()), 4)}
