@@ -12,6 +12,7 @@ import pytest
 
 from spaceport.storage import LocalStore
 from spaceport.viewer import PAGE_FILES, ViewerAssetsNotFound, ViewPose, find_assets, start_pose, write_viewer
+from spaceport.viewer.framing import turn_to_viewer
 from spaceport.viewer.serve import serve_in_thread
 from spaceport.viewer.settings import pose_from_camera
 from tests.viewer.browser import Chromium, chromium_path
@@ -80,8 +81,9 @@ def test_settings_start_at_the_middle_trained_camera(viewer_dir: Path) -> None:
     settings = json.loads((viewer_dir / "settings.json").read_text())
     assert settings["version"] == 2 and settings["startMode"] == "animTrack"
     initial = settings["cameras"][0]["initial"]
-    # The middle camera sits at (0, -0.9, -3) in our world: the viewer's world is turned 180° about Z.
-    assert initial["position"] == pytest.approx([0.0, 0.9, -3.0])
+    # The middle camera sits at (0, -0.9, -3) east-north-up, below the scene looking up at it (not an aerial
+    # flight): the viewer's world is that turned so that +Z is up, (x, y, z) -> (x, -z, y), then 180° about Z.
+    assert initial["position"] == pytest.approx([0.0, -3.0, -0.9])
     # Horizontal fov of a 320-wide image with fx 280 (the viewer's fov spans the longer side).
     assert initial["fov"] == pytest.approx(np.degrees(2 * np.arctan(160 / 280)), abs=1e-3)
     track = settings["animTracks"][0]["keyframes"]["values"]
@@ -150,8 +152,11 @@ def test_chromium_matches_our_own_render_from_the_same_camera(viewer_dir: Path, 
     initial = json.loads((viewer_dir / "settings.json").read_text())["cameras"][0]["initial"]
     pose = ViewPose(tuple(initial["position"]), tuple(initial["target"]), initial["fov"])
     fx, fy, cx, cy = pose.intrinsics(WIDTH, HEIGHT)
+    # The page turns the georeferenced scene so that east-north-up's +Z is the viewer's up: render it turned too.
+    turn = np.eye(4)
+    turn[:3, :3] = turn_to_viewer(np.array([0.0, 0.0, 1.0]))
     ours = render(read_ply(scene_files["ply"]), Camera("viewer", WIDTH, HEIGHT, fx, fy, cx, cy,
-                                                       pose.world_to_camera()))
+                                                       pose.world_to_camera() @ turn))
     psnr = 10 * np.log10(1 / np.mean((shot - ours) ** 2))
     blank = 10 * np.log10(1 / np.mean(ours**2))
     mirrored = 10 * np.log10(1 / np.mean((shot[:, ::-1] - ours) ** 2))
@@ -195,10 +200,11 @@ def test_a_missing_scene_is_reported_on_the_page(viewer_dir: Path) -> None:
 
 
 def test_start_pose_follows_a_scene_turned_for_the_viewer() -> None:
-    """A compress stage that turns a Z-up (ENU) scene to the viewer's up axis passes the turn along."""
+    """A compress stage that turns a Z-up (ENU) scene to the viewer's up axis passes the turn along (and the
+    page then turns it no further)."""
     turn = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # (x, y, z) -> (x, -z, y): +Z up becomes -Y up
     cams = [trained_camera("a.jpg", (0.3, -0.9, -3.0))]
-    plain, turned = start_pose(cams), start_pose(cams, scene_rotation=turn)
+    plain, turned = start_pose(cams), start_pose(cams, scene_rotation=turn, georef=GEOREF)
     assert plain is not None and turned is not None
     centre = np.array([0.3, -0.9, -3.0])
     assert turned.position == pytest.approx(tuple(np.diag([-1, -1, 1]) @ turn @ centre))

@@ -4,7 +4,7 @@
 
     index.html     our page (page.py): the viewer plus a metrics panel
     index.js/.css  the viewer, copied from node_modules/@playcanvas/supersplat-viewer/public
-    settings.json  the viewer's settings, with a start camera taken from a trained camera
+    settings.json  the viewer's settings, with a start camera that frames the scene (framing.py)
     metrics.json   metrics of the run so far (the page also reads the stage's result.json)
     georef.json    copied from the training output when the scene is georeferenced
 
@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from spaceport.storage import Store, open_store
+from spaceport.viewer.framing import StartView, choose_start, entity_rotation
 from spaceport.viewer.page import render_page
-from spaceport.viewer.settings import ViewPose, focus_distance, pose_from_camera, settings_json
+from spaceport.viewer.settings import ViewPose, settings_json
 
 ASSETS_ENV = "SPACEPORT_VIEWER_ASSETS"
 """Folder holding the viewer's index.js and index.css (the npm package's ``public/``)."""
@@ -68,26 +69,13 @@ def _read_json(store: Store | None, key: str) -> Any:
 
 
 def start_pose(cameras: list[dict[str, Any]], means: np.ndarray | None = None,
-               scene_rotation: np.ndarray | None = None) -> ViewPose | None:
-    """A start view from the trained cameras (cameras.json entries): the middle one of the flight.
+               scene_rotation: np.ndarray | None = None, georef: dict[str, Any] | None = None) -> ViewPose | None:
+    """The start camera (viewer world) for trained cameras (cameras.json entries): see framing.py.
 
     ``scene_rotation`` (3x3) is how the .sog's coordinates relate to the cameras' world
-    (sog = R · world), for a compress stage that turns scenes to the viewer's up axis.
+    (sog = R · world), for a compress stage that turns scenes itself.
     """
-    if not cameras:
-        return None
-    undo = np.eye(4)
-    if scene_rotation is not None:
-        undo[:3, :3] = np.asarray(scene_rotation, float).T
-        means = None if means is None else np.asarray(means, float) @ np.asarray(scene_rotation, float).T
-    ordered = sorted(cameras, key=lambda c: c.get("name", ""))
-    w2cs = [np.asarray(c["worldToCamera"], float) @ undo for c in ordered]
-    centres = np.array([-w[:3, :3].T @ w[:3, 3] for w in w2cs])
-    spread = float(np.linalg.norm(centres.max(0) - centres.min(0))) or 1.0
-    i = len(ordered) // 2
-    cam, w2c = ordered[i], w2cs[i]
-    distance = focus_distance(w2c, means, fallback=spread / 2)
-    return pose_from_camera(w2c, int(cam["width"]), int(cam["height"]), float(cam["fx"]), float(cam["fy"]), distance)
+    return choose_start(cameras, means, georef, scene_rotation).pose
 
 
 def write_viewer(
@@ -105,9 +93,10 @@ def write_viewer(
 ) -> dict[str, str]:
     """Write the viewer page next to ``sog_name`` in ``target``; returns ``{"viewer": URI of index.html}``.
 
-    ``source`` is the training output (the compress stage's input): its cameras.json gives the start
-    view, its georef.json is copied, its result.json's metrics are shown. ``means`` (the splat centres)
-    places the orbit point at the scene; ``metrics`` (camelCase) are shown beside the training ones
+    ``source`` is the training output (the compress stage's input): its cameras.json and georef.json give
+    the start view and the up axis the viewer orbits about (framing.py), georef.json is copied, its
+    result.json's metrics are shown. ``means`` (the splat centres) frame the scene and place the orbit
+    point on it; ``metrics`` (camelCase) are shown beside the training ones
     (training's win on a shared key such as ``ssim``).
     ``scene_rotation``: see :func:`start_pose` (only when the .sog is turned relative to cameras.json).
     Without the viewer's assets this raises :class:`ViewerAssetsNotFound`, or, when ``warn`` is given,
@@ -136,10 +125,13 @@ def write_viewer(
         store.write_text("georef.json", json.dumps(georef, indent=1))
     for name in ASSET_FILES:
         store.upload_file(asset_dir / name, name)
-    store.write_text("settings.json", json.dumps(settings_json(start_pose(cameras, means, scene_rotation)), indent=1))
+    start: StartView = choose_start(cameras, means, georef, scene_rotation)
+    info["view"] = {"start": start.kind, "turned": start.turn is not None}
+    store.write_text("settings.json", json.dumps(settings_json(start.pose), indent=1))
     store.write_text("metrics.json", json.dumps(info, indent=1, default=_plain))
     # The page goes last: a folder with index.html has everything the page needs.
-    store.write_text("index.html", render_page(sog_name, title))
+    rotation = None if start.turn is None else entity_rotation(start.turn)
+    store.write_text("index.html", render_page(sog_name, title, rotation))
     return {"viewer": store.uri_of("index.html")}
 
 

@@ -7,6 +7,10 @@ works from ``spaceport view``, from any static web server and from an S3 bucket 
 URL parameters (besides the viewer's own ``?noui``, ``?noanim``, ``?webgl``):
 ``?content=URL`` and ``?settings=URL`` replace the defaults, ``?nometrics`` hides the panel.
 ``window.spaceportReady`` becomes true once the first frame of the scene has been drawn (tests wait on it).
+
+A scene whose up is not the viewer's (a georeferenced, east-north-up one) is turned by the page: the
+defaults carry the splat entity's rotation (framing.py), set as the entity joins the scene, before the
+viewer measures the scene's bounds. The .sog keeps the scene's own frame.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ const defaults = JSON.parse(document.getElementById('spaceport-defaults').textCo
 const contentUrl = url.searchParams.get('content') ?? defaults.content;
 const settingsUrl = url.searchParams.get('settings') ?? './settings.json';
 const flag = (name) => url.searchParams.has(name);
+const sceneRotation = defaults.sceneRotation;  // [x, y, z, w] of the splat entity, or absent: the viewer's own
 
 window.spaceportReady = false;
 window.firstFrame = () => { window.spaceportReady = true; };
@@ -127,13 +132,33 @@ window.spaceportViewer = await createViewer({
   renderer: flag('webgl') ? 'webgl' : 'webgpu',
   exposeGlobals: true,
 });
+window.spaceportTurned = false;
+if (sceneRotation) {
+  // createViewer resolves while the scene still loads: the entity joins the root later, and the viewer
+  // measures the scene's bounds after that, so turning it as it joins keeps framing and clipping right.
+  const root = window.spaceportViewer.app.root;
+  const turn = (entity) => {
+    entity.setLocalRotation(...sceneRotation);
+    window.spaceportTurned = true;
+  };
+  const loaded = root.findByName('gsplat');
+  if (loaded) {
+    console.warn('spaceport: the scene loaded before it could be turned; its bounds are the unturned ones');
+    turn(loaded);
+  }
+  root.on('childinsert', (child) => { if (child.name === 'gsplat') turn(child); });
+}
 </script>
 </body>
 </html>
 """
 
 
-def render_page(sog_name: str, title: str) -> str:
-    """The page's HTML for a scene file named ``sog_name`` in the same folder."""
-    defaults = json.dumps({"content": f"./{sog_name}"}).replace("</", "<\\/")
+def render_page(sog_name: str, title: str, scene_rotation: list[float] | None = None) -> str:
+    """The page's HTML for a scene file named ``sog_name`` in the same folder; ``scene_rotation`` is the
+    splat entity's rotation [x, y, z, w] when the scene is turned for the viewer (framing.entity_rotation)."""
+    settings: dict[str, object] = {"content": f"./{sog_name}"}
+    if scene_rotation is not None:
+        settings["sceneRotation"] = list(scene_rotation)
+    defaults = json.dumps(settings).replace("</", "<\\/")
     return _TEMPLATE.replace("__TITLE__", html.escape(title)).replace("__DEFAULTS__", defaults)
