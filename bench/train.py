@@ -260,14 +260,19 @@ def bench_demo(steps: int, flight: bool, workdir: str | None, max_gaussians: int
 
 def reference_rasterize_cpu(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
                             sh: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
-                            sh_degree: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+                            sh_degree: int, *, antialiased: bool = False,
+                            ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """rz.rasterize_cpu with the pure-torch compositor in place of ours: the same projection, the same
+    antialiasing factor, the same info for the densification strategy."""
     m2, conics, depths, radii = rz.project(means, quats, scales, viewmat, K, width, height)
     campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
     colors = rz.sh_colors(means, sh, sh_degree, campos)
+    if antialiased:
+        opacities = opacities * rz.aa_compensation(conics)
     m2b = m2[None]
     image, alpha = composite_reference(m2b[0], conics, colors, opacities, radii, depths, width, height)
-    return image, alpha, {"means2d": m2b, "radii": radii[None], "width": width, "height": height, "n_cameras": 1,
-                          "gaussian_ids": None}
+    return image, alpha, {"means2d": m2b, "radii": radii[None], "depths": depths[None], "width": width,
+                          "height": height, "n_cameras": 1, "gaussian_ids": None}
 
 
 def main() -> None:
