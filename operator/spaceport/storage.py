@@ -77,6 +77,10 @@ class Store(ABC):
     def list(self, key: str = "") -> list[str]:
         """All object keys under ``key`` (recursively), relative to this store, sorted."""
 
+    def folders(self, key: str = "") -> list[str]:
+        """Names of the folders directly under ``key`` (one delimited listing on S3, not every object)."""
+        return sorted({k.split("/", 1)[0] for k in self.list(key) if "/" in k})
+
     def list_sizes(self, key: str = "") -> dict[str, int]:
         """``list`` with each object's size in bytes (one listing on S3, no per-object requests)."""
         return {k: self.size(join_key(key, k)) for k in self.list(key)}
@@ -298,6 +302,19 @@ class S3Store(Store):
         except Exception as e:
             raise self._wrap(e, key) from e
         return sorted(k for k in keys if k and not k.endswith("/"))
+
+    def folders(self, key: str = "") -> list[str]:
+        base = self._key(key)
+        prefix = base + "/" if base else ""
+        names: set[str] = set()
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix,
+                                                                          Delimiter="/")
+            for page in pages:
+                names.update(p["Prefix"][len(prefix):].strip("/") for p in page.get("CommonPrefixes", []))
+        except Exception as e:
+            raise self._wrap(e, key) from e
+        return sorted(n for n in names if n)
 
     def list_sizes(self, key: str = "") -> dict[str, int]:
         base = self._key(key)

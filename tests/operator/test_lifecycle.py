@@ -191,7 +191,8 @@ async def test_delete_removes_jobs_and_keeps_outputs(cluster: Cluster, buckets: 
     await eventually(lambda: _has_finalizer(cluster, "site"), what="kopf's finalizer")
     await cluster.api.delete("/apis/spaceport.dev/v1alpha1/namespaces/default/reconstructions/site")
     # Deleted at once, possibly before the finalizer lands: the DELETED event cleans up too.
-    await cluster.create_recon("quick", spec_for(buckets))
+    await cluster.create_recon("quick", spec_for(buckets, output={"uri": f"s3://{buckets[1]}/quick",
+                                                                  "credentialsSecret": "s3-creds"}))
     await cluster.wait_job("quick-r1-sfm")
     await cluster.api.delete("/apis/spaceport.dev/v1alpha1/namespaces/default/reconstructions/quick")
 

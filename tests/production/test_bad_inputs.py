@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from spaceport.storage import S3Store
 from tests.operator.harness import Cluster
-from tests.operator.test_lifecycle import result, spec_for
+from tests.operator.test_lifecycle import spec_for
 from tests.production.kubelet import Kubelet
+from tests.production.results import finished
 
 BROKEN_JPEG = b"\xff\xd8\xff\xe0" + b"this is not image data" * 8
 """A JPEG's first bytes and then nothing a decoder can use: a truncated or corrupted upload."""
@@ -113,15 +115,26 @@ async def test_too_few_registered(cluster: Cluster, kubelet: Kubelet, buckets: t
 
 async def test_ply_missing_fields(cluster: Cluster, kubelet: Kubelet, buckets: tuple[str, str]) -> None:
     """Earlier stages already done (their result.json kept, so the real stages skip them); compress meets a PLY
-    with positions only."""
+    with positions only. The run starts suspended, so those results land in the run folder it picked before any
+    stage runs (the operator never reuses a run folder that already holds files)."""
     run = f"s3://{buckets[1]}/site/runs/1"
-    cluster.s3_put(f"{run}/sfm/result.json", result("sfm", {"images": 3}).to_json())
-    cluster.s3_put(f"{run}/train/result.json", result("train", {"gaussians": 2}).to_json())
+    photos = {"site/a.jpg": noise_jpegs(1)[0]}
+    cluster.s3_put(f"s3://{buckets[0]}/site/a.jpg", photos["site/a.jpg"])
+    spec = spec_for(buckets)
+    await cluster.create_recon("site", {**spec, "suspend": True})
+    await cluster.wait_status("site", lambda s: s.get("phase") == "Suspended", "Suspended")
+    cluster.s3_put(f"{run}/sfm/result.json", finished("sfm", {"imagesUsed": 3}, spec,
+                                                      S3Store(f"s3://{buckets[0]}/site", cluster.s3)))
+    cluster.s3_put(f"{run}/train/result.json", finished("train", {"gaussians": 2}, spec,
+                                                        S3Store(f"{run}/sfm", cluster.s3)))
     positions_only = (b"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\n"
                       b"property float y\nproperty float z\nend_header\n" + np.zeros(6, "<f4").tobytes())
     cluster.s3_put(f"{run}/train/splats.ply", positions_only)
-    status = await s3_case(cluster, buckets, "site", {"site/a.jpg": noise_jpegs(1)[0]})
-    assert status["stage"] == "compress" and status["stages"]["train"]["phase"] == "Succeeded"
+    before = s3_objects(cluster, buckets)
+    await cluster.patch_spec("site", {"suspend": False})
+    status = await cluster.wait_status("site", lambda s: s.get("phase") == "Failed", "Failed", 60)
+    assert_kept(before, s3_objects(cluster, buckets))
+    assert status["stage"] == "compress" and status["stages"]["train"]["phase"] == "Succeeded", status["message"]
     assert f"{run}/train/splats.ply: not a 3DGS scene, missing vertex field(s) f_dc_0" in status["message"]
 
 

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 from spaceport.contract import PROGRESS_FILE
+from spaceport.storage import LocalStore
 from tests.operator.harness import Cluster, eventually
-from tests.operator.test_lifecycle import result
 from tests.production.kubelet import Kubelet
+from tests.production.results import finished
 from tests.train.fixtures import write_sfm_output
 
 TRAIN = {"iterations": 2000, "checkpointEvery": 5000, "densifyFrom": 40, "densifyEvery": 40, "densifyUntil": 120,
@@ -23,12 +24,13 @@ async def test_evicted_training_resumes_from_its_checkpoint(cluster: Cluster, ku
     run = volumes["survey-results"] / "site" / "runs" / "1"
     # sfm already done in this run (its result.json is there, so the real sfm stage skips it)
     write_sfm_output(run / "sfm", n_views=8, width=64, height=48, n_points=200)
-    (run / "sfm" / "result.json").write_text(result("sfm", {"images": 8, "registeredImages": 8}).to_json())
     (volumes["survey-photos"] / "photos").mkdir()
-    await cluster.create_recon("site", {
-        "input": {"uri": "photos", "volumeClaim": "survey-photos"},
-        "output": {"uri": "site", "volumeClaim": "survey-results"},
-        "train": TRAIN, "retries": 0})  # no retries at all: only an ignored eviction lets it go on
+    spec = {"input": {"uri": "photos", "volumeClaim": "survey-photos"},
+            "output": {"uri": "site", "volumeClaim": "survey-results"},
+            "train": TRAIN, "retries": 0}  # no retries at all: only an ignored eviction lets it go on
+    (run / "sfm" / "result.json").write_text(finished("sfm", {"imagesUsed": 8, "registeredImages": 8}, spec,
+                                                      LocalStore(volumes["survey-photos"] / "photos")))
+    await cluster.create_recon("site", spec)
 
     async def training() -> int | None:
         progress = run / "train" / PROGRESS_FILE

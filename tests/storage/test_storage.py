@@ -115,3 +115,13 @@ def test_s3_uses_path_style_with_custom_endpoint(s3_bucket: str) -> None:
     assert store.client.meta.config.s3["addressing_style"] == "path"
     store.write_text("k", "v")
     assert store.read_text("k") == "v"
+
+
+def test_folders_and_sizes_in_one_listing(store: Store) -> None:
+    store.write_bytes("runs/1/sfm/result.json", b"{}")
+    store.write_bytes("runs/12/train/splats.ply", b"12345")
+    store.write_bytes("runs/owner.json", b"x")
+    store.write_bytes("runsx/3/a", b"x")
+    assert store.folders("runs") == ["1", "12"]
+    assert store.folders("nothing") == []
+    assert store.list_sizes("runs/12") == {"train/splats.ply": 5}

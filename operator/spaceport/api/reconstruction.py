@@ -233,6 +233,7 @@ class Reason(enum.StrEnum):
     WAITING_FOR_SECRET = "WaitingForSecret"
     COMPLETED = "Completed"
     RETRYING = "Retrying"
+    OUTPUT_IN_USE = "OutputInUse"
 
 
 def _free_form(description: str) -> Any:

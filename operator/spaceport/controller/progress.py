@@ -1,4 +1,5 @@
-"""Reads what running stages write to storage: progress.json while they run, result.json when done.
+"""Reads what running stages write to storage: progress.json while they run, result.json when done; and keeps
+the output prefix's ownership record (owner.json), the one thing the operator itself writes there.
 
 Only S3 outputs can be read: the operator mounts no volumes, so for outputs on a PersistentVolumeClaim
 status mirrors the Job's state only (no fraction, message or ETA) and metrics come from the Pod's
@@ -9,6 +10,7 @@ boto3 client. Without a credentialsSecret the operator's own AWS environment is 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,7 +21,10 @@ from pydantic import ValidationError
 from spaceport.api import ReconstructionSpec, is_s3_uri
 from spaceport.contract import PROGRESS_FILE, RESULT_FILE, ProgressRecord, StageResult
 from spaceport.controller.k8s import Kube
-from spaceport.storage import S3Store, StorageError, s3_client
+from spaceport.storage import AlreadyExistsError, NotFoundError, S3Store, StorageError, s3_client
+
+OWNER_FILE = "owner.json"
+"""At the root of spec.output.uri: ``{"namespace", "name", "uid", "created"}`` of the Reconstruction that owns it."""
 
 log = logging.getLogger("spaceport.operator.progress")
 
@@ -76,6 +81,48 @@ class StorageReader:
             return StageResult.model_validate_json(store.read_bytes(RESULT_FILE))
         except (StorageError, ValidationError, ValueError):
             return None
+
+
+class OutputClaim:
+    """What the output prefix holds: its owner record and the run folders already there."""
+
+    def __init__(self, owner: dict[str, Any], runs: list[int]) -> None:
+        self.owner, self.runs = owner, runs
+
+    def foreign(self, namespace: str, name: str) -> bool:
+        """Owned by another Reconstruction (a namesake re-created in the same namespace is the same owner)."""
+        return (self.owner.get("namespace"), self.owner.get("name")) != (namespace, name)
+
+    def describe(self) -> str:
+        o = self.owner
+        return f"{o.get('namespace')}/{o.get('name')} (uid {o.get('uid')}, since {o.get('created')})"
+
+
+def claim_output(reader: StorageReader, namespace: str, name: str, uid: str, spec: ReconstructionSpec,
+                 now: str) -> OutputClaim | None:
+    """Read (or, when there is none, write) the output prefix's owner record, and list its run folders.
+
+    None when the operator cannot read that storage (volumes, which it does not mount; or no credentials yet):
+    then run numbers come from status alone, and the stages' fingerprints still refuse foreign results.
+    """
+    store = reader.store(namespace, spec, spec.output.uri)
+    if store is None:
+        return None
+    record = {"namespace": namespace, "name": name, "uid": uid, "created": now}
+    try:
+        try:
+            owner = json.loads(store.read_bytes(OWNER_FILE))
+        except NotFoundError:
+            try:
+                store.write_text(OWNER_FILE, json.dumps(record, indent=1), overwrite=False)
+                owner = record
+            except AlreadyExistsError:  # claimed a moment ago by another Reconstruction
+                owner = json.loads(store.read_bytes(OWNER_FILE))
+        runs = sorted(int(n) for n in store.folders("runs") if n.isdigit())
+    except (StorageError, ValueError) as e:
+        log.info("cannot read the owner of %s: %s", spec.output.uri, e)
+        return None
+    return OutputClaim(owner if isinstance(owner, dict) else {}, runs)
 
 
 def _client_from_secret(data: dict[str, str]) -> Any:

@@ -33,7 +33,7 @@ from spaceport.controller.jobs import CONTAINER, Owner, build_job, credentials_s
 from spaceport.controller.k8s import ConflictError, Kube, OwnerMismatchError
 from spaceport.controller.naming import LABEL_RUN, RETRY_ANNOTATION
 from spaceport.controller.notify import Notifier
-from spaceport.controller.progress import StorageReader
+from spaceport.controller.progress import OWNER_FILE, StorageReader, claim_output
 from spaceport.controller.settings import OperatorSettings
 from spaceport.controller.written import Written, own_status
 
@@ -152,15 +152,18 @@ class Reconciler:
             return old
 
         status = old
-        if asked and old.run is not None and old.run_key == spec.run_key() and retry is not None:
-            # The new attempt's Job name reaches the API server before the Job exists, as a new run's do.
-            status = st.retry_run(old, name, retry, generation, now_iso())
+        if asked and retry is not None:
+            # The new attempt's Job name reaches the API server before the Job exists, as a new run's do. (A spec
+            # that changed since starts a new run below: the value is only noted.)
+            status = (st.retry_run(old, name, retry, generation, now_iso()) if old.run_key == spec.run_key()
+                      else old.model_copy(update={"retry": retry}))
             _, body = self._write(body, raw_status, old, status)
             raw_status, old = status.to_wire(), status
-        if status.run is None or status.run_key != spec.run_key() or status.reason == Reason.INVALID_SPEC:
-            # Run number and Job names reach the API server before any Job exists: a restart finds them.
-            status = st.start_run(old, spec, name, generation, now_iso())
-            _, body = self._write(body, raw_status, old, status)
+        if status.run is None or status.run_key != spec.run_key() \
+                or status.reason in (Reason.INVALID_SPEC, Reason.OUTPUT_IN_USE):
+            status, body = self._start_run(body, raw_status, old, spec)
+            if status.phase == Phase.FAILED:  # the output belongs to another Reconstruction
+                return status
             raw_status, old = status.to_wire(), status
         # A generation that changes nothing the run depends on (suspend, retries) still counts as seen.
         status = status.model_copy(update={"observed_generation": generation})
@@ -184,6 +187,22 @@ class Reconciler:
         if notify.due(spec, written) and written.run is not None:
             self.notifier.submit(namespace, name, written.run)
         return written
+
+    def _start_run(self, body: dict[str, Any], raw_status: dict[str, Any], old: ReconstructionStatus,
+                   spec: ReconstructionSpec) -> tuple[ReconstructionStatus, dict[str, Any]]:
+        """Claim the output prefix and save the next run (number and Job names) before any Job exists: a restart
+        finds them. Fails with OutputInUse when another Reconstruction owns the prefix."""
+        meta = body["metadata"]
+        namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+        claim = claim_output(self.storage, namespace, name, meta["uid"], spec, now_iso())
+        if claim is not None and claim.foreign(namespace, name):
+            self._delete_jobs(namespace, name, keep_run=None)
+            message = (f"spec.output.uri: {spec.output.uri} belongs to Reconstruction {claim.describe()} "
+                       f"({spec.output.uri.rstrip('/')}/{OWNER_FILE}); choose another output.uri")
+            new = st.invalid_spec(old, message, generation, now_iso(), Reason.OUTPUT_IN_USE)
+            return self._write(body, raw_status, old, new)
+        stored = max(claim.runs) if claim is not None and claim.runs else 0
+        return self._write(body, raw_status, old, st.start_run(old, spec, name, generation, now_iso(), stored))
 
     def _observe(self, owner: Owner, spec: ReconstructionSpec, status: ReconstructionStatus,
                  stage: str, job_seen: dict[str, Any] | None = None) -> st.Observation:

@@ -125,9 +125,13 @@ def is_settled(status: ReconstructionStatus, generation: int | None) -> bool:
 
 
 def start_run(status: ReconstructionStatus, spec: ReconstructionSpec, name: str, generation: int | None,
-              now: str) -> ReconstructionStatus:
-    """A new run n+1 with every Job name decided up front, so a restart never invents different names."""
-    run = (status.run or 0) + 1
+              now: str, stored: int = 0) -> ReconstructionStatus:
+    """A new run with every Job name decided up front, so a restart never invents different names.
+
+    Its number follows both status's last run and ``stored``, the highest run folder the output already holds (a
+    re-created Reconstruction, or another object's runs): a run folder is never reused.
+    """
+    run = max(status.run or 0, stored) + 1
     stages = {s: StageStatus(job=job_name(name, run, s)) for s in STAGES}
     return with_conditions(status.model_copy(update={
         "phase": Phase.PENDING, "reason": Reason.CREATED, "message": f"run {run} started",
@@ -146,7 +150,8 @@ def retry_run(status: ReconstructionStatus, name: str, value: str, generation: i
     only noted, so that it cannot trigger a retry of a later failure.
     """
     failed = next((s for s in STAGES if status.stages.get(s, StageStatus()).phase == Phase.FAILED), None)
-    if status.phase != Phase.FAILED or failed is None or status.run is None or status.reason == Reason.INVALID_SPEC:
+    if status.phase != Phase.FAILED or failed is None or status.run is None \
+            or status.reason in (Reason.INVALID_SPEC, Reason.OUTPUT_IN_USE):
         return status.model_copy(update={"retry": value})
     stages = dict(status.stages)
     attempt = (stages[failed].attempt or 1) + 1
@@ -162,13 +167,13 @@ def retry_run(status: ReconstructionStatus, name: str, value: str, generation: i
 
 
 def invalid_spec(status: ReconstructionStatus, message: str, generation: int | None,
-                 now: str) -> ReconstructionStatus:
+                 now: str, reason: Reason = Reason.INVALID_SPEC) -> ReconstructionStatus:
     # The run's Jobs are deleted with an invalid spec: none of its stages may go on saying Running.
     stages = {name: s.model_copy(update={"phase": Phase.FAILED, "message": "stopped: the spec became invalid",
                                          "eta_seconds": None, "finished_at": s.finished_at or now})
               if s.phase in (Phase.RUNNING, Phase.SUSPENDED) else s for name, s in status.stages.items()}
     return with_conditions(status.model_copy(update={
-        "phase": Phase.FAILED, "reason": Reason.INVALID_SPEC, "message": message, "progress": None,
+        "phase": Phase.FAILED, "reason": reason, "message": message, "progress": None,
         "observed_generation": generation, "stages": stages,
     }), now)
 
@@ -385,6 +390,7 @@ def transitions(old: ReconstructionStatus, new: ReconstructionStatus) -> list[tu
         events.append(("Normal", "Succeeded", "all stages finished"))
     if new.phase == Phase.FAILED and new.reason == Reason.INVALID_SPEC and old.reason != Reason.INVALID_SPEC:
         events.append(("Warning", "InvalidSpec", new.message or "invalid spec"))
-    if new.reason in (Reason.BAD_CREDENTIALS, Reason.WAITING_FOR_SECRET) and new.reason != old.reason:
+    if new.reason in (Reason.BAD_CREDENTIALS, Reason.WAITING_FOR_SECRET, Reason.OUTPUT_IN_USE) \
+            and new.reason != old.reason:
         events.append(("Warning", str(new.reason), new.message or str(new.reason)))
     return events
