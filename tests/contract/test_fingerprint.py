@@ -68,7 +68,7 @@ def test_a_rerun_upstream_stage_invalidates_the_downstream_result(tmp_path: Path
     (sfm / RESULT_FILE).rename(tmp_path / "old-result.json")
     (sfm / ATTEMPT_FILE).unlink()
     run_stage("sfm", str(photos), str(sfm), {})
-    with pytest.raises(StaleOutputError, match="train result.json made from other input"):
+    with pytest.raises(StaleOutputError, match=r"train result\.json made from other input"):
         run_stage("train", str(sfm), str(train), {})
     assert [s for s, _ in recording] == ["sfm", "train", "sfm"]
 
