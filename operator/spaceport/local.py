@@ -146,11 +146,21 @@ def check_output(out: str | Path) -> Store:
     return store
 
 
+def check_apart(photos: Store, out: Store) -> None:
+    """The output may not lie inside the photos (as the CRD's rule says for output.uri and input.uri): the next run
+    would read the outputs' images as photos, and the photo listing (part of SfM's fingerprint) would change."""
+    a, b = photos.uri.rstrip("/") + "/", out.uri.rstrip("/") + "/"
+    if b.startswith(a):
+        raise BadInputError(f"--out {out.uri} lies inside the photos folder {photos.uri}: the next run would read "
+                            "its own outputs as photos; choose an output folder outside it")
+
+
 def prepare_run(photos: str | Path, out: str | Path, config: dict[str, Any] | None = None,
                 preset: str | None = None) -> tuple[Store, LocalRun]:
     """Check everything a run needs before any work: options, photos, output folder; open the run folder."""
     options = resolve_options(config, preset)
     photo_store = check_photos(photos)
+    check_apart(photo_store, open_store(out))
     run = open_run(check_output(out), options)
     return photo_store, run
 

@@ -140,6 +140,20 @@ def photo_folder(tmp_path: Path) -> Path:
     return tmp_path / "photos"
 
 
+@pytest.mark.parametrize("inside", ["out", "out/", "./sub/../out", "."])
+def test_run_refuses_an_output_inside_the_photos(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                  inside: str) -> None:
+    """As the CRD's rule does in the cluster: the next run would read its own outputs as photos."""
+    photos = photo_folder(tmp_path)
+    before = sorted(p.name for p in photos.iterdir())
+    code, _, err = run_cli(capsys, "run", str(photos), "--out", f"{photos}/{inside}")
+    assert code == EXIT_BAD_INPUT and err.count("\n") == 1
+    assert "lies inside the photos folder" in err and str(photos) in err
+    assert sorted(p.name for p in photos.iterdir()) == before  # nothing was created there
+    code, _, err = run_cli(capsys, "run", str(photos), "--out", f"{photos}-out", "--config", "/nonexistent")
+    assert "inside" not in err  # a sibling whose name starts the same is not inside
+
+
 def test_run_unwritable_output_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     photo_folder(tmp_path)
     (tmp_path / "blocker").write_text("a file where the output folder's parent should be")
