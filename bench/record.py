@@ -45,7 +45,8 @@ def _memory_gib() -> float | None:
 
 
 def machine() -> dict[str, Any]:
-    """The machine a measurement ran on: CPU model, cores, SIMD width, memory, and an id for comparisons.
+    """The machine a measurement ran on: CPU model (and family/model numbers: "AMD EPYC" alone does not say
+    Zen 3 from Zen 4), cores, SIMD width, memory, and an id for comparisons.
 
     The id digests the CPU model, the core count, the memory and /etc/machine-id (when there is one),
     so two runs on the same VM share it and a run on another VM of the same shape does not.
@@ -58,7 +59,8 @@ def machine() -> dict[str, Any]:
         machine_id = Path("/etc/machine-id").read_text().strip()
     except OSError:
         machine_id = ""
-    described = {"cpu": model, "cores": os.cpu_count(), "simd": simd, "memoryGiB": _memory_gib()}
+    described = {"cpu": model, "cpuFamilyModel": f"{cpu.get('cpu family', '?')}/{cpu.get('model', '?')}",
+                 "cores": os.cpu_count(), "simd": simd, "memoryGiB": _memory_gib()}
     digest = hashlib.sha256(json.dumps({**described, "machineId": machine_id}, sort_keys=True).encode())
     return {**described, "id": digest.hexdigest()[:12], "python": platform.python_version()}
 
