@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ EXIT_USAGE = 64
 """Wrong command-line usage (argparse uses 2, which the stage contract reserves for bad input)."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C. Outputs are whole files and unfinished stages have no result.json: rerun to resume."""
+EXIT_TERMINATED = 143
+"""SIGTERM (`kill`, `docker stop`, a Pod's deletion), handled as Ctrl-C is: rerun to resume."""
 
 EXIT_CODES = f"""exit codes:
   {EXIT_OK}    success
@@ -25,7 +29,31 @@ EXIT_CODES = f"""exit codes:
        output folder, invalid config, port in use (`view`), unreadable file (`inspect`)
   {EXIT_USAGE}   wrong command-line usage
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); run the same command again to resume
+  {EXIT_TERMINATED}  stopped by SIGTERM (kill, a container stop); run the same command again to resume
 """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM as an exception: the run stops as on Ctrl-C (whole files, no result.json for the stage it was in)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """Handle SIGTERM in Python, as Ctrl-C is. pycolmap installs glog's failure handler for SIGTERM when imported,
+    which prints a native stack trace and kills the process mid-write; ours, installed after that import, replaces
+    it. pycolmap's loops check for Python signals, so a stop during SfM ends within moments too."""
+    with contextlib.suppress(ImportError):
+        import pycolmap  # noqa: F401
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _stopped(err: KeyboardInterrupt) -> tuple[int, str]:
+    if isinstance(err, Terminated):
+        return EXIT_TERMINATED, "stopped by SIGTERM"
+    return EXIT_INTERRUPTED, "interrupted"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,6 +80,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
         logging.getLogger("spaceport").error("%s failed: %s", args.name, e)
         _write_termination_message(json.dumps({"stage": args.name, "reason": e.reason, "message": str(e)[:3000]}))
         return e.exit_code
+    except KeyboardInterrupt as e:
+        code, what = _stopped(e)
+        logging.getLogger("spaceport").error("%s %s; a re-run resumes", args.name, what)
+        _write_termination_message(json.dumps({"stage": args.name, "reason": "Stopped", "message": what}))
+        return code
     _write_termination_message(result.termination_message())
     print(result.model_dump_json(by_alias=True, exclude_none=True))
     return EXIT_OK
@@ -85,9 +118,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StageError as e:
         print(f"spaceport: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("spaceport: interrupted; finished stages are kept: run the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        code, what = _stopped(e)
+        print(f"spaceport: {what}; finished stages are kept: run the same command to resume", file=sys.stderr)
+        return code
     return EXIT_OK
 
 
@@ -99,9 +133,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except StageError as e:
         print(f"spaceport: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("spaceport: interrupted; run the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        code, what = _stopped(e)
+        print(f"spaceport: {what}; run the same command to resume", file=sys.stderr)
+        return code
     return EXIT_OK
 
 
@@ -210,16 +245,20 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("GLOG_minloglevel", "2")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.command in ("run", "demo", "stage"):
+            _stop_cleanly_on_sigterm()
         return args.func(args)
-    except KeyboardInterrupt:
-        print("spaceport: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        code, what = _stopped(e)
+        print(f"spaceport: {what}", file=sys.stderr)
+        return code
     except StageError as e:
         print(f"spaceport: error: {e}", file=sys.stderr)
         return e.exit_code
 
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RETRYABLE", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RETRYABLE", "EXIT_TERMINATED", "EXIT_USAGE",
+           "main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

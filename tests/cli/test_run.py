@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from spaceport.cli import EXIT_INTERRUPTED, EXIT_OK
+from spaceport.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED
 from spaceport.contract import StageResult
 from tests.operator.test_real_results import status_from
 
@@ -99,3 +99,31 @@ def test_ctrl_c_leaves_whole_files_and_the_run_resumable(photos: Path, tmp_path:
     assert "run the same command to resume" in err.strip().splitlines()[-1]
     assert not (out / "runs" / "1" / interrupted / "result.json").exists()
     assert leftovers(out) == []
+
+
+@pytest.mark.parametrize(("sig", "code", "what"), [(signal.SIGTERM, EXIT_TERMINATED, "stopped by SIGTERM"),
+                                                   (signal.SIGINT, EXIT_INTERRUPTED, "interrupted")])
+def test_a_stop_during_sfm_is_one_line_and_the_documented_code(photos: Path, tmp_path: Path, sig: int, code: int,
+                                                                what: str) -> None:
+    """pycolmap installs glog's SIGTERM handler, which printed a native stack trace and died with -15."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*SPACEPORT, "run", str(photos), "--out", str(out), "--preset", "draft",
+                             "--config", str(config_file(tmp_path, TINY))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress, deadline = out / "runs" / "1" / "sfm" / "progress.json", time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if 0.1 < json.loads(progress.read_text())["fraction"] < 0.9:  # inside pycolmap's extraction/matching
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before SfM could be stopped"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last == f"spaceport: {what}; finished stages are kept: run the same command to resume"
+    assert "stack trace" not in err and "*** " not in err, err[-2000:]
+    assert f"{code}" in subprocess.run([*SPACEPORT, "--help"], capture_output=True, text=True).stdout  # documented
+    assert not (out / "runs" / "1" / "sfm" / "result.json").exists() and leftovers(out) == []
