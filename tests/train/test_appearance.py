@@ -1,5 +1,5 @@
-"""Per-photo colour, random backgrounds and the antialiased mode in training: what they learn, that held-out
-photos are never fitted, and that a stopped run resumes bit for bit with all of them on."""
+"""Per-photo colour, random backgrounds, the antialiased mode and floater removal in training: what they
+learn, that held-out photos are never fitted, and that a stopped run resumes bit for bit with all of them on."""
 
 from __future__ import annotations
 
@@ -99,14 +99,15 @@ def test_random_background_fills_what_the_splats_leave_transparent(exposures: Pa
 def test_antialiased_training_writes_the_model_and_resumes_exactly_with_every_option(exposures: Path,
                                                                                     tmp_path: Path) -> None:
     config = {"iterations": 90, "checkpointEvery": 25, "appearance": "affine", "randomBackground": True,
-              "antialiased": True, **FAST}
+              "antialiased": True, "nearCameraPrune": 0.5, **FAST}
     with pytest.raises(RetryableError, match="step 60"):
         run_stage("train", str(exposures), str(tmp_path / "a"), config, listener=sigterm_at(60))
     resumed = run_stage("train", str(exposures), str(tmp_path / "a"), config)
     assert resumed.metrics["resumedFromStep"] == 60
     straight = run_stage("train", str(exposures), str(tmp_path / "b"), config)
     assert (tmp_path / "a" / "splats.ply").read_bytes() == (tmp_path / "b" / "splats.ply").read_bytes()
-    assert resumed.metrics["psnr"] == straight.metrics["psnr"]
+    for key in ("psnr", "gaussians", "floatersRemoved"):
+        assert resumed.metrics[key] == straight.metrics[key], key
     assert read_ply(tmp_path / "a" / "splats.ply").model == "antialiased"
     result = json.loads((tmp_path / "b" / "result.json").read_text())
     assert result["metrics"]["peakRssBytes"] > 0

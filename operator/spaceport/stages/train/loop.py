@@ -17,6 +17,7 @@ from spaceport.api import TrainOptions
 from spaceport.splats import GaussianScene
 from spaceport.stages.train.appearance import PhotoColour
 from spaceport.stages.train.data import Dataset, View
+from spaceport.stages.train.floaters import near_camera_mask, near_limits
 from spaceport.stages.train.mcmc_cpu import DeviceMCMCStrategy
 from spaceport.stages.train.metrics import LpipsScore, psnr, ssim
 from spaceport.stages.train.rasterize import SH_C0, rasterize
@@ -144,6 +145,9 @@ class Trainer:
                                else self.strategy.initialize_state(scene_scale=extent))
         self.colour = (PhotoColour([v.camera.name for v in self.train_views], [v.camera.name for v in data.views],
                                    options.appearance_lr, device) if options.appearance == "affine" else None)
+        self.near_limits = (near_limits([v.camera for v in self.train_views], data.points, options.near_camera_prune)
+                            if options.near_camera_prune else None)
+        self.floaters_removed = 0
         self.loss = float("nan")
         self.last_psnr = float("nan")
 
@@ -175,6 +179,7 @@ class Trainer:
             "strategy": {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in self.strategy_state.items()},
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if self.device.startswith("cuda") else torch.empty(0),
+            "floaters_removed": self.floaters_removed,
         }
         if self.colour is not None:
             state["colour"] = self.colour.state_dict()
@@ -188,6 +193,7 @@ class Trainer:
             o.load_state_dict(state["optimizers"][k])
         self.strategy_state = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
                                for k, v in state["strategy"].items()}
+        self.floaters_removed = int(state.get("floaters_removed", 0))
         if self.colour is not None:
             self.colour.load_state_dict(state["colour"])
         torch.set_rng_state(state["torch_rng"])
@@ -265,10 +271,33 @@ class Trainer:
         else:
             lr = self.optimizers["means"].param_groups[0]["lr"]
             self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, info, lr=lr)
+        if self.near_limits is not None and self._prune_floaters_now():
+            self.prune_floaters()
         self.step += 1
         self.loss = float(loss.detach())
         self.last_psnr = psnr(image.detach(), gt)
         return self.loss
+
+    def _prune_floaters_now(self) -> bool:
+        """Every 100 steps (at least every densification pass) while densifying, and at the last step."""
+        start, until, every = self.options.densify_schedule()
+        s = self.step
+        return (start <= s <= until and s % max(every, 100) == 0) or s == self.options.iterations - 1
+
+    def prune_floaters(self) -> int:
+        """Remove (MCMC: fade, for relocation) the Gaussians in front of a camera's near limit (floaters.py)."""
+        if self.near_limits is None:
+            return 0
+        mask = near_camera_mask(self.params["means"].detach(), [v.camera for v in self.train_views], self.near_limits)
+        count = int(mask.sum())
+        if count:
+            if self.mcmc:
+                with torch.no_grad():
+                    self.params["opacities"][mask] = math.log(1e-4)
+            else:
+                remove(self.params, self.optimizers, self.strategy_state, mask)
+        self.floaters_removed += count
+        return count
 
     def _enforce_cap(self) -> None:
         extra = len(self.params["means"]) - self.options.max_gaussians

@@ -176,6 +176,8 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
         "imageHeight": max(v.camera.height for v in data.views),
         "device": device,
     }
+    if trainer.near_limits is not None:
+        metrics["floatersRemoved"] = trainer.floaters_removed
     if trainer.colour is not None:
         metrics["psnrIdentityColour"] = round(trainer.evaluate(colour="identity")[0], 3)
         metrics.update(trainer.colour.summary())
