@@ -95,6 +95,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     watchers: list[tuple[tuple[str, str], str | None, str | None, asyncio.Queue[Obj]]] = attrs.field(factory=list)
     counter: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
     last_rv: int = 0
+    unavailable: set[tuple[str, str]] = attrs.field(factory=set)
+    """(group, plural) whose creates answer 503, as an API server that cannot take them now (a fault test's cue)."""
+    refused: list[str] = attrs.field(factory=list)
 
     def setup(self, crds: list[Obj]) -> None:
         """Built-in kinds, the given CRDs (discovery + printer columns) and the default namespaces."""
@@ -216,6 +219,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 self._delete(key, ns, obj["metadata"]["name"])
             return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success"})
         if raw.method == "POST" and route.name is None:
+            if key in self.unavailable:
+                self.refused.append(f"{route.plural}/{(data or {}).get('metadata', {}).get('name')}")
+                raise ApiError(503, "ServiceUnavailable", f"{route.plural} cannot be created now")
             created = self._create(key, route, info, ns, data, params.get("fieldValidation") == "Strict")
             return aiohttp.web.json_response(created, status=201)
         if route.name is None:
