@@ -6,6 +6,7 @@ import json
 
 from tests.operator.harness import RECONS, Cluster, eventually
 from tests.operator.test_lifecycle import result, spec_for
+from tests.operator.test_retry import annotate
 
 
 async def test_recreated_reconstruction_continues_at_the_next_free_run(cluster: Cluster,
@@ -42,11 +43,22 @@ async def test_second_reconstruction_on_an_owned_output_fails_naming_the_owner(c
     await cluster.wait_events("intruder", {"OutputInUse"})
     assert sorted(j["metadata"]["name"] for j in await cluster.jobs()) == ["site-r1-sfm"]
 
+    # The owner gone for good and its record deleted (docs/troubleshooting.md), a retry takes the prefix over.
+    cluster.s3_put(f"s3://{buckets[1]}/site/runs/1/sfm/result.json", result("sfm", {}).to_json())
+    await cluster.api.delete(RECONS.format(ns=cluster.ns) + "/site")
+    await eventually(lambda: _gone(cluster), what="site and its Jobs deleted")
+    cluster.s3.delete_object(Bucket=buckets[1], Key="site/owner.json")
+    await annotate(cluster, "intruder", "owner-gone")
+    status = await cluster.wait_status("intruder", lambda s: s.get("phase") == "Running", "Running")
+    assert status["run"] == 2  # runs/1 holds site's files
+    owner = json.loads(cluster.s3.get_object(Bucket=buckets[1], Key="site/owner.json")["Body"].read())
+    assert owner["name"] == "intruder"
+
     # Pointed elsewhere, it runs (run 1 of its own prefix).
     await cluster.patch_spec("intruder", {"output": {"uri": f"s3://{buckets[1]}/elsewhere"}})
-    await cluster.wait_job("intruder-r1-sfm")
+    await cluster.wait_job("intruder-r3-sfm")
     status = await cluster.wait_status("intruder", lambda s: s.get("phase") == "Running", "Running")
-    assert status["runUri"] == f"s3://{buckets[1]}/elsewhere/runs/1"
+    assert status["runUri"] == f"s3://{buckets[1]}/elsewhere/runs/3"  # run numbers only grow
 
 
 async def _gone(cluster: Cluster) -> bool:
