@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -127,3 +128,26 @@ def test_a_stop_during_sfm_is_one_line_and_the_documented_code(photos: Path, tmp
     assert "stack trace" not in err and "*** " not in err, err[-2000:]
     assert f"{code}" in subprocess.run([*SPACEPORT, "--help"], capture_output=True, text=True).stdout  # documented
     assert not (out / "runs" / "1" / "sfm" / "result.json").exists() and leftovers(out) == []
+
+
+def test_sigterm_during_the_sfm_stage_writes_a_termination_message(photos: Path, tmp_path: Path) -> None:
+    """What a Pod's deletion or eviction does to `spaceport stage sfm`: exit 143 and a termination message."""
+    out, term = tmp_path / "sfm", tmp_path / "termination-log"
+    proc = subprocess.Popen([*SPACEPORT, "stage", "sfm", "--input", str(photos), "--output", str(out),
+                             "--config", json.dumps(TINY["sfm"])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "SPACEPORT_TERMINATION_LOG": str(term)})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if 0.1 < json.loads((out / "progress.json").read_text())["fraction"] < 0.9:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    assert proc.poll() is None, "the stage ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_TERMINATED, err[-2000:]
+    assert "stack trace" not in err and "*** " not in err, err[-2000:]
+    assert json.loads(term.read_text()) == {"stage": "sfm", "reason": "Stopped", "message": "stopped by SIGTERM"}
+    assert not (out / "result.json").exists() and leftovers(out) == []
