@@ -29,10 +29,11 @@ def test_orientation_downscale_and_exif(tmp_path: Path) -> None:
     gps[5], gps[6] = b"\x00", 512.25
     _jpeg(tmp_path / "DJI_0001.JPG", (1600, 1200), exif)
     photo = prepare_photo(LocalStore(tmp_path), "DJI_0001.JPG", tmp_path / "out" / "DJI_0001.JPG", 400)
-    assert (photo.width, photo.height) == (300, 400) and photo.original_size == (1600, 1200)
+    assert (photo.width, photo.height) == (300, 400) and photo.original_size == (1200, 1600)  # upright
     assert Image.open(tmp_path / "out" / "DJI_0001.JPG").size == (300, 400)
-    assert photo.gps == pytest.approx((-(33 + 51 / 60 + 54 / 3600), -70.5, 512.25))
-    assert (photo.make, photo.model, photo.focal_35mm) == ("DJI", "FC6310", 24.0)
+    assert photo.gps is not None and photo.gps.lla == pytest.approx((-(33 + 51 / 60 + 54 / 3600), -70.5, 512.25))
+    assert (photo.make, photo.model) == ("DJI", "FC6310")
+    assert photo.focal is not None and photo.focal.source == "35mm"
     assert photo.focal_px == pytest.approx(24 / 43.267 * 500)
 
 

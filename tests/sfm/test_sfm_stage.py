@@ -13,7 +13,7 @@ from PIL import Image
 
 from spaceport.contract import BadInputError
 from spaceport.stages.runner import run_stage
-from spaceport.stages.sfm import reconstruct
+from spaceport.stages.sfm import focal
 from spaceport.storage import S3Store, s3_client
 from spaceport.synthetic import Flight, enu_to_geodetic, generate_flight, geodetic_to_enu
 from tests.s3 import moto_s3, s3_environment
@@ -186,8 +186,8 @@ def test_each_camera_model_gets_its_own_intrinsics(gps_flight: Flight, tmp_path:
 
 
 def test_refine_focal_length_estimates_it_from_the_exif_start(gps_flight: Flight, tmp_path: Path) -> None:
-    result = run_stage("sfm", str(gps_flight.out_dir), str(tmp_path / "out"), {"refineFocalLength": True})
-    assert result.metrics["focalLength"] == "estimated" and result.metrics["registeredImages"] == 24
+    result = run_stage("sfm", str(gps_flight.out_dir), str(tmp_path / "out"), {"focalLength": "refine"})
+    assert result.metrics["focalLength"] == "refined" and result.metrics["registeredImages"] == 24
     (camera,) = pycolmap.Reconstruction(str(tmp_path / "out" / "sparse")).cameras.values()
     # bundle adjustment moved it off the EXIF value, and not far: over this flat ground it drifts with
     # the depth (seen 4.5% off with 8 images a camera; the demo flight's 40 came out 0.8-1.7% long)
@@ -196,10 +196,45 @@ def test_refine_focal_length_estimates_it_from_the_exif_start(gps_flight: Flight
     # a drift past 5% from the EXIF value is reported, naming the camera by an image and the numbers
     rec = pycolmap.Reconstruction(str(tmp_path / "out" / "sparse"))
     names = sorted(im.name for im in rec.images.values())
-    exact = reconstruct.focal_drift(rec, dict.fromkeys(names, camera.params[0]))
-    (note,) = reconstruct.focal_drift(rec, dict.fromkeys(names, camera.params[0] / 1.2))
+    exact = focal.focal_drift(rec, dict.fromkeys(names, camera.params[0]))
+    (note,) = focal.focal_drift(rec, dict.fromkeys(names, camera.params[0] / 1.2))
     assert exact == []
     assert f"{names[0]}'s camera (24 images)" in note and "+20% off its EXIF value" in note
     # and the stage said so exactly when this run drifted that far
-    drifted = abs(camera.params[0] / gps_flight.fx - 1) > reconstruct.FOCAL_DRIFT_WARN
+    drifted = abs(camera.params[0] / gps_flight.fx - 1) > focal.FOCAL_DRIFT_WARN
     assert any("off its EXIF value" in w for w in result.warnings) == drifted
+
+
+def test_mixed_frames_and_missing_exif_each_get_their_own_camera(gps_flight: Flight, tmp_path: Path) -> None:
+    """A folder as users upload it: most photos straight from the drone, some cropped, some turned upright
+    (portrait), some exported without any EXIF. Each kind of frame gets its own intrinsics and registers."""
+    photos = tmp_path / "in"
+    shutil.copytree(gps_flight.out_dir, photos)
+    names = gps_flight.image_names
+    groups = {"crop": names[1:8:3], "portrait": names[2:9:3], "bare": names[3:10:3]}
+    for name in groups["crop"]:
+        im = Image.open(photos / name)
+        im.crop((50, 0, 350, 300)).save(photos / name, "JPEG", quality=95, exif=im.getexif())
+    for name in groups["portrait"]:
+        im = Image.open(photos / name)
+        im.transpose(Image.Transpose.ROTATE_90).save(photos / name, "JPEG", quality=95, exif=im.getexif())
+    for name in groups["bare"]:
+        Image.open(photos / name).save(photos / name, "JPEG", quality=95)  # no exif= : the tags are gone
+    result = run_stage("sfm", str(photos), str(tmp_path / "out"), {"maxImageSize": 400})
+    m = result.metrics
+    assert m["registeredImages"] == 24 and m["cameras"] == 4 and m["gpsImages"] == 21
+    # a photo without a focal length among the others: nothing to hold, so every camera is refined
+    assert m["focalLength"] == "refined"
+    rec = pycolmap.Reconstruction(str(tmp_path / "out" / "sparse"))
+    camera_of = {im.name: im.camera_id for im in rec.images.values()}
+    ids = {kind: {camera_of[n] for n in members} for kind, members in groups.items()}
+    plain = {camera_of[n] for n in names if not any(n in g for g in groups.values())}
+    assert all(len(s) == 1 for s in [*ids.values(), plain]) and len({*plain, *set().union(*ids.values())}) == 4
+    # (undistortion trims a pixel or two off each side)
+    sizes = {kind: (rec.cameras[next(iter(s))].width, rec.cameras[next(iter(s))].height) for kind, s in ids.items()}
+    for kind, size in {"crop": (300, 300), "portrait": (300, 400), "bare": (400, 300)}.items():
+        assert sizes[kind] == pytest.approx(size, abs=3)
+    # the same lens in the crop and the upright frames: focal lengths close to the drone's own
+    main = rec.cameras[next(iter(plain))].mean_focal_length()
+    for kind in ("crop", "portrait"):
+        assert rec.cameras[next(iter(ids[kind]))].mean_focal_length() == pytest.approx(main, rel=0.1)

@@ -10,6 +10,7 @@ from spaceport.api.common import ApiModel
 
 MatchingMode = Literal["auto", "sequential", "spatial", "exhaustive"]
 MapperKind = Literal["incremental", "global"]
+FocalMode = Literal["auto", "refine", "exif"]
 CameraModel = Literal["SIMPLE_RADIAL", "RADIAL", "OPENCV", "PINHOLE", "SIMPLE_PINHOLE"]
 
 
@@ -22,8 +23,9 @@ class SfmOptions(ApiModel):
     )
     mapper: MapperKind = Field(
         default="incremental",
-        description="incremental: robust, the default; global: rotation and position averaging, then one bundle "
-        "adjustment.",
+        description="The mapper tried first: incremental (the default) or global (rotation and position averaging, "
+        "then one bundle adjustment). When its model registers under 90% of the photos or disagrees with their GPS "
+        "tags, the other one is tried and the model with more registered photos kept (metrics.mapper).",
     )
     max_image_size: int = Field(
         default=1600, ge=64, le=16384, description="Longest side, in pixels, of images used for SfM/training."
@@ -36,11 +38,12 @@ class SfmOptions(ApiModel):
         description="COLMAP camera model estimated per camera (one per make, model, image size and focal length); "
         "images are undistorted to PINHOLE afterwards.",
     )
-    refine_focal_length: bool = Field(
-        default=False,
-        description="false: when every photo carries an EXIF focal length, mapping keeps it (over flat ground seen "
-        "from above a free focal length drifts with the flight's depth), and estimates it otherwise; true: always "
-        "estimate it, for cameras whose EXIF focal length is rough.",
+    focal_length: FocalMode = Field(
+        default="auto",
+        description="auto: start from the EXIF focal length (35 mm equivalent, focal-plane resolution or the "
+        "sensor table) and refine it, then hold it at EXIF where the photos cannot tell it from the depth (a nadir "
+        "flight over flat ground whose refined value stayed within 5% of EXIF); refine: always refine; exif: hold "
+        "it at EXIF while mapping (refined after all when too few photos register that way).",
     )
     max_features: int = Field(
         default=8192, ge=256, le=65536, description="Most SIFT features kept per image."

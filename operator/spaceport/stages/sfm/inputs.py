@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from spaceport.stages.sfm import exif as exif_tags
+from spaceport.stages.sfm.exif import FocalPrior, GpsTag
 from spaceport.storage import Store
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-FULL_FRAME_DIAGONAL_MM = 43.267
-"""35 mm equivalent focal lengths scale with the diagonal (the crop factor convention COLMAP uses too)."""
 MIN_SIDE = 32
 """Photos smaller than this (pixels) cannot give SIFT features: they are skipped with a warning."""
 
@@ -35,24 +35,24 @@ class Photo:
     name: str  # key under the input store; also the image name in the model
     width: int  # after orientation and downscaling
     height: int
-    original_size: tuple[int, int]
+    original_size: tuple[int, int]  # as decoded, upright
     make: str
     model: str
-    focal_35mm: float | None
-    gps: tuple[float, float, float] | None  # latitude, longitude (degrees), altitude (metres)
+    focal: FocalPrior | None
+    gps: GpsTag | None
     taken: datetime | None
 
     @property
     def focal_px(self) -> float | None:
-        """Focal length prior in pixels of the prepared image, from the 35 mm equivalent."""
-        if not self.focal_35mm:
-            return None
-        return self.focal_35mm / FULL_FRAME_DIAGONAL_MM * float(np.hypot(self.width, self.height))
+        """Focal length prior in pixels of the prepared image, from the EXIF tags (see exif.focal_prior)."""
+        return self.focal.pixels(self.width, self.height) if self.focal is not None else None
 
     @property
     def camera_key(self) -> tuple:
-        """Photos with equal keys share one set of intrinsics."""
-        return (self.make, self.model, self.width, self.height, self.focal_35mm)
+        """Photos with equal keys share one set of intrinsics: same camera, same frame (a crop or another
+        resolution of the sensor, and portrait against landscape, get their own), same focal prior."""
+        fraction = round(self.focal.fraction, 4) if self.focal is not None else None
+        return (self.make, self.model, self.original_size, self.width, self.height, fraction)
 
 
 def find_images(store: Store) -> list[str]:
@@ -63,48 +63,12 @@ def _hidden(key: str) -> bool:
     return any(part.startswith(".") for part in key.split("/"))
 
 
-def _ratio(v: object) -> float:
-    if isinstance(v, tuple) and len(v) == 2:  # (numerator, denominator) from some writers
-        return float(v[0]) / float(v[1])
-    return float(v)  # type: ignore[arg-type]
-
-
-def _gps(exif: Image.Exif) -> tuple[float, float, float] | None:
-    g = exif.get_ifd(0x8825)
-    if 2 not in g or 4 not in g:
-        return None
-    try:
-        lat = sum(_ratio(x) / 60**i for i, x in enumerate(g[2]))
-        lon = sum(_ratio(x) / 60**i for i, x in enumerate(g[4]))
-        alt = _ratio(g[6]) if 6 in g else 0.0
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    if str(g.get(1, "N")).upper().startswith("S"):
-        lat = -lat
-    if str(g.get(3, "E")).upper().startswith("W"):
-        lon = -lon
-    if g.get(5) in (b"\x01", 1):  # below sea level
-        alt = -alt
-    if not (np.isfinite([lat, lon, alt]).all() and abs(lat) <= 90 and abs(lon) <= 180) or (lat == 0 and lon == 0):
-        return None
-    return lat, lon, alt
-
-
 def _taken(exif: Image.Exif) -> datetime | None:
     text = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
     try:
         return datetime.strptime(str(text).strip("\x00 "), "%Y:%m:%d %H:%M:%S") if text else None
     except ValueError:
         return None
-
-
-def _focal_35mm(exif: Image.Exif) -> float | None:
-    sub = exif.get_ifd(0x8769)
-    try:
-        f35 = float(sub.get(0xA405) or 0)
-    except (TypeError, ValueError):
-        return None
-    return f35 if 5 <= f35 <= 2000 else None
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -123,12 +87,14 @@ def prepare_photo(store: Store, key: str, target: Path, max_size: int) -> Photo:
     local = store.local_path(key)
     src = Image.open(local if local is not None else io.BytesIO(store.read_bytes(key)))
     exif = src.getexif()
-    original = src.size
-    if src.format == "JPEG" and max(original) > 2 * max_size:
+    stored = src.size
+    xmp = src.info.get("xmp", b"")
+    if src.format == "JPEG" and max(stored) > 2 * max_size:
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (never below the target): 48 MP photos decode ~8x faster.
-        src.draft("RGB", (original[0] * max_size // max(original), original[1] * max_size // max(original)))
+        src.draft("RGB", (stored[0] * max_size // max(stored), stored[1] * max_size // max(stored)))
     src.load()  # decode now: truncated or corrupt files fail here
     im = _to_rgb(ImageOps.exif_transpose(src))
+    original = stored if (im.width >= im.height) == (stored[0] >= stored[1]) else (stored[1], stored[0])
     if min(im.size) < MIN_SIDE:
         raise ValueError(f"{im.size[0]}x{im.size[1]} pixels is too small")
     scale = max_size / max(im.size)
@@ -144,7 +110,9 @@ def prepare_photo(store: Store, key: str, target: Path, max_size: int) -> Photo:
         im.save(target, "TIFF")
     make = str(exif.get(0x010F, "")).strip("\x00 ")
     model = str(exif.get(0x0110, "")).strip("\x00 ")
-    return Photo(key, im.width, im.height, original, make, model, _focal_35mm(exif), _gps(exif), _taken(exif))
+    gps = exif_tags.gps_tag(exif, xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else str(xmp))
+    return Photo(key, im.width, im.height, original, make, model,
+                 exif_tags.focal_prior(exif, make, model, stored), gps, _taken(exif))
 
 
 def prepare_photos(

@@ -1,60 +1,18 @@
-"""pycolmap steps: features, matching, mapping, and the GPS frame. Pure functions over a scratch folder."""
+"""pycolmap steps: features, matching and mapping. Pure functions over a scratch folder."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pycolmap
 
 from spaceport.api.sfm import SfmOptions
+from spaceport.stages.sfm.georef import GeoFrame, agreement, align_to_gps
 from spaceport.stages.sfm.inputs import Photo, is_ordered
 
 log = logging.getLogger("spaceport.stages.sfm")
-
-MAX_GPS_RESIDUAL = 0.05
-"""A model whose cameras sit further than this share of the flight's size from their GPS tags is distorted."""
-INCREMENTAL_ATTEMPTS = 3
-"""Incremental mappings tried at most when the model disagrees with the GPS tags (different seeds)."""
-MIN_GPS_SPREAD_M = 2.0
-"""GPS positions spread over less than this (a tripod, a hover) cannot fix the scale: they are ignored."""
-FOCAL_DRIFT_WARN = 0.05
-"""An estimated focal length further than this share from its EXIF value is reported (refineFocalLength)."""
-
-
-@dataclass(frozen=True)
-class GeoFrame:
-    """A local east-north-up frame in metres, and each photo's position in it."""
-
-    latitude: float
-    longitude: float
-    altitude: float
-    positions: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def georef(self) -> dict:
-        return {"latitude": self.latitude, "longitude": self.longitude, "altitude": self.altitude, "frame": "ENU"}
-
-
-def geo_frame(photos: list[Photo], warn: Callable[[str], None]) -> GeoFrame | None:
-    """The ENU frame centred on the photos' mean GPS position; None when GPS cannot place the model."""
-    tagged = [p for p in photos if p.gps is not None]
-    if len(tagged) < 3:
-        return None
-    if len(tagged) < len(photos) / 2:
-        warn(f"only {len(tagged)} of {len(photos)} images carry GPS tags: the model is not georeferenced")
-        return None
-    lla = np.array([p.gps for p in tagged], dtype=np.float64)
-    origin = lla.mean(axis=0)
-    enu = pycolmap.GPSTransform().ellipsoid_to_enu(lla, float(origin[0]), float(origin[1]), float(origin[2]))
-    if np.ptp(enu[:, :2], axis=0).max() < MIN_GPS_SPREAD_M:
-        warn(f"GPS positions span less than {MIN_GPS_SPREAD_M} m: the model is not georeferenced")
-        return None
-    positions = {p.name: e for p, e in zip(tagged, enu, strict=True)}
-    return GeoFrame(float(origin[0]), float(origin[1]), float(origin[2]), positions)
-
 
 def extract(database: Path, images: Path, photos: list[Photo], opts: SfmOptions) -> int:
     """SIFT on every photo, one COLMAP camera per group of photos that share intrinsics. Returns the cameras."""
@@ -70,29 +28,28 @@ def extract(database: Path, images: Path, photos: list[Photo], opts: SfmOptions)
         reader.camera_model = opts.camera_model
         f = members[0].focal_px
         if f is not None:
-            # Prior from the 35 mm equivalent: the starting point, or the value itself (map_images keep_focal).
+            # The EXIF value is where bundle adjustment starts (or the value itself with keep_focal).
             cam = pycolmap.Camera.create_from_model_name(1, opts.camera_model, f, members[0].width,
                                                          members[0].height)
             reader.camera_params = ",".join(f"{v:.6f}" for v in cam.params)
         pycolmap.extract_features(database, images, image_names=[p.name for p in members],
                                   camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                                   extraction_options=extraction, device=pycolmap.Device.cpu)
+    _flag_focal_priors(database, False)
     return len(groups)
 
 
-def write_priors(database: Path, frame: GeoFrame) -> None:
-    """Replace whatever priors COLMAP read from EXIF with positions in our ENU frame."""
+def _flag_focal_priors(database: Path, trusted: bool) -> None:
+    """Whether COLMAP may trust the cameras' EXIF focal lengths. Trusted, it verifies matches with them
+    (essential against fundamental matrix) and starts from them; a phone's EXIF value 30% off then left 2 of
+    29 photos registered. Untrusted, the value is only where bundle adjustment starts (measured on generated
+    flights: the refined value came out 2.4% off EXIF instead of 36%), and matches are verified without it.
+    Held focal lengths must be trusted, or COLMAP estimates them anyway as it registers each camera."""
     db = pycolmap.Database.open(database)
     try:
-        db.clear_pose_priors()
-        for image in db.read_all_images():
-            pos = frame.positions.get(image.name)
-            if pos is not None:
-                # No covariance: COLMAP then fits the model to the positions by a similarity at the
-                # end rather than weighting them in bundle adjustment (measured: no more accurate).
-                db.write_pose_prior(pycolmap.PosePrior(
-                    corr_data_id=image.data_id, position=np.asarray(pos, np.float64),
-                    coordinate_system=pycolmap.PosePriorCoordinateSystem.CARTESIAN))
+        for camera in db.read_all_cameras():
+            camera.has_prior_focal_length = trusted
+            db.update_camera(camera)
     finally:
         db.close()
 
@@ -128,79 +85,64 @@ def match(database: Path, mode: str, opts: SfmOptions) -> None:
         raise ValueError(f"unknown matching mode {mode!r}")
 
 
-def map_images(database: Path, images: Path, out: Path, opts: SfmOptions, frame: GeoFrame | None,
-               on_registered: Callable[[], None] | None = None, warn: Callable[[str], None] = log.warning,
-               keep_focal: bool = False) -> tuple[list[pycolmap.Reconstruction], str]:
-    """Every model the mapper found, largest first (by registered images), and the mapper that made them.
+def map_images(database: Path, images: Path, out: Path, mapper: str, frame: GeoFrame | None,
+               on_registered: Callable[[], None] | None = None,
+               keep_focal: bool = False) -> list[pycolmap.Reconstruction]:
+    """Every model ``mapper`` ("incremental" or "global") found, largest first (by registered images).
 
-    The global mapper is less robust on nadir flights over flat ground (it can fail, or return a
-    distorted model); when its result is unusable we say so and map incrementally instead.
-    ``keep_focal``: every camera's focal length comes from EXIF and stays fixed; bundle adjustment refines
-    only distortion (the global mapper's in a final adjustment). Over flat ground seen from above, a free
-    focal length drifts together with the flight's depth. Measured on generated flights (exact EXIF): the
-    global mapper's went from 333 to 457 px and its centre error from 0.15% to 10% of the flight's size;
-    the incremental mapper's came out 0.8-1.7% long on five runs of the demo flight, and held-out PSNR after
-    training averaged 26.5 dB over those five (25.5-27.2) vs 26.8 dB over seven with it kept (26.5-27.0).
+    Focal lengths start from EXIF and are refined unless ``keep_focal``. GPS tags weigh in the incremental
+    mapper's bundle adjustment by their accuracy, with a robust loss (see georef.py); the global mapper's
+    model is moved onto them by a similarity afterwards.
     """
-    if opts.mapper == "global":
-        (out / "global").mkdir(parents=True, exist_ok=True)
-        glo = _global_options()
-        if keep_focal:
-            glo.mapper.bundle_adjustment.refine_focal_length = False
-            glo.mapper.bundle_adjustment.refine_extra_params = False
-        models = _sorted(pycolmap.global_mapping(database, images, out / "global", glo))
-        if models and keep_focal:
-            final = pycolmap.BundleAdjustmentOptions()
-            final.refine_focal_length = False
-            pycolmap.bundle_adjustment(models[0], final)
-        if models and frame is not None:
-            align_to_gps(models[0], frame)
-        db = pycolmap.Database.open(database)
-        n_images = db.num_images()
-        db.close()
-        problem = _global_problem(models, frame, n_images, opts.min_registered_fraction)
-        if problem is None:
-            return models, "global"
-        warn(f"global mapping {problem}; mapped incrementally instead")
+    _flag_focal_priors(database, keep_focal)
+    if mapper == "global":
+        return _map_globally(database, images, out / "global", frame, keep_focal)
+    inc = incremental_options(frame is not None, keep_focal)
+    (out / "incremental").mkdir(parents=True, exist_ok=True)
+    return _sorted(pycolmap.incremental_mapping(database, images, out / "incremental", inc,
+                                                next_image_callback=on_registered))
+
+
+def unusable(models: list[pycolmap.Reconstruction], frame: GeoFrame | None, n_images: int,
+             min_fraction: float) -> str | None:
+    """Why a mapping result is not good enough to keep without trying another way; None when it is."""
+    if not models:
+        return "found no model"
+    if models[0].num_reg_images() < min_fraction * n_images:
+        return f"registered only {models[0].num_reg_images()} of {n_images} images"
+    fit = agreement(models[0], frame) if frame is not None else None
+    if fit is not None and not fit.explained:
+        return f"disagrees with GPS by {fit.median:.1f} m (median; the tags' accuracy allows {fit.expected:.1f} m)"
+    return None
+
+
+def incremental_options(georeferenced: bool, keep_focal: bool) -> pycolmap.IncrementalPipelineOptions:
     inc = pycolmap.IncrementalPipelineOptions()
     inc.num_threads = -1
+    inc.random_seed = 0
     inc.min_model_size = 3
-    inc.use_prior_position = frame is not None
+    inc.use_prior_position = georeferenced
+    inc.use_robust_loss_on_prior_position = True
     inc.ba_refine_focal_length = not keep_focal
-    best: list[pycolmap.Reconstruction] = []
-    for attempt in range(INCREMENTAL_ATTEMPTS):
-        # Multi-threaded mapping is not repeatable even with a fixed seed: on generated 16-image flights
-        # about one run in six converged to a model 10% off its GPS tags. GPS tells us when that happened,
-        # so map again with another seed and keep the better model.
-        inc.random_seed = attempt
-        (out / f"incremental-{attempt}").mkdir(parents=True, exist_ok=True)
-        models = _sorted(pycolmap.incremental_mapping(database, images, out / f"incremental-{attempt}", inc,
-                                                      next_image_callback=on_registered))
-        if not best or _mapping_score(models, frame) > _mapping_score(best, frame):
-            best = models
-        problem = _gps_problem(best, frame)
-        if problem is None:
-            break
-        if attempt + 1 < INCREMENTAL_ATTEMPTS:
-            warn(f"incremental mapping {problem}; mapping again with another seed")
-    return best, "incremental"
+    inc.mapper.abs_pose_refine_focal_length = not keep_focal
+    return inc
 
 
-def _mapping_score(models: list[pycolmap.Reconstruction], frame: GeoFrame | None) -> tuple[int, float]:
-    """More registered images first, then a smaller disagreement with GPS."""
-    if not models:
-        return (0, 0.0)
-    residual = gps_residual(models[0], frame)[0] if frame is not None else 0.0
-    return (models[0].num_reg_images(), -residual)
-
-
-def _gps_problem(models: list[pycolmap.Reconstruction], frame: GeoFrame | None) -> str | None:
-    if frame is None or not models:
-        return None
-    residual, spread = gps_residual(models[0], frame)
-    if residual > MAX_GPS_RESIDUAL * spread:
-        return f"disagrees with GPS by {residual:.1f} m (median) over a {spread:.0f} m flight"
-    return None
+def _map_globally(database: Path, images: Path, out: Path, frame: GeoFrame | None,
+                  keep_focal: bool) -> list[pycolmap.Reconstruction]:
+    out.mkdir(parents=True, exist_ok=True)
+    glo = _global_options()
+    if keep_focal:
+        glo.mapper.bundle_adjustment.refine_focal_length = False
+        glo.mapper.bundle_adjustment.refine_extra_params = False
+    models = _sorted(pycolmap.global_mapping(database, images, out, glo))
+    if models and keep_focal:
+        final = pycolmap.BundleAdjustmentOptions()
+        final.refine_focal_length = False
+        pycolmap.bundle_adjustment(models[0], final)
+    if models and frame is not None:
+        align_to_gps(models[0], frame)
+    return models
 
 
 def _sorted(models: dict[int, pycolmap.Reconstruction]) -> list[pycolmap.Reconstruction]:
@@ -213,63 +155,6 @@ def _global_options() -> pycolmap.GlobalPipelineOptions:
     glo.random_seed = 0
     glo.min_model_size = 3
     return glo
-
-
-def _global_problem(models: list[pycolmap.Reconstruction], frame: GeoFrame | None, n_images: int,
-                    min_fraction: float) -> str | None:
-    if not models:
-        return "found no model"
-    if models[0].num_reg_images() < min_fraction * n_images:
-        return f"registered only {models[0].num_reg_images()} of {n_images} images"
-    if frame is not None:
-        return _gps_problem(models, frame)
-    return None
-
-
-def gps_residual(rec: pycolmap.Reconstruction, frame: GeoFrame) -> tuple[float, float]:
-    """Median distance (m) between registered camera centres and their GPS positions, and the GPS spread (m)."""
-    pairs = [(np.asarray(im.projection_center()), frame.positions[im.name])
-             for im in rec.images.values() if im.has_pose and im.name in frame.positions]
-    if not pairs:
-        return float("inf"), 0.0
-    est, gps = (np.array(x) for x in zip(*pairs, strict=True))
-    return float(np.median(np.linalg.norm(est - gps, axis=1))), float(np.ptp(gps, axis=0).max())
-
-
-def align_to_gps(rec: pycolmap.Reconstruction, frame: GeoFrame) -> None:
-    """Move a model into the ENU frame with the similarity that best fits camera centres to GPS (RANSAC)."""
-    names, targets = [], []
-    for image in rec.images.values():
-        if image.has_pose and image.name in frame.positions:
-            names.append(image.name)
-            targets.append(frame.positions[image.name])
-    if len(names) < 3:
-        return
-    ransac = pycolmap.RANSACOptions()
-    ransac.max_error = 3.0  # metres: consumer GPS
-    ransac.random_seed = 0
-    sim = pycolmap.align_reconstruction_to_locations(rec, names, np.array(targets), 3, ransac)
-    if sim is not None:
-        rec.transform(sim)
-    else:
-        log.warning("could not align the model to the GPS positions")
-
-
-def focal_drift(rec: pycolmap.Reconstruction, exif_focal: dict[str, float | None]) -> list[str]:
-    """A line for each camera whose estimated focal length ended more than FOCAL_DRIFT_WARN from its EXIF
-    value (``exif_focal``: pixels by image name)."""
-    notes = []
-    for camera_id, camera in sorted(rec.cameras.items()):
-        names = sorted(im.name for im in rec.images.values() if im.camera_id == camera_id and im.has_pose)
-        prior = next((f for f in (exif_focal.get(n) for n in names) if f), None)
-        if prior is None:
-            continue
-        change = camera.mean_focal_length() / prior - 1.0
-        if abs(change) > FOCAL_DRIFT_WARN:
-            notes.append(f"the focal length of {names[0]}'s camera ({len(names)} images) came out "
-                         f"{camera.mean_focal_length():.0f} px, {change:+.0%} off its EXIF value {prior:.0f} px "
-                         "(over flat ground a free focal length drifts with the depth)")
-    return notes
 
 
 def components_beyond(models: list[pycolmap.Reconstruction]) -> list[int]:
