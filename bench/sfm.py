@@ -31,7 +31,7 @@ import pycolmap  # noqa: E402
 from bench.record import add_smoke_flag, emit  # noqa: E402
 
 from spaceport.api.sfm import SfmOptions  # noqa: E402
-from spaceport.stages.sfm import reconstruct  # noqa: E402
+from spaceport.stages.sfm import georef, reconstruct  # noqa: E402
 from spaceport.stages.sfm.inputs import prepare_photos  # noqa: E402
 from spaceport.storage import LocalStore  # noqa: E402
 from spaceport.synthetic import generate_flight  # noqa: E402
@@ -76,11 +76,13 @@ def main() -> None:
         photos, failed = prepare_photos(LocalStore(flight.out_dir), keys, work / "prepared", opts.max_image_size)
         if failed:
             raise SystemExit(f"unreadable generated images: {failed}")
-        frame = reconstruct.geo_frame(photos, print)
-        keep_focal = not opts.refine_focal_length and all(p.focal_px is not None for p in photos)  # as the stage
+        frame = georef.geo_frame(photos, print)
+        # as the stage starts on a GPS-tagged flight whose photos all carry a focal length (focal.py)
+        keep_focal = opts.focal_length != "refine" and all(p.focal_px is not None for p in photos)
         base = work / "features.db"
         _, feat_s, feat_cpu = timed(lambda: reconstruct.extract(base, work / "prepared", photos, opts))
-        reconstruct.write_priors(base, frame)
+        if frame is not None:
+            georef.write_priors(base, frame)
         auto = reconstruct.choose_matching(opts, photos, frame)
         print(f"features: {feat_s:.1f} s wall, {feat_cpu:.1f} s CPU; auto picks {auto!r}\n")
         results.update(renderSeconds=gen_s, featureSeconds=feat_s, featureCpuSeconds=feat_cpu, auto=auto,
@@ -91,9 +93,9 @@ def main() -> None:
             db = work / f"{mode}.db"
             shutil.copy(base, db)
             _, m_s, m_cpu = timed(lambda db=db, mode=mode: reconstruct.match(db, mode, opts))
-            (models, used), map_s, _ = timed(
-                lambda db=db, mode=mode: reconstruct.map_images(db, work / "prepared", work / f"map-{mode}", opts,
-                                                                frame, keep_focal=keep_focal))
+            models, map_s, _ = timed(
+                lambda db=db, mode=mode: reconstruct.map_images(db, work / "prepared", work / f"map-{mode}",
+                                                                "incremental", frame, keep_focal=keep_focal))
             rows.append((mode, verified_pairs(db), m_s, m_cpu, map_s, *_quality(models, flight)))
         ref = rows[0]
         print(f"{'matching':<12}{'pairs':>7}{'match s':>9}{'CPU s':>8}{'speed-up':>10}{'map s':>8}"
@@ -110,21 +112,19 @@ def main() -> None:
             print(f"\nmappers on the {auto} matches:")
             db = work / f"{auto}.db"
             inc_row = next(r for r in rows if r[0] == auto)
-            notes: list[str] = []
-            glo_opts = opts.model_copy(update={"mapper": "global"})
-            (models, used), g_s, g_cpu = timed(lambda: reconstruct.map_images(db, work / "prepared", work / "map-g",
-                                                                             glo_opts, frame, None, notes.append,
-                                                                             keep_focal=keep_focal))
+            models, g_s, g_cpu = timed(lambda: reconstruct.map_images(db, work / "prepared", work / "map-g",
+                                                                     "global", frame, keep_focal=keep_focal))
+            problem = reconstruct.unusable(models, frame, len(photos), opts.min_registered_fraction)
+            notes = [f"the stage would fall back to incremental: global mapping {problem}"] if problem else []
             reg, err = _quality(models, flight)
             print(f"{'mapper':<14}{'map s':>8}{'CPU s':>8}{'registered':>12}{'max err':>9}{'time vs incremental':>21}")
             print(f"{'incremental':<14}{inc_row[4]:>8.1f}{'':>8}{inc_row[5]:>12}{inc_row[6]:>8.2%}{1.0:>20.2f}x")
-            label = "global" if used == "global" else "global->incr."
-            print(f"{label:<14}{g_s:>8.1f}{g_cpu:>8.1f}{reg:>12}{err:>8.2%}{g_s / inc_row[4]:>20.2f}x")
+            print(f"{'global':<14}{g_s:>8.1f}{g_cpu:>8.1f}{reg:>12}{err:>8.2%}{g_s / inc_row[4]:>20.2f}x")
             for note in notes:
                 print(f"  note: {note}")
             results["mappers"] = {
                 "incremental": {"mapSeconds": inc_row[4], "registered": inc_row[5], "maxCentreError": inc_row[6]},
-                "global": {"mapper": used, "mapSeconds": g_s, "mapCpuSeconds": g_cpu, "registered": reg,
+                "global": {"mapSeconds": g_s, "mapCpuSeconds": g_cpu, "registered": reg,
                            "maxCentreError": err, "timeVsIncremental": g_s / inc_row[4], "notes": notes}}
 
         spatial = next(r for r in rows if r[0] == auto)
