@@ -72,9 +72,12 @@ def _write_termination_message(text: str) -> None:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from spaceport.stages.runner import run_stage
+    from spaceport.stages.runner import check_owner, run_stage
 
     try:
+        owner, root = os.environ.get("SPACEPORT_OWNER"), os.environ.get("SPACEPORT_OUTPUT_ROOT")
+        if owner and root:  # set by the operator on every stage Job
+            check_owner(root, owner)
         result = run_stage(args.name, args.input, args.output, args.config)
     except StageError as e:
         logging.getLogger("spaceport").error("%s failed: %s", args.name, e)

@@ -29,11 +29,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from spaceport.storage import Store
+from spaceport.storage import AlreadyExistsError, NotFoundError, Store
 
 PROGRESS_FILE = "progress.json"
 RESULT_FILE = "result.json"
 ATTEMPT_FILE = "attempt.json"
+OWNER_FILE = "owner.json"
+"""At the root of a Reconstruction's output: ``{"namespace", "name", "uid", "created"}`` of the one that owns it."""
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LIMIT = 4096
 """Bytes Kubernetes keeps of a container's termination message."""
@@ -66,6 +68,12 @@ class StaleOutputError(BadInputError):
     reason = "StaleOutput"
 
 
+class OutputInUseError(BadInputError):
+    """The output prefix belongs to another Reconstruction (its owner.json says which)."""
+
+    reason = "OutputInUse"
+
+
 class RetryableError(StageError):
     """A transient failure (storage unreachable, node lost): Kubernetes retries the Job."""
 
@@ -74,6 +82,31 @@ class RetryableError(StageError):
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def claim_owner(root: Store, namespace: str, name: str, uid: str) -> dict[str, Any]:
+    """The owner record at ``root``: read, or written for (namespace, name, uid) when there is none.
+
+    Raises :class:`OutputInUseError` when it names another Reconstruction. One re-created under the same namespace
+    and name is the same owner (it continues at the next free run); the record keeps the first uid.
+    """
+    record = {"namespace": namespace, "name": name, "uid": uid, "created": now_iso()}
+    try:
+        owner = json.loads(root.read_bytes(OWNER_FILE))
+    except NotFoundError:
+        try:
+            root.write_text(OWNER_FILE, json.dumps(record, indent=1), overwrite=False)
+            return record
+        except AlreadyExistsError:  # claimed a moment ago by another Reconstruction
+            owner = json.loads(root.read_bytes(OWNER_FILE))
+    if not isinstance(owner, dict):
+        owner = {}
+    if (owner.get("namespace"), owner.get("name")) != (namespace, name):
+        raise OutputInUseError(
+            f"spec.output.uri: {root.uri} belongs to Reconstruction {owner.get('namespace')}/{owner.get('name')} "
+            f"(uid {owner.get('uid')}, since {owner.get('created')}; {root.uri_of(OWNER_FILE)}); "
+            "choose another output.uri")
+    return owner
 
 
 class _Wire(BaseModel):

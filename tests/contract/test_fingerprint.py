@@ -114,3 +114,15 @@ def test_cli_compress_with_other_sh_bands_exits_2_and_keeps_the_first_result(tmp
     assert json.loads((tmp_path / "term").read_text())["reason"] == "StaleOutput"
     assert (out / "scene.sog").read_bytes() == sog
     assert json.loads((out / RESULT_FILE).read_text())["metrics"]["shBands"] == 3
+
+
+def test_owner_record_is_claimed_once_and_checked(tmp_path: Path) -> None:
+    from spaceport.contract import OWNER_FILE, OutputInUseError
+    from spaceport.stages.runner import check_owner
+
+    root = tmp_path / "out"
+    check_owner(str(root), '{"namespace": "a", "name": "site", "uid": "1"}')
+    check_owner(str(root), '{"namespace": "a", "name": "site", "uid": "2"}')  # re-created namesake: same owner
+    assert json.loads((root / OWNER_FILE).read_text())["uid"] == "1"
+    with pytest.raises(OutputInUseError, match=r"belongs to Reconstruction a/site \(uid 1"):
+        check_owner(str(root), '{"namespace": "b", "name": "site", "uid": "3"}')

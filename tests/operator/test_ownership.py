@@ -63,3 +63,16 @@ async def test_second_reconstruction_on_an_owned_output_fails_naming_the_owner(c
 
 async def _gone(cluster: Cluster) -> bool:
     return await cluster.recon("site") is None and not await cluster.jobs()
+
+
+def test_stage_jobs_carry_the_owner_and_the_output_root() -> None:
+    from spaceport.api import ReconstructionSpec
+    from spaceport.controller.jobs import Owner, build_job
+    from spaceport.controller.settings import OperatorSettings
+
+    spec = ReconstructionSpec.model_validate({"input": {"uri": "flights/a", "volumeClaim": "photos"},
+                                              "output": {"uri": "recon/a", "volumeClaim": "results"}})
+    job = build_job(Owner("a", "surveys", "u-9"), spec, 3, "train", OperatorSettings())
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SPACEPORT_OUTPUT_ROOT"] == "/mnt/spaceport/output/recon/a"
+    assert json.loads(env["SPACEPORT_OWNER"]) == {"namespace": "surveys", "name": "a", "uid": "u-9"}

@@ -191,3 +191,18 @@ async def test_corrupt_jpeg_is_skipped_and_named(cluster: Cluster, kubelet: Kube
     assert [w for w in sfm["warnings"] if w.startswith("skipped ") and w.split(":")[0].endswith("IMG_0099.jpg")]
     assert (photos / "IMG_0099.jpg").read_bytes() == BROKEN_JPEG
     assert json.loads((volumes["survey-results"] / "reconstructions/orbit/runs/1/sfm/result.json").read_text())
+
+
+async def test_second_reconstruction_on_a_volume_prefix_is_output_in_use(cluster: Cluster, kubelet: Kubelet,
+                                                                       volumes: dict[str, Path]) -> None:
+    """The operator cannot read volumes: the REAL stage checks the owner record there, before any work."""
+    first = await failed(cluster, "orbit", pvc_spec(retries=0))  # no photos: it fails, but it owns the prefix
+    assert "no images found" in first["message"]
+    owner = json.loads((volumes["survey-results"] / "reconstructions" / "orbit" / "owner.json").read_text())
+    assert (owner["namespace"], owner["name"]) == ("default", "orbit")
+    before = files(volumes["survey-results"])
+    second = await failed(cluster, "copy", pvc_spec(retries=0))
+    assert second["reason"] == "OutputInUse" and second["stage"] == "sfm"
+    assert "belongs to Reconstruction default/orbit" in second["message"]
+    assert files(volumes["survey-results"]) == before  # it wrote nothing there
+    assert len(kubelet.attempts["copy-r1-sfm"]) == 1  # bad input: never retried

@@ -10,7 +10,6 @@ boto3 client. Without a credentialsSecret the operator's own AWS environment is 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,12 +18,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from spaceport.api import ReconstructionSpec, is_s3_uri
-from spaceport.contract import PROGRESS_FILE, RESULT_FILE, ProgressRecord, StageResult
+from spaceport.contract import PROGRESS_FILE, RESULT_FILE, OutputInUseError, ProgressRecord, StageResult, claim_owner
 from spaceport.controller.k8s import Kube
-from spaceport.storage import AlreadyExistsError, NotFoundError, S3Store, StorageError, s3_client
-
-OWNER_FILE = "owner.json"
-"""At the root of spec.output.uri: ``{"namespace", "name", "uid", "created"}`` of the Reconstruction that owns it."""
+from spaceport.storage import S3Store, StorageError, s3_client
 
 log = logging.getLogger("spaceport.operator.progress")
 
@@ -84,45 +80,31 @@ class StorageReader:
 
 
 class OutputClaim:
-    """What the output prefix holds: its owner record and the run folders already there."""
+    """What the output prefix holds: the run folders already there, and whether another Reconstruction owns it."""
 
-    def __init__(self, owner: dict[str, Any], runs: list[int]) -> None:
-        self.owner, self.runs = owner, runs
-
-    def foreign(self, namespace: str, name: str) -> bool:
-        """Owned by another Reconstruction (a namesake re-created in the same namespace is the same owner)."""
-        return (self.owner.get("namespace"), self.owner.get("name")) != (namespace, name)
-
-    def describe(self) -> str:
-        o = self.owner
-        return f"{o.get('namespace')}/{o.get('name')} (uid {o.get('uid')}, since {o.get('created')})"
+    def __init__(self, runs: list[int], foreign: str | None = None) -> None:
+        self.runs, self.foreign = runs, foreign
 
 
-def claim_output(reader: StorageReader, namespace: str, name: str, uid: str, spec: ReconstructionSpec,
-                 now: str) -> OutputClaim | None:
+def claim_output(reader: StorageReader, namespace: str, name: str, uid: str, spec: ReconstructionSpec
+                 ) -> OutputClaim | None:
     """Read (or, when there is none, write) the output prefix's owner record, and list its run folders.
 
     None when the operator cannot read that storage (volumes, which it does not mount; or no credentials yet):
-    then run numbers come from status alone, and the stages' fingerprints still refuse foreign results.
+    then run numbers come from status alone, and the stages check the owner record and their fingerprints.
     """
     store = reader.store(namespace, spec, spec.output.uri)
     if store is None:
         return None
-    record = {"namespace": namespace, "name": name, "uid": uid, "created": now}
     try:
         try:
-            owner = json.loads(store.read_bytes(OWNER_FILE))
-        except NotFoundError:
-            try:
-                store.write_text(OWNER_FILE, json.dumps(record, indent=1), overwrite=False)
-                owner = record
-            except AlreadyExistsError:  # claimed a moment ago by another Reconstruction
-                owner = json.loads(store.read_bytes(OWNER_FILE))
-        runs = sorted(int(n) for n in store.folders("runs") if n.isdigit())
+            claim_owner(store, namespace, name, uid)
+        except OutputInUseError as e:
+            return OutputClaim([], str(e))
+        return OutputClaim(sorted(int(n) for n in store.folders("runs") if n.isdigit()))
     except (StorageError, ValueError) as e:
         log.info("cannot read the owner of %s: %s", spec.output.uri, e)
         return None
-    return OutputClaim(owner if isinstance(owner, dict) else {}, runs)
 
 
 def _client_from_secret(data: dict[str, str]) -> Any:

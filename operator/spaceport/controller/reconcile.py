@@ -33,7 +33,7 @@ from spaceport.controller.jobs import CONTAINER, Owner, build_job, credentials_s
 from spaceport.controller.k8s import ConflictError, Kube, OwnerMismatchError
 from spaceport.controller.naming import LABEL_RUN, RETRY_ANNOTATION
 from spaceport.controller.notify import Notifier
-from spaceport.controller.progress import OWNER_FILE, StorageReader, claim_output
+from spaceport.controller.progress import StorageReader, claim_output
 from spaceport.controller.settings import OperatorSettings
 from spaceport.controller.written import Written, own_status
 
@@ -194,12 +194,10 @@ class Reconciler:
         finds them. Fails with OutputInUse when another Reconstruction owns the prefix."""
         meta = body["metadata"]
         namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
-        claim = claim_output(self.storage, namespace, name, meta["uid"], spec, now_iso())
-        if claim is not None and claim.foreign(namespace, name):
+        claim = claim_output(self.storage, namespace, name, meta["uid"], spec)
+        if claim is not None and claim.foreign:
             self._delete_jobs(namespace, name, keep_run=None)
-            message = (f"spec.output.uri: {spec.output.uri} belongs to Reconstruction {claim.describe()} "
-                       f"({spec.output.uri.rstrip('/')}/{OWNER_FILE}); choose another output.uri")
-            new = st.invalid_spec(old, message, generation, now_iso(), Reason.OUTPUT_IN_USE)
+            new = st.invalid_spec(old, claim.foreign, generation, now_iso(), Reason.OUTPUT_IN_USE)
             return self._write(body, raw_status, old, new)
         stored = max(claim.runs) if claim is not None and claim.runs else 0
         return self._write(body, raw_status, old, st.start_run(old, spec, name, generation, now_iso(), stored))

@@ -226,7 +226,9 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
         stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "message": why, "eta_seconds": None,
                                               "finished_at": job.completion_time or st.finished_at or now,
                                               "usage": job.usage(now)})
-        update.update(stages=stages, phase=Phase.FAILED, reason=Reason.STAGE_FAILED, message=message)
+        # A stage that found the output owned by another Reconstruction (volumes: the operator could not look).
+        reason = Reason.OUTPUT_IN_USE if why.startswith("OutputInUse:") else Reason.STAGE_FAILED
+        update.update(stages=stages, phase=Phase.FAILED, reason=reason, message=message)
         return with_conditions(status.model_copy(update=update), now)
 
     # In a queue Kueue owns the Job's suspend flag: suspended there means waiting for (re-)admission.

@@ -28,6 +28,7 @@ from spaceport.contract import (
     StageFunction,
     StageResult,
     StaleOutputError,
+    claim_owner,
     now_iso,
 )
 from spaceport.storage import NotFoundError, StorageError, Store, UnsafeKeyError, UnwritableError, open_store
@@ -203,6 +204,21 @@ def run_stage(
         raise _classify(e, stage) from e
     except MemoryError as e:
         raise RetryableError(f"{stage}: out of memory; lower the image size or Gaussian cap") from e
+
+
+def check_owner(root_uri: str, owner: str) -> None:
+    """Claim (or check) the Reconstruction's output root for ``owner`` (JSON: namespace, name, uid) before any work.
+
+    The operator does the same at the start of a run where it can read the output (S3); on volumes, which it does
+    not mount, this is the only check. Raises :class:`OutputInUseError` (exit 2) for another owner's output.
+    """
+    try:
+        who = json.loads(owner)
+        claim_owner(open_store(root_uri), str(who["namespace"]), str(who["name"]), str(who["uid"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadInputError(f"SPACEPORT_OWNER {owner!r} is not an owner record: {e}") from e
+    except StorageError as e:
+        raise _classify(e, "output") from e
 
 
 def _classify(err: StorageError, where: str) -> StageError:
