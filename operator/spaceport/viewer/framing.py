@@ -167,9 +167,10 @@ def _aerial_pose(ordered: list[dict[str, Any]], w2cs: list[np.ndarray], means: n
     lo, hi = (centres @ flat).min(0), (centres @ flat).max(0)
     ground = flying - max(float(np.max(hi - lo)) / 2, 1.0)  # without points: a guess below the flight
     if means is not None:
-        # The ground the photos saw: points under the flight (plus one photo's footprint), not far floaters.
+        # The ground the photos saw together: points under the flight and a quarter of a photo's footprint beyond
+        # it (the edges, seen by one photo at a slant, are the blurriest part), not far floaters.
         ground = float(np.median(means @ up))
-        reach = max(flying - ground, 1e-6) * 0.5 * max(width / fx, height / fy)
+        reach = max(flying - ground, 1e-6) * 0.25 * max(width / fx, height / fy)
         inside = np.all(np.abs(means @ flat - (lo + hi) / 2) <= (hi - lo) / 2 + reach, axis=1)
         if inside.sum() >= 10:
             seen = means[inside]
