@@ -22,8 +22,8 @@ class SfmOptions(ApiModel):
         description="auto: spatial with GPS tags, sequential for ordered flights, exhaustive for small sets.",
     )
     mapper: MapperKind = Field(
-        default="incremental",
-        description="The mapper tried first: incremental (the default) or global (rotation and position averaging, "
+        default="global",
+        description="The mapper tried first: global (the default) or incremental (rotation and position averaging, "
         "then one bundle adjustment). When its model registers under 90% of the photos or disagrees with their GPS "
         "tags, the other one is tried and the model with more registered photos kept (metrics.mapper).",
     )
@@ -41,9 +41,9 @@ class SfmOptions(ApiModel):
     focal_length: FocalMode = Field(
         default="auto",
         description="auto: start from the EXIF focal length (35 mm equivalent, focal-plane resolution or the "
-        "sensor table) and refine it, then hold it at EXIF where the photos cannot tell it from the depth (a nadir "
-        "flight over flat ground whose refined value stayed within 5% of EXIF); refine: always refine; exif: hold "
-        "it at EXIF while mapping (refined after all when too few photos register that way).",
+        "sensor table) and refine it; where the photos cannot tell it from the depth (flat ground seen from far "
+        "above: relief under 2% of the height) also map with it held and keep the model closer to its GPS tags; "
+        "refine: always refine; exif: hold it while mapping (refined after all when too few photos register).",
     )
     max_features: int = Field(
         default=8192, ge=256, le=65536, description="Most SIFT features kept per image."

@@ -86,21 +86,32 @@ def match(database: Path, mode: str, opts: SfmOptions) -> None:
 
 
 def map_images(database: Path, images: Path, out: Path, mapper: str, frame: GeoFrame | None,
-               on_registered: Callable[[], None] | None = None,
+               on_progress: Callable[[int], None] | None = None,
                keep_focal: bool = False) -> list[pycolmap.Reconstruction]:
     """Every model ``mapper`` ("incremental" or "global") found, largest first (by registered images).
 
     Focal lengths start from EXIF and are refined unless ``keep_focal``. GPS tags weigh in the incremental
     mapper's bundle adjustment by their accuracy, with a robust loss (see georef.py); the global mapper's
-    model is moved onto them by a similarity afterwards.
+    model is moved onto them by a similarity afterwards. ``on_progress`` gets the number of images registered
+    so far: after each one (incremental), or once at the end (global, which registers all at once).
     """
     _flag_focal_priors(database, keep_focal)
+    report = on_progress or (lambda n: None)
     if mapper == "global":
-        return _map_globally(database, images, out / "global", frame, keep_focal)
+        models = _map_globally(database, images, out / "global", frame, keep_focal)
+        report(models[0].num_reg_images() if models else 0)
+        return models
     inc = incremental_options(frame is not None, keep_focal)
     (out / "incremental").mkdir(parents=True, exist_ok=True)
+    registered = 0
+
+    def next_image() -> None:
+        nonlocal registered
+        registered += 1
+        report(registered)
+
     return _sorted(pycolmap.incremental_mapping(database, images, out / "incremental", inc,
-                                                next_image_callback=on_registered))
+                                                next_image_callback=next_image))
 
 
 def unusable(models: list[pycolmap.Reconstruction], frame: GeoFrame | None, n_images: int,

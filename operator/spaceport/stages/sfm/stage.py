@@ -26,6 +26,8 @@ from spaceport.stages.sfm.georef import GeoFrame
 from spaceport.stages.sfm.inputs import Photo, find_images, prepare_photos
 
 MIN_IMAGES = 3
+FALLBACK_REGISTERED = 0.9
+"""A model that registers less than this share of the photos (or disagrees with GPS) makes the other mapper try."""
 
 # Share of the stage's progress bar given to each step (rough CPU time shares on drone flights).
 STEPS = {"prepare": (0.0, 0.1), "features": (0.1, 0.3), "matching": (0.3, 0.55), "mapping": (0.55, 0.9),
@@ -138,31 +140,40 @@ def _map(ctx: StageContext, database: Path, images: Path, out: Path, photos: lis
     """The largest model, the mapper that made it, how many other components there were, and what became of
     the focal length. Raises BadInputError when too few photos register.
 
-    Tries, in order, until one is good (see focal.py and reconstruct.unusable): the focal length held at EXIF
-    where that is the rule; the chosen mapper refining it; the other mapper. Keeps the best of those tried.
+    The chosen mapper maps refining the focal length (or holding it, with ``focalLength: exif``); when its model
+    registers under 90% of the photos or disagrees with GPS, the other mapper tries and the model with more
+    registered photos is kept. Then, in ``auto``, a flat scene seen from above is mapped again with the EXIF
+    focal length held, and GPS decides between the two (focal.py says why).
     """
     opts: SfmOptions = ctx.options
     all_priors = all(p.focal_px is not None for p in photos)
-    hold = all_priors and (opts.focal_length == "exif" or (opts.focal_length == "auto" and frame is not None))
-    other = "global" if opts.mapper == "incremental" else "incremental"
-    plan = [("held", opts.mapper, True)] if hold else []
-    plan += [("refined", opts.mapper, False), ("refined", other, False)]
-    tried: list[tuple[list[pycolmap.Reconstruction], str, FocalOutcome]] = []
-    for i, (label, mapper, keep) in enumerate(plan):
-        models = reconstruct.map_images(database, images, out / f"{i}", mapper, frame,
-                                        _registration_progress(ctx, len(photos)), keep_focal=keep)
-        if keep and opts.focal_length == "auto" and frame is not None:
-            problem = focal.held_problem(models, len(photos), frame)
-        else:
-            problem = reconstruct.unusable(models, frame, len(photos), focal.HELD_MIN_REGISTERED)
-        outcome = FocalOutcome("exif", f"sfm.focalLength: {opts.focal_length}") if keep else FocalOutcome(
-            "refined" if any(p.focal_px for p in photos) else "estimated", _why_refined(opts, all_priors, hold))
-        tried.append((models, mapper, outcome))
-        if problem is None:
-            break
-        if i + 1 < len(plan):
-            ctx.log.info("%s %s mapping %s; trying %s %s mapping", label, mapper, problem, *plan[i + 1][:2])
-    models, mapper, outcome = max(tried, key=lambda t: t[0][0].num_reg_images() if t[0] else 0)
+    keep = opts.focal_length == "exif" and all_priors
+    count = 0
+
+    def attempt(mapper: str, hold: bool) -> list[pycolmap.Reconstruction]:
+        nonlocal count
+        count += 1
+        label = f"{mapper} mapping" + (" (EXIF focal length held)" if hold else "")
+        return reconstruct.map_images(database, images, out / str(count), mapper, frame,
+                                      _registration_progress(ctx, len(photos), label), keep_focal=hold)
+
+    mapper = opts.mapper
+    models = attempt(mapper, keep)
+    problem = reconstruct.unusable(models, frame, len(photos), FALLBACK_REGISTERED)
+    if problem is not None:
+        other = "global" if mapper == "incremental" else "incremental"
+        ctx.log.info("%s mapping %s; trying %s mapping", mapper, problem, other)
+        second = attempt(other, False)
+        if second and (not models or second[0].num_reg_images() > models[0].num_reg_images()):
+            models, mapper, keep = second, other, False
+    outcome = _focal_outcome(opts, keep, all_priors, frame)
+    if models and opts.focal_length == "auto" and all_priors and frame is not None:
+        scene_relief = focal.relief(models[0])
+        if scene_relief < focal.FLAT_MAX_RELIEF:
+            held = attempt(mapper, True)
+            better, why = focal.held_is_better(held, models[0], frame)
+            outcome = FocalOutcome("exif" if better else "refined", f"relief {scene_relief:.3f} of the height: {why}")
+            models = held if better else models
     n_reg = models[0].num_reg_images() if models else 0
     if n_reg < max(MIN_IMAGES, opts.min_registered_fraction * len(photos)):
         raise BadInputError(
@@ -180,24 +191,26 @@ def _map(ctx: StageContext, database: Path, images: Path, out: Path, photos: lis
     return models[0], mapper, len(others), outcome
 
 
-def _why_refined(opts: SfmOptions, all_priors: bool, held_first: bool) -> str:
-    if held_first:
-        return "held at EXIF, the model was not a registered nadir survey that agrees with GPS"
+def _focal_outcome(opts: SfmOptions, kept: bool, all_priors: bool, frame: GeoFrame | None) -> FocalOutcome:
+    """What became of the focal length before the flat-scene check."""
+    if kept:
+        return FocalOutcome("exif", "sfm.focalLength: exif")
     if not all_priors:
-        return "no EXIF focal length for some photos"
-    return "no GPS to tell a nadir flight" if opts.focal_length == "auto" else "sfm.focalLength: refine"
+        return FocalOutcome("estimated", "some photos carry no EXIF focal length")
+    if opts.focal_length != "auto":
+        return FocalOutcome("refined", f"sfm.focalLength: {opts.focal_length}")
+    return FocalOutcome("refined", "the scene has relief enough to fix it" if frame is not None else
+                        "no GPS tags to choose by on flat ground")
 
 
-def _registration_progress(ctx: StageContext, n_photos: int) -> Callable[[], None]:
-    """A callback for one mapping attempt: counts its registrations (a new attempt starts again from 0)."""
-    registered = 0
+def _registration_progress(ctx: StageContext, n_photos: int, label: str) -> Callable[[int], None]:
+    """Progress of one mapping attempt, which counts its own registrations (never more than the photos)."""
+    bar = ctx.progress.span(*STEPS["mapping"])
+    bar.update(0.0, label, force=True)
 
-    def on_registered() -> None:
-        nonlocal registered
-        registered += 1
-        ctx.progress.span(*STEPS["mapping"]).update(min(registered / n_photos, 1.0),
-                                                    f"registered {registered}/{n_photos} images")
-    return on_registered
+    def on_progress(registered: int) -> None:
+        bar.update(min(registered / n_photos, 1.0), f"{label}: registered {registered}/{n_photos} images")
+    return on_progress
 
 
 def _gps_metrics(ctx: StageContext, rec: pycolmap.Reconstruction, frame: GeoFrame) -> dict[str, Any]:
