@@ -131,10 +131,12 @@ def one(folder: Path, tree: Path, out: Path, preset: str, stages: str, config: d
     out.mkdir(parents=True, exist_ok=True)
     row: dict[str, Any] = {"folder": folder.name, "tree": str(tree), "photos": len(photos_in(folder))}
     if stages == "sfm":
-        opts = SfmOptions.model_validate({**preset_defaults(preset, "sfm"), **(config or {}).get("sfm", {})})
+        # Only the preset's fields and the user's: a reference tree may not know today's other options.
+        preset_fields = SfmOptions.model_validate(preset_defaults(preset, "sfm")).model_dump(
+            by_alias=True, include=set(preset_defaults(preset, "sfm")))
         sfm = out / "sfm"
-        code, wall, rss = run(tree, ["stage", "sfm", "--input", str(folder), "--output", str(sfm),
-                                     "--config", json.dumps(opts.to_wire())], out / "log.txt")
+        code, wall, rss = run(tree, ["stage", "sfm", "--input", str(folder), "--output", str(sfm), "--config",
+                                     json.dumps({**preset_fields, **(config or {}).get("sfm", {})})], out / "log.txt")
         run_dir = out
     else:
         argv = ["run", str(folder), "--out", str(out / "run"), "--preset", preset]
