@@ -38,11 +38,6 @@ class GeoFrame:
     def georef(self) -> dict:
         return {"latitude": self.latitude, "longitude": self.longitude, "altitude": self.altitude, "frame": "ENU"}
 
-    @property
-    def spread(self) -> float:
-        """The largest extent of the tagged positions along an axis (m)."""
-        return float(np.ptp(np.array(list(self.positions.values())), axis=0).max())
-
 
 def geo_frame(photos: list[Photo], warn: Callable[[str], None]) -> GeoFrame | None:
     """The ENU frame centred on the photos' mean GPS position; None when GPS cannot place the model."""
@@ -113,12 +108,6 @@ def agreement(rec: pycolmap.Reconstruction, frame: GeoFrame) -> GpsAgreement | N
     expected = float(np.median(np.sqrt(2 * sig[:, 0] ** 2 + sig[:, 1] ** 2)) * 0.89)
     return GpsAgreement(float(np.median(np.linalg.norm(d, axis=1))), float(np.median(np.linalg.norm(d[:, :2], axis=1))),
                         float(np.median(np.abs(d[:, 2]))), outliers, expected)
-
-
-def gps_residual(rec: pycolmap.Reconstruction, frame: GeoFrame) -> tuple[float, float]:
-    """Median distance (m) between registered camera centres and their GPS positions, and the GPS spread (m)."""
-    a = agreement(rec, frame)
-    return (a.median if a is not None else float("inf")), frame.spread
 
 
 def align_to_gps(rec: pycolmap.Reconstruction, frame: GeoFrame) -> None:

@@ -36,9 +36,8 @@ STEPS = {"prepare": (0.0, 0.1), "features": (0.1, 0.3), "matching": (0.3, 0.55),
 
 @contextmanager
 def quiet_alignment(quiet: bool) -> Iterator[None]:
-    """COLMAP errors only while mapping with GPS priors: its alignment warns "No pose priors with valid
-    covariance found" once per registered image, because our priors deliberately have none (see
-    georef.write_priors); forty such lines were all a demo printed."""
+    """COLMAP errors only while mapping with GPS priors: its prior alignment logs a warning per registered
+    image (forty such lines were all a demo once printed); our own log says what mapping did."""
     previous = pycolmap.logging.minloglevel
     if quiet:
         pycolmap.logging.minloglevel = max(previous, int(pycolmap.logging.ERROR))
