@@ -1,7 +1,7 @@
 """What every benchmark prints last: one JSON record of its settings, the machine and its numbers.
 
 Each script in bench/ prints a table for people and then one line ``BENCH {...}`` that tools (and
-tests/bench/test_smoke.py) read. ``--smoke`` runs a script on tiny inputs in seconds: CI runs every
+tests/benchmarks/test_smoke.py) read. ``--smoke`` runs a script on tiny inputs in seconds: CI runs every
 script that way, so none of them can stop working unnoticed.
 
 A reference measured once and cached (splat-transform's run) carries :func:`machine` with it; a ratio
