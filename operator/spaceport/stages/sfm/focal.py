@@ -30,7 +30,8 @@ FLAT_MAX_RELIEF = 0.02
 """Flat: the ground's relief (10th to 90th percentile of point heights) is below this share of the cameras'
 median height above it."""
 GPS_TIE = 1.1
-"""The held model is kept when its median disagreement with GPS is at most this factor of the refined one's."""
+"""The held model is kept unless its median disagreement with GPS exceeds this factor of the refined one's plus
+the standard error the tags' accuracy gives that median."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,9 @@ def held_is_better(held: list[pycolmap.Reconstruction], refined: pycolmap.Recons
     a_held, a_refined = agreement(held[0], frame), agreement(refined, frame)
     if a_held is None or a_refined is None:
         return False, "no GPS tags on the registered photos"
-    if a_held.median > GPS_TIE * a_refined.median:
+    # Within what the tags' own noise can tell apart (the median's standard error), the EXIF value stands.
+    tolerance = a_refined.expected / float(np.sqrt(max(refined.num_reg_images(), 1)))
+    if a_held.median > GPS_TIE * a_refined.median + tolerance:
         return False, (f"held at EXIF the cameras sit further from their GPS tags ({a_held.median:.2f} m against "
                        f"{a_refined.median:.2f} m refined)")
     return True, (f"flat ground seen from above; held at EXIF the cameras sit {a_held.median:.2f} m from their "
