@@ -91,11 +91,11 @@ class TrainOptions(ApiModel):
                     "the same maths on CPU). The outputs say so (PLY comment, SOG meta.json model), so viewers "
                     "render the splats as they were trained.",
     )
-    appearance: Literal["off", "affine"] = Field(
+    appearance: Literal["off", "exposure", "affine"] = Field(
         default="off",
-        description="Per-photo colour transform learned with the scene ('affine': a 3x3 matrix and an offset per "
-                    "training photo) to absorb exposure and white-balance differences between photos. Held-out "
-                    "photos are rendered with their capture-order neighbours' mean transform, never fitted.",
+        description="Per-photo colour transform learned with the scene, to absorb exposure and white-balance "
+                    "differences between photos: 'exposure' a gain and an offset per channel, 'affine' a 3x3 matrix "
+                    "and an offset. Held-out photos are never fitted: the headline PSNR renders the splats alone.",
     )
     appearance_lr: float = Field(
         default=2e-3, gt=0, le=1.0, description="Learning rate of the per-photo colour transforms."

@@ -144,7 +144,8 @@ class Trainer:
         self.strategy_state = (self.strategy.initialize_state() if self.mcmc
                                else self.strategy.initialize_state(scene_scale=extent))
         self.colour = (PhotoColour([v.camera.name for v in self.train_views], [v.camera.name for v in data.views],
-                                   options.appearance_lr, device) if options.appearance == "affine" else None)
+                                   options.appearance_lr, device, options.appearance)
+                       if options.appearance != "off" else None)
         self.near_limits = (near_limits([v.camera for v in self.train_views], data.points, options.near_camera_prune)
                             if options.near_camera_prune else None)
         self.floaters_removed = 0
@@ -221,9 +222,9 @@ class Trainer:
                          self.sh_degree_now() if sh_degree is None else sh_degree,
                          antialiased=self.options.antialiased)
 
-    def as_photographed(self, image: torch.Tensor, view: View, mode: str = "neighbours") -> torch.Tensor:
-        """``image`` through the photo's colour transform: its own for a training photo, its neighbours'
-        for a held-out one (``mode`` ``identity``: none); unchanged without per-photo colour."""
+    def as_photographed(self, image: torch.Tensor, view: View, mode: str = "identity") -> torch.Tensor:
+        """``image`` through the photo's colour transform: its own for a training photo; for a held-out
+        one none (the splats alone, as a viewer shows them), or its neighbours' (``mode="neighbours"``)."""
         if self.colour is None:
             return image
         if view.camera.held_out:
@@ -255,7 +256,7 @@ class Trainer:
         if self.mcmc:
             loss = loss + MCMC_REG * torch.exp(self.params["scales"]).mean()
         if self.colour is not None:
-            loss = loss + self.colour.penalty()
+            loss = loss + self.colour.penalty(view.camera.name)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {float(loss.detach())} at step {self.step}")
         loss.backward()
@@ -309,10 +310,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, views: list[View] | None = None, lpips: LpipsScore | None = None,
-                 colour: str = "neighbours") -> tuple[float, float, float | None]:
+                 colour: str = "identity") -> tuple[float, float, float | None]:
         """Mean PSNR, SSIM and (given a scorer) LPIPS over held-out views (training views when none are
-        held out), each view rendered once; held-out views through their neighbours' colour transforms
-        (``colour="identity"``: none)."""
+        held out), each view rendered once; held-out views as the splats alone render them, or through
+        their capture-order neighbours' colour transforms (``colour="neighbours"``)."""
         views = views or self.eval_views or self.train_views
         scores = []
         for view in views:

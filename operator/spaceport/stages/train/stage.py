@@ -179,7 +179,7 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
     if trainer.near_limits is not None:
         metrics["floatersRemoved"] = trainer.floaters_removed
     if trainer.colour is not None:
-        metrics["psnrIdentityColour"] = round(trainer.evaluate(colour="identity")[0], 3)
+        metrics["psnrNeighbourColour"] = round(trainer.evaluate(colour="neighbours")[0], 3)
         metrics.update(trainer.colour.summary())
     if resumed_from is not None:
         metrics["resumedFromStep"] = resumed_from
