@@ -30,7 +30,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
+sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
+
+from bench.record import emit  # noqa: E402
 
 from spaceport.api.presets import PRESETS, preset_defaults  # noqa: E402
 from spaceport.api.sfm import SfmOptions  # noqa: E402
@@ -194,11 +196,15 @@ def main() -> int:
     ap.add_argument("--preset", default="draft", choices=PRESETS)
     ap.add_argument("--stages", default="all", choices=("all", "sfm"))
     ap.add_argument("--config", type=Path, help="JSON with sfm/train/compress sections, for every run")
-    ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "spaceport-bench-real")
+    ap.add_argument("--out", type=Path, help="where runs go (default: a temporary folder for --smoke, else "
+                    f"{Path(tempfile.gettempdir()) / 'spaceport-bench-real'}, where runs continue)")
     ap.add_argument("--ref-tree", type=Path, help="another checkout to run the same photos with (the reference)")
     ap.add_argument("--smoke", action="store_true", help="a tiny generated flight, a few steps: seconds")
     args = ap.parse_args()
     config = json.loads(args.config.read_text()) if args.config else None
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="bench-real-")) if args.smoke else \
+            Path(tempfile.gettempdir()) / "spaceport-bench-real"
     folders = args.folders
     if args.smoke:
         from spaceport.synthetic import generate_flight
@@ -215,10 +221,11 @@ def main() -> int:
         for tree in trees:  # interleaved: ours and the reference on the same folder back to back
             label = "ours" if tree == ROOT else "ref"
             rows.append(one(folder.resolve(), tree, args.out / label / folder.name, args.preset, args.stages, config))
-            print(json.dumps(rows[-1]), flush=True)
+            print(f"{folder.name} ({label}): exit {rows[-1]['exit']}, {rows[-1]['wallSeconds']} s", flush=True)
     print(f"\npreset {args.preset}, stages {args.stages}, outputs under {args.out}\n")
     print(table(rows))
-    print(json.dumps({"bench": "real", "preset": args.preset, "stages": args.stages, "rows": rows}))
+    emit("real", smoke=args.smoke, settings={"preset": args.preset, "stages": args.stages,
+                                             "folders": [str(f) for f in folders]}, results={"rows": rows})
     return 1 if any(r["exit"] != 0 for r in rows) else 0
 
 

@@ -52,6 +52,13 @@ def test_sfm() -> None:
     assert positive(r["mappers"]["global"]["mapSeconds"]) and "/16" in r["mappers"]["global"]["registered"]
 
 
+def test_real() -> None:
+    """bench/real.py on a tiny generated flight: the whole `spaceport run`, rows computed from its outputs."""
+    (row,) = run_smoke("real.py", timeout=400)["rows"]
+    assert row["exit"] == 0 and row["photos"] == 8 and row["registered"] >= 6  # 7 or 8 of 8 seen
+    assert row["gpsMedianH"] < 1.0 and positive(row["psnr"]) and row["sideBySide"] >= 1 and row["sogBytes"] > 0
+
+
 def test_train() -> None:
     r = run_smoke("train.py")
     assert positive(r["compositor"]["oursMs"]) and positive(r["compositor"]["ratio"])
