@@ -71,16 +71,25 @@ def write_sfm_output(root: Path, *, n_gaussians: int = 400, n_views: int = 12, w
     rec.add_camera_with_trivial_rig(pycolmap.Camera(model="PINHOLE", width=width, height=height,
                                                     params=[cams[0].fx, cams[0].fy, cams[0].cx, cams[0].cy],
                                                     camera_id=1))
+    pick = rng.choice(n_gaussians, n_points, replace=n_points > n_gaussians)
+    xyz = truth.means[pick].astype(np.float64) + rng.normal(0, 0.03, (n_points, 3))
+    colours = np.clip(truth.sh0[pick] * SH_C0 + 0.5, 0, 1)
+    seen = []  # per camera: the points it observes (in front, inside the image) and where
     for i, cam in enumerate(cams, start=1):
         Image.fromarray((render(truth, cam) * 255 + 0.5).astype(np.uint8)).save(root / "images" / cam.name,
                                                                                 quality=95)
+        pc = xyz @ cam.world_to_camera[:3, :3].T + cam.world_to_camera[:3, 3]
+        uv = pc[:, :2] / pc[:, 2:] * [cam.fx, cam.fy] + [cam.cx, cam.cy]
+        ids = np.flatnonzero((pc[:, 2] > 0) & (uv >= 0).all(1) & (uv < [width, height]).all(1))
+        seen.append(ids)
         pose = pycolmap.Rigid3d(pycolmap.Rotation3d(cam.world_to_camera[:3, :3]), cam.world_to_camera[:3, 3])
-        rec.add_image_with_trivial_frame(pycolmap.Image(name=cam.name, camera_id=1, image_id=i), pose)
-    pick = rng.choice(n_gaussians, n_points, replace=n_points > n_gaussians)
-    colours = np.clip(truth.sh0[pick] * SH_C0 + 0.5, 0, 1)
-    for j, g in enumerate(pick):
-        xyz = truth.means[g].astype(np.float64) + rng.normal(0, 0.03, 3)
-        rec.add_point3D(xyz, pycolmap.Track(), (colours[j] * 255).astype(np.uint8))
+        rec.add_image_with_trivial_frame(pycolmap.Image(name=cam.name, keypoints=uv[ids], camera_id=1, image_id=i),
+                                         pose)
+    point_ids = [rec.add_point3D(xyz[j], pycolmap.Track(), (colours[j] * 255).astype(np.uint8))
+                 for j in range(n_points)]
+    for i, ids in enumerate(seen, start=1):  # tracks: which photo saw which point
+        for k, j in enumerate(ids):
+            rec.add_observation(point_ids[j], pycolmap.TrackElement(i, k))
     rec.write_binary(str(root / "sparse"))
     if georef:
         (root / "georef.json").write_text('{"latitude": 47.0, "longitude": 8.0, "altitude": 400.0, "frame": "ENU"}')

@@ -100,7 +100,7 @@ def test_random_background_fills_what_the_splats_leave_transparent(exposures: Pa
 def test_antialiased_training_writes_the_model_and_resumes_exactly_with_every_option(exposures: Path,
                                                                                     tmp_path: Path) -> None:
     config = {"iterations": 90, "checkpointEvery": 25, "appearance": "exposure", "randomBackground": True,
-              "antialiased": True, "nearCameraPrune": 0.5, **FAST}
+              "antialiased": True, "freeSpacePrune": 0.8, **FAST}
     with pytest.raises(RetryableError, match="step 60"):
         run_stage("train", str(exposures), str(tmp_path / "a"), config, listener=sigterm_at(60))
     resumed = run_stage("train", str(exposures), str(tmp_path / "a"), config)

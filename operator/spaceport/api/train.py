@@ -105,11 +105,11 @@ class TrainOptions(ApiModel):
         description="Composite each training render over a random colour: transparency can then explain nothing "
                     "in the photos, so what lies beyond the reconstructed geometry is not learned as haze.",
     )
-    near_camera_prune: float = Field(
+    free_space_prune: float = Field(
         default=0.0, ge=0, lt=1,
-        description="Remove Gaussians closer to a training camera than this fraction of the nearest surface it "
-                    "photographs (5th percentile of its SfM points' depths), inside its view: floaters in front of "
-                    "the lens. Applied while densifying and before the scene is written (0: off).",
+        description="Remove Gaussians that lie, in a training photo, nearer than this fraction of the depth of the "
+                    "surfaces SfM observed in that direction (space the photo saw through: floaters). Applied while "
+                    "densifying and before the scene is written (0: off).",
     )
     max_image_size: int | None = Field(
         default=None, ge=16, le=16384,

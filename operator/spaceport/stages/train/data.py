@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ class Dataset:
     points: np.ndarray  # [P, 3] float64
     colors: np.ndarray  # [P, 3] float32, 0..1
     georef: bytes | None
+    observed: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per image name, the indices into ``points`` of the SfM points that image observed (its tracks)."""
 
     @property
     def train(self) -> list[View]:
@@ -119,8 +122,15 @@ def load_dataset(store: Store, scratch: Path, *, holdout_every: int, downscale: 
         except OSError as e:
             raise BadInputError(f"image {store.uri_of('images/' + im.name)} cannot be read ({e})") from e
         views.append(View(camera, pixels))
-    pts = rec.points3D.values()
-    points = np.array([p.xyz for p in pts], np.float64).reshape(-1, 3)
-    colors = np.array([p.color for p in pts], np.float32).reshape(-1, 3) / 255.0
+    ids = list(rec.points3D.keys())
+    points = np.array([rec.points3D[i].xyz for i in ids], np.float64).reshape(-1, 3)
+    colors = np.array([rec.points3D[i].color for i in ids], np.float32).reshape(-1, 3) / 255.0
     georef = (root / "georef.json").read_bytes() if (root / "georef.json").is_file() else None
-    return Dataset(views, points, colors, georef)
+    return Dataset(views, points, colors, georef, observations(images, ids))
+
+
+def observations(images: list[Any], point_ids: list[int]) -> dict[str, np.ndarray]:
+    """Per pycolmap image, the indices in ``point_ids`` of the 3D points it observed."""
+    index = {pid: i for i, pid in enumerate(point_ids)}
+    return {im.name: np.array([index[p.point3D_id] for p in im.points2D if p.has_point3D()], np.int64)
+            for im in images}

@@ -17,7 +17,7 @@ from spaceport.api import TrainOptions
 from spaceport.splats import GaussianScene
 from spaceport.stages.train.appearance import PhotoColour
 from spaceport.stages.train.data import Dataset, View
-from spaceport.stages.train.floaters import near_camera_mask, near_limits
+from spaceport.stages.train.floaters import FreeSpace
 from spaceport.stages.train.mcmc_cpu import DeviceMCMCStrategy
 from spaceport.stages.train.metrics import LpipsScore, psnr, ssim
 from spaceport.stages.train.rasterize import SH_C0, rasterize
@@ -146,8 +146,9 @@ class Trainer:
         self.colour = (PhotoColour([v.camera.name for v in self.train_views], [v.camera.name for v in data.views],
                                    options.appearance_lr, device, options.appearance)
                        if options.appearance != "off" else None)
-        self.near_limits = (near_limits([v.camera for v in self.train_views], data.points, options.near_camera_prune)
-                            if options.near_camera_prune else None)
+        seen = [data.observed.get(v.camera.name, np.zeros(0, np.int64)) for v in self.train_views]
+        self.free_space = (FreeSpace([v.camera for v in self.train_views], data.points, seen, options.free_space_prune)
+                           if options.free_space_prune else None)
         self.floaters_removed = 0
         self.loss = float("nan")
         self.last_psnr = float("nan")
@@ -272,7 +273,7 @@ class Trainer:
         else:
             lr = self.optimizers["means"].param_groups[0]["lr"]
             self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, info, lr=lr)
-        if self.near_limits is not None and self._prune_floaters_now():
+        if self.free_space is not None and self._prune_floaters_now():
             self.prune_floaters()
         self.step += 1
         self.loss = float(loss.detach())
@@ -286,10 +287,10 @@ class Trainer:
         return (start <= s <= until and s % max(every, 100) == 0) or s == self.options.iterations - 1
 
     def prune_floaters(self) -> int:
-        """Remove (MCMC: fade, for relocation) the Gaussians in front of a camera's near limit (floaters.py)."""
-        if self.near_limits is None:
+        """Remove (MCMC: fade, for relocation) the Gaussians in a camera's free space (floaters.py)."""
+        if self.free_space is None:
             return 0
-        mask = near_camera_mask(self.params["means"].detach(), [v.camera for v in self.train_views], self.near_limits)
+        mask = self.free_space.mask(self.params["means"].detach())
         count = int(mask.sum())
         if count:
             if self.mcmc:

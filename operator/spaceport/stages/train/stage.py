@@ -176,7 +176,7 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
         "imageHeight": max(v.camera.height for v in data.views),
         "device": device,
     }
-    if trainer.near_limits is not None:
+    if trainer.free_space is not None:
         metrics["floatersRemoved"] = trainer.floaters_removed
     if trainer.colour is not None:
         metrics["psnrNeighbourColour"] = round(trainer.evaluate(colour="neighbours")[0], 3)
