@@ -14,6 +14,9 @@ from spaceport.stages.sfm.inputs import Photo, is_ordered
 
 log = logging.getLogger("spaceport.stages.sfm")
 
+POSITIONING_TRACKS_PER_VIEW = 200
+"""Tracks per photo the global mapper positions the cameras with (all tracks are triangulated afterwards)."""
+
 def extract(database: Path, images: Path, photos: list[Photo], opts: SfmOptions) -> int:
     """SIFT on every photo, one COLMAP camera per group of photos that share intrinsics. Returns the cameras."""
     groups: dict[tuple, list[Photo]] = {}
@@ -165,6 +168,11 @@ def _global_options() -> pycolmap.GlobalPipelineOptions:
     glo.num_threads = -1
     glo.random_seed = 0
     glo.min_model_size = 3
+    # Position the cameras (global positioning, bundle adjustment) from the longest tracks, enough of them
+    # that every photo has POSITIONING_TRACKS_PER_VIEW, instead of from all; retriangulation then adds every
+    # other track. Measured on seneca/ (167 photos): mapping CPU time 201 -> 81 s, the same 166 photos
+    # registered, 62,211 points against 62,216, the same focal length and GPS agreement (1.91 m median).
+    glo.mapper.track_required_tracks_per_view = POSITIONING_TRACKS_PER_VIEW
     return glo
 
 
