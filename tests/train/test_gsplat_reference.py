@@ -94,7 +94,7 @@ def test_projection_and_radii_match_gsplat(antialiased: bool) -> None:
     shrunk = (want > 0).all(-1) & (want < ref["radii333"]).any(-1)
     assert int(shrunk.sum()) > 100
     # the torch projection (the pure-torch path the tests and benchmarks use) gives the same radii
-    _, conics, depths, radii = project(means, quats, scales, view, K, 50, 40, opacities, antialiased)
+    _, conics, _, radii = project(means, quats, scales, view, K, 50, 40, opacities, antialiased)
     assert torch.equal(radii, want)
     live = (want > 0).all(-1)
     assert torch.allclose(info["means2d"][0][live], ref["means2d"][live], rtol=0, atol=1e-9)

@@ -185,8 +185,9 @@ def surely_outside(x: float, y: float, z: float, iz: float, u: float, v: float, 
 
     The 2D covariance's diagonal is ``r Σ r^T + EPS2D`` for the rows ``r`` of the Jacobian, and
     ``r Σ r^T <= |r|^2 s_max^2`` (Σ's largest eigenvalue is ``s_max^2``), so ``3.33 sqrt(...)`` bounds
-    each radius before its ``ceil`` (3.33 is the widest :func:`opacity_extent`); a little slack covers rounding. In an aerial view most of a scene is
-    off screen, and those Gaussians skip the rest of the projection.
+    each radius before its ``ceil`` (3.33: the widest :func:`opacity_extent`); a little slack covers
+    rounding. In an aerial view most of a scene is off screen, and those Gaussians skip the rest of the
+    projection.
     """
     if not (z > NEAR and z < FAR):
         return True
