@@ -37,10 +37,11 @@ def test_on_cpu_the_schedule_densifies_to_the_cap(sfm: Path, tmp_path: Path, str
     """The GPU test's trainer, on the CPU: every refine step of the plan is a pass of gsplat's strategy,
     growth and pruning (or relocation and addition) happen, and the count reaches the cap, never beyond."""
     trainer = gpu_plan.make_trainer(sfm, tmp_path, "cpu", strategy=strategy)
-    start = len(trainer.params["means"])
-    assert start == 900
+    assert len(trainer.params["means"]) == 900
+    initial = trainer.evaluate()[0]
     seen = gpu_plan.watch(trainer)
     gpu_plan.train_watched(trainer, seen)
+    assert trainer.evaluate()[0] > initial + 3  # as test_gpu.py asks of CUDA
     assert seen.passes == gpu_plan.REFINE_STEPS
     assert max(seen.counts) == 1000 and all(c <= 1000 for c in seen.counts)
     if strategy == "mcmc":
@@ -60,12 +61,12 @@ def test_checkpoints_hold_only_cpu_tensors_and_resume_bit_for_bit_on_cpu(sfm: Pa
     assert state["cuda_rng"].numel() == 0  # written on CPU: a CUDA resume keeps its own generator
     store = LocalStore(tmp_path / "out")
     checkpoint.save(store, state, first.step, "fp")
+    gpu_plan.train_watched(first, gpu_plan.Watch())  # on to 120, before another trainer reseeds torch
     loaded, step = checkpoint.load_latest(store, "fp")
     assert step == 110
     second = gpu_plan.make_trainer(sfm, tmp_path / "b", "cpu", strategy="mcmc", iterations=120)
     second.load_state_dict(loaded)
-    for trainer in (first, second):
-        gpu_plan.train_watched(trainer, gpu_plan.Watch())
+    gpu_plan.train_watched(second, gpu_plan.Watch())
     for name in first.params:
         assert torch.equal(first.params[name], second.params[name]), name
 
