@@ -31,9 +31,12 @@ SCHEDULE: dict[str, Any] = {
 REFINE_STEPS = [100, 150, 200, 250, 300, 350]
 """gsplat refines where ``densifyFrom < step < densifyUntil`` and ``step % densifyEvery == 0``."""
 
-RESUME_PSNR_DB = 0.5
+RESUME_PSNR_DB = 1.0
 """A resumed CUDA run (or one resumed across devices) ends within this much held-out PSNR of a straight
-run, and within RESUME_GAUSSIANS of its Gaussian count (CUDA sums gradients with atomics: not bitwise)."""
+run, and within RESUME_GAUSSIANS of its Gaussian count (CUDA sums gradients with atomics: not bitwise).
+It starts from the very same state and drifts apart only through rounding, so it stays nearer than two
+seeds do: on CPU, seeds 0 and 1 of this schedule ended 1.5 dB apart (DefaultStrategy, 25.5 and 27.0 dB on
+the three held-out views) and both at the 1,000 cap."""
 RESUME_GAUSSIANS = 0.1
 CROSS_DEVICE_PIXEL = 2e-3
 """Largest per-pixel difference of one view of 300 random Gaussians rendered by gsplat on CUDA and by our
