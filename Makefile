@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test crd bench images e2e clean
+.PHONY: setup demo test crd bench images e2e clean gpu-check gpu-check-prepare
 
 $(STAMP): pyproject.toml package.json package-lock.json
 	$(PY) -m venv $(VENV)
@@ -53,8 +53,18 @@ OPERATOR_IMAGE ?= ghcr.io/spaceport-dev/spaceport-operator:$(VERSION)
 STAGE_IMAGE ?= ghcr.io/spaceport-dev/spaceport-stage:$(VERSION)
 STAGE_BUILD_ARGS ?=
 images:
+	$(PY) images/check_pins.py $(STAGE_BUILD_ARGS)
 	DOCKER_BUILDKIT=1 docker build -f images/operator.Dockerfile -t $(OPERATOR_IMAGE) .
 	DOCKER_BUILDKIT=1 docker build -f images/stage.Dockerfile $(STAGE_BUILD_ARGS) -t $(STAGE_IMAGE) .
+
+# On a machine with an NVIDIA GPU: the CUDA environment from this repo's files, gsplat built for the GPU, the
+# GPU tests and bench/train_gpu.py, one table (bench/gpu_check.sh; exit 2 without a usable GPU). A GPU
+# machine without network access needs .gpu-check/ from `make gpu-check-prepare` (run where PyPI is reachable).
+gpu-check:
+	bash bench/gpu_check.sh
+
+gpu-check-prepare: setup
+	GPU_CHECK_PYTHON=$(BIN)/python bash bench/gpu_check.sh --prepare
 
 # kind cluster end to end (needs Docker, kind, kubectl and helm): tests/e2e/kind.sh.
 e2e:

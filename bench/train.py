@@ -67,7 +67,8 @@ def camera(width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
 def composite_inputs(params: list[torch.Tensor], width: int, height: int) -> tuple[Any, ...]:
     means, quats, scales, opacities, sh0, shn = params
     view, K = camera(width, height)
-    m2, conics, depths, radii = rz.project(means, quats, torch.exp(scales), view, K, width, height)
+    m2, conics, depths, radii = rz.project(means, quats, torch.exp(scales), view, K, width, height,
+                                          torch.sigmoid(opacities))
     colors = rz.sh_colors(means, torch.cat([sh0, shn], 1), 3, torch.zeros(3))
     return m2.detach(), conics.detach(), colors.detach(), torch.sigmoid(opacities).detach(), radii, depths.detach()
 
@@ -279,7 +280,7 @@ def reference_rasterize_cpu(means: torch.Tensor, quats: torch.Tensor, scales: to
                             ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """rz.rasterize_cpu with the pure-torch compositor in place of ours: the same projection, the same
     antialiasing factor, the same info for the densification strategy."""
-    m2, conics, depths, radii = rz.project(means, quats, scales, viewmat, K, width, height)
+    m2, conics, depths, radii = rz.project(means, quats, scales, viewmat, K, width, height, opacities, antialiased)
     campos = -viewmat[:3, :3].T @ viewmat[:3, 3]
     colors = rz.sh_colors(means, sh, sh_degree, campos)
     if antialiased:

@@ -9,18 +9,26 @@
 # image (chart values `stages.<name>.image`), e.g. the CPU variant below for sfm/compress-only nodes.
 #
 # Variants (build arguments):
-#   default (GPU): CUDA runtime base, torch's CUDA wheel from PyPI, gsplat's CUDA kernels compiled at
-#                  build time (no JIT on first use: nvcc is not in the runtime image, the root
-#                  filesystem is read-only, and a JIT build would cost minutes in every Job).
+#   default (GPU): CUDA 13.0 base, torch==2.13.0 from PyPI (a CUDA 13.0 build: its wheel requires
+#                  cuda-toolkit==13.0.3), gsplat's CUDA kernels compiled at build time by the base's nvcc
+#                  13.0 (no JIT on first use: nvcc is not in the runtime image, the root filesystem is
+#                  read-only, and a JIT build would cost minutes in every Job). Nodes need an NVIDIA
+#                  driver >= 580.65.06 (CUDA 13.0's minimum); the train stage says so at startup otherwise.
+#   CUDA 12.8 (drivers 525.60.13 to 580): BUILD_BASE=nvidia/cuda:12.8.1-devel-ubuntu24.04
+#                  RUNTIME_BASE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
+#                  TORCH_INDEX_URL=<PyTorch's cu128 wheel index> (pip then takes 2.13.0+cu128).
 #   CPU (kind, CI): BUILD_BASE=RUNTIME_BASE=ubuntu:24.04 GSPLAT_BUILD_NO_CUDA=1
 #                   TORCH_INDEX_URL=<a PyTorch CPU wheel index>; training then uses our numba rasterizer.
-# The CUDA base's major version must match the CUDA build of torch==2.13.0 on PyPI.
+# torch's extension builder refuses an nvcc whose major version differs from torch's CUDA build, so the
+# base's CUDA major must be the torch wheel's: `make images` runs images/check_pins.py on these build
+# arguments first, and tests/images/test_cuda_pins.py checks the defaults (images/cuda-pins.json records
+# each wheel's CUDA from its metadata).
 #
 # Nothing is written outside /scratch (an emptyDir the operator mounts in every stage Pod): HOME,
 # TMPDIR and every cache (numba, torch extensions, matplotlib, XDG) point there.
 
-ARG BUILD_BASE=nvidia/cuda:12.8.1-devel-ubuntu24.04
-ARG RUNTIME_BASE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
+ARG BUILD_BASE=nvidia/cuda:13.0.2-devel-ubuntu24.04
+ARG RUNTIME_BASE=nvidia/cuda:13.0.2-runtime-ubuntu24.04
 
 # The PlayCanvas viewer files (copied next to each compressed output); versions from package-lock.json.
 FROM node:22.21.1-bookworm-slim AS web
@@ -32,8 +40,10 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
 FROM ${BUILD_BASE} AS build
 ARG TORCH_INDEX_URL=""
 ARG GSPLAT_BUILD_NO_CUDA=0
-# GPU generations the gsplat kernels are compiled for: T4, A100, A10/RTX 30xx, L4/RTX 40xx, H100.
-ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0"
+# GPU generations the gsplat kernels are compiled for: T4, A100, A10/RTX 30xx, L4/RTX 40xx, H100/H200,
+# B200, RTX 50xx (CUDA 13 starts at 7.5); +PTX also embeds 12.0's PTX, which the driver compiles for
+# GPUs newer than the list (instead of "no kernel image is available for execution on the device").
+ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 DEBIAN_FRONTEND=noninteractive \
     TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST} BUILD_NO_CUDA=${GSPLAT_BUILD_NO_CUDA} MAX_JOBS=4
 # Ubuntu's pocket versions move with security updates and old ones leave the archive; the base tag

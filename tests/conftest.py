@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.s3 import moto_s3, s3_environment
-
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """URL of a moto S3 server on 127.0.0.1 shared by the session's tests."""
+    from tests.s3 import moto_s3  # imported here: the GPU check runs the train tests where moto is absent
+
     with moto_s3() as endpoint:
         yield endpoint
 
@@ -24,6 +24,8 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def s3_env(s3_endpoint: str) -> Iterator[str]:
     """The standard AWS environment pointed at the test S3 server (yields the endpoint)."""
+    from tests.s3 import s3_environment
+
     with s3_environment(s3_endpoint):
         yield s3_endpoint
 

@@ -73,9 +73,34 @@ def test_train() -> None:
 
 def test_train_gpu() -> None:
     r = run_smoke("train_gpu.py")
-    assert set(r) == {"ours (demo settings)", "gsplat defaults", "gsplat MCMC"}
+    assert set(r) == {"ours (defaults)", "gsplat simple_trainer (steps_scaler 0.000333)", "ours (demo settings)"}
     for run in r.values():
         assert positive(run["stepsPerSecond"]) and run["gaussians"] > 0 and positive(run["psnr"])
+    gsplat = r["gsplat simple_trainer (steps_scaler 0.000333)"]["settings"]
+    assert gsplat["maxGaussians"] >= 10**9 and gsplat["initRandomPoints"] == gsplat["initStereoPoints"] == 0
+    assert r["ours (defaults)"]["settings"]["iterations"] == 10
+
+
+def test_train_gpu_reproduces_simple_trainers_defaults() -> None:
+    """The second row is gsplat's own defaults: DefaultStrategy's, read from the installed gsplat, and
+    simple_trainer's Config (30,000 steps, SH interval 1,000, init opacity 0.1, its learning rates)."""
+    from bench.train_gpu import simple_trainer
+    from gsplat.strategy import DefaultStrategy
+
+    from spaceport.api import TrainOptions
+    from spaceport.stages.train.loop import refine_steps
+
+    ref = DefaultStrategy()
+    options = TrainOptions.model_validate(simple_trainer(30_000))
+    assert options.densify_schedule() == (ref.refine_start_iter, ref.refine_stop_iter, ref.refine_every)
+    assert options.opacity_reset_every == ref.reset_every and options.densify_grad_threshold == ref.grow_grad2d
+    assert refine_steps(options) == list(range(600, 15_000, 100))
+    assert (options.sh_degree, options.sh_degree_interval, options.ssim_weight) == (3, 1000, 0.2)
+    assert (options.position_lr, options.scale_lr, options.opacity_lr, options.rotation_lr, options.color_lr) == (
+        1.6e-4, 5e-3, 5e-2, 1e-3, 2.5e-3)
+    # --steps_scaler: 7,000 steps scale every interval by 7/30
+    scaled = TrainOptions.model_validate(simple_trainer(7_000))
+    assert scaled.densify_schedule() == (116, 3500, 23) and scaled.opacity_reset_every == 700
 
 
 def test_compress() -> None:

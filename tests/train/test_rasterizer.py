@@ -53,7 +53,7 @@ def render_both(params: list[torch.Tensor], dtype: torch.dtype, degree: int, wid
     ours = [image.detach(), alpha.detach()] + [p.grad.clone() for p in params]
     for p in params:
         p.grad = None
-    m2, conics, depths, radii = project(means, quats, scales, view, K, width, height)
+    m2, conics, depths, radii = project(means, quats, scales, view, K, width, height, opacities, antialiased)
     campos = -view[:3, :3].T @ view[:3, 3]
     colors = sh_colors(means, sh, degree, campos)
     live = (radii > 0).all(-1)  # culled Gaussians' conics are not inverses of anything
@@ -138,7 +138,7 @@ def test_gaussians_culled_from_their_mean_alone_are_exactly_the_off_screen_ones(
     sh = torch.randn(n, 16, 3, generator=g, dtype=dtype) * 0.3
     view, K = camera(dtype)
     image, _, info = rasterize_cpu(means, quats, scales, opacities, sh, view, K, 50, 40, 3)
-    m2, _, _, radii = project(means, quats, scales, view, K, 50, 40)
+    m2, _, _, radii = project(means, quats, scales, view, K, 50, 40, opacities)
     ours = info["radii"][0]
     assert torch.equal(ours, radii)
     culled = (radii == 0).any(-1)

@@ -124,9 +124,36 @@ def scene_of(params: dict[str, torch.Tensor], antialiased: bool = False) -> Gaus
                          model="antialiased" if antialiased else "default")
 
 
+def refine_steps(options: TrainOptions) -> list[int]:
+    """The steps at which gsplat 1.5.3's strategies refine (DefaultStrategy: grow and prune; MCMC: relocate
+    and add) under ``options``: ``start < step < until`` and ``step % every == 0``, for the steps the loop
+    passes them, ``0 .. iterations - 1``. Empty when the schedule never reaches the window (a 300-step run
+    densifying from 100 every 50 until 150 never refines: 150 is outside)."""
+    start, until, every = options.densify_schedule()
+    return [s for s in range(start + 1, min(until, options.iterations)) if s % every == 0]
+
+
+def to_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it (nested dicts, lists) on the CPU: a checkpoint from either device."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(to_cpu(v) for v in value)
+    return value
+
+
 class Trainer:
-    """Holds every piece of training state; ``state_dict``/``load_state_dict`` cover all of it, so a
-    resumed run continues bit for bit (the compiled compositor sums gradients in a fixed order)."""
+    """Holds every piece of training state; ``state_dict``/``load_state_dict`` cover all of it, with every
+    tensor on the CPU, so a checkpoint resumes on either device.
+
+    How exactly a resumed run continues depends on the device. On CPU, bit for bit: the compiled
+    compositor and projection sum gradients in a fixed order (tests/train/test_stage.py). On CUDA, within a
+    tolerance only: gsplat's backward sums gradients with atomic adds, whose order varies run to run, so
+    two runs from the same checkpoint drift apart in the last bits and densification may then decide a few
+    Gaussians differently (tests/train/test_gpu.py states the tolerance). Across devices (a CPU checkpoint
+    resumed on CUDA, or back), the same: the rasterizers agree to ~1e-3 per pixel, not bitwise."""
 
     def __init__(self, data: Dataset, options: TrainOptions, device: str, extent: float) -> None:
         self.data, self.options, self.device, self.extent = data, options, device, extent
@@ -177,14 +204,14 @@ class Trainer:
         state = {
             "step": self.step,
             "params": {k: v.detach().cpu() for k, v in self.params.items()},
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "strategy": {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in self.strategy_state.items()},
+            "optimizers": {k: to_cpu(o.state_dict()) for k, o in self.optimizers.items()},
+            "strategy": to_cpu(self.strategy_state),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if self.device.startswith("cuda") else torch.empty(0),
             "floaters_removed": self.floaters_removed,
         }
         if self.colour is not None:
-            state["colour"] = self.colour.state_dict()
+            state["colour"] = to_cpu(self.colour.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -17,6 +17,10 @@ from numba import njit, prange
 
 EPS2D = 0.3
 NEAR, FAR = 0.01, 1e10
+ALPHA_MIN = 1.0 / 255.0
+"""gsplat's ``ALPHA_THRESHOLD``: a Gaussian with a lower (effective) opacity draws nothing, and its radii are 0."""
+MAX_EXTENT = 3.33
+"""gsplat's widest box, in standard deviations (reached only at opacity ~1: see :func:`opacity_extent`)."""
 NORM_EPS = 1e-12
 """Smallest length a quaternion or view direction is divided by (F.normalize's default eps)."""
 SH_C1 = 0.48860251190292
@@ -81,6 +85,16 @@ def sh_basis_grad(x: float, y: float, z: float, degree: int, vb: np.ndarray) -> 
         gz += (SH_C3[1] * 2 * x * y * vb[10] - 2 * SH_C3[2] * z * y * vb[11]
                + (3 * SH_C3[4] * z * z - SH_C3[5]) * vb[12] - 2 * SH_C3[2] * z * x * vb[13] + SH_C3[1] * fc1 * vb[14])
     return gx, gy, gz
+
+
+@njit(cache=True, error_model="numpy")
+def opacity_extent(opacity: float) -> float:
+    """Half-size of a Gaussian's box in standard deviations, as gsplat 1.5.3 computes it (its opacity-aware
+    bound, ``ProjectionEWA3DGSFused.cu``): ``min(3.33, sqrt(2 log(opacity * 255)))``, the distance at which
+    ``opacity * exp(-d^2 / 2)`` falls to 1/255; 0 (no box: radii 0) below that opacity, and for NaN."""
+    if not opacity >= ALPHA_MIN:
+        return 0.0
+    return min(MAX_EXTENT, np.sqrt(2.0 * np.log(opacity / ALPHA_MIN)))
 
 
 @njit(cache=True, error_model="numpy")
@@ -171,8 +185,9 @@ def surely_outside(x: float, y: float, z: float, iz: float, u: float, v: float, 
 
     The 2D covariance's diagonal is ``r Σ r^T + EPS2D`` for the rows ``r`` of the Jacobian, and
     ``r Σ r^T <= |r|^2 s_max^2`` (Σ's largest eigenvalue is ``s_max^2``), so ``3.33 sqrt(...)`` bounds
-    each radius before its ``ceil``; a little slack covers rounding. In an aerial view most of a scene is
-    off screen, and those Gaussians skip the rest of the projection.
+    each radius before its ``ceil`` (3.33: the widest :func:`opacity_extent`); a little slack covers
+    rounding. In an aerial view most of a scene is off screen, and those Gaussians skip the rest of the
+    projection.
     """
     if not (z > NEAR and z < FAR):
         return True
@@ -190,8 +205,13 @@ CHUNK = 1024
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh: np.ndarray, degree: int,
-                    view: np.ndarray, K: np.ndarray, width: int, height: int, means2d: np.ndarray,
-                    conics: np.ndarray, colors: np.ndarray, depths: np.ndarray, radii: np.ndarray) -> None:
+                    view: np.ndarray, K: np.ndarray, width: int, height: int, opacities: np.ndarray,
+                    antialiased: bool, means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray,
+                    depths: np.ndarray, radii: np.ndarray) -> None:
+    """Radii as gsplat's: the box of :func:`opacity_extent` standard deviations of the opacity (times the
+    antialiased mode's compensation, as gsplat applies it before the test), 0 where that is under 1/255,
+    off screen, behind the near plane or degenerate. DefaultStrategy counts a Gaussian visible by
+    ``radii > 0``, so these decide what densification sees."""
     fx, fy, cx, cy, lims, V, t, campos = camera_consts(view, K, width, height)
     n = means.shape[0]
     n_bases = (degree + 1) ** 2
@@ -206,7 +226,9 @@ def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh
             means2d[i, 1] = v
             depths[i] = z
             s_max = max(abs(float(scales[i, 0])), abs(float(scales[i, 1])), abs(float(scales[i, 2])))
-            if surely_outside(x, y, z, iz, u, v, s_max, fx, fy, lims, width, height):
+            # the compensation is at most 1: under 1/255 before it is under 1/255 after it
+            faint = not opacities[i] >= ALPHA_MIN
+            if faint or surely_outside(x, y, z, iz, u, v, s_max, fx, fy, lims, width, height):
                 radii[i, 0] = 0
                 radii[i, 1] = 0
                 for ch in range(3):
@@ -221,8 +243,13 @@ def project_forward(means: np.ndarray, quats: np.ndarray, scales: np.ndarray, sh
             conics[i, 0] = c * idet
             conics[i, 1] = -b * idet
             conics[i, 2] = a * idet
-            rx = np.ceil(3.33 * np.sqrt(a)) if ok else 0.0
-            ry = np.ceil(3.33 * np.sqrt(c)) if ok else 0.0
+            opacity = float(opacities[i])
+            if antialiased and ok:  # gsplat's add_blur: sqrt(det(cov2d) / det(cov2d + 0.3 I)), floored at 0
+                opacity *= np.sqrt(max(((a - EPS2D) * (c - EPS2D) - b * b) / det, 0.0))
+            extent = opacity_extent(opacity)
+            ok = ok and extent > 0.0
+            rx = np.ceil(extent * np.sqrt(a)) if ok else 0.0
+            ry = np.ceil(extent * np.sqrt(c)) if ok else 0.0
             inside = u + rx > 0 and u - rx < width and v + ry > 0 and v - ry < height
             radii[i, 0] = int(rx) if ok and inside else 0
             radii[i, 1] = int(ry) if ok and inside else 0

@@ -43,9 +43,15 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
 
 
 def project(
-    means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int
+    means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int,
+    opacities: Tensor | None = None, antialiased: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Perspective projection as in gsplat: returns means2d [N,2], conics [N,3], depths [N], radii [N,2]."""
+    """Perspective projection as in gsplat: returns means2d [N,2], conics [N,3], depths [N], radii [N,2].
+
+    With ``opacities``, radii follow gsplat's CUDA projection (what ``rasterization`` returns): a box of
+    ``min(3.33, sqrt(2 log(255 opacity)))`` standard deviations, 0 where the opacity (times the antialiased
+    mode's compensation) is under 1/255. Without, the 3.33-sigma box of gsplat's torch reference.
+    """
     R, t = viewmat[:3, :3], viewmat[:3, 3]
     mc = means @ R.T + t
     M = R @ (quat_to_rotmat(quats) * scales[:, None, :])  # camera-space R_c R_g S
@@ -66,13 +72,26 @@ def project(
     conics = torch.stack([c / det, -b / det, a / det], -1)
     means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)
     with torch.no_grad():
-        radii = torch.stack([torch.ceil(3.33 * a.sqrt()), torch.ceil(3.33 * c.sqrt())], -1)
-        valid = (det > 0) & (z > NEAR_PLANE) & (z < FAR_PLANE)
+        extent = torch.full_like(a, project_cpu.MAX_EXTENT)
+        if opacities is not None:
+            effective = opacities.detach()
+            if antialiased:
+                effective = effective * torch.sqrt(torch.clamp(((a - EPS2D) * (c - EPS2D) - b * b) / det, min=0.0))
+            extent = opacity_extent(effective)
+        radii = torch.stack([torch.ceil(extent * a.sqrt()), torch.ceil(extent * c.sqrt())], -1)
+        valid = (det > 0) & (z > NEAR_PLANE) & (z < FAR_PLANE) & (extent > 0)
         inside = ((means2d[:, 0] + radii[:, 0] > 0) & (means2d[:, 0] - radii[:, 0] < width)
                   & (means2d[:, 1] + radii[:, 1] > 0) & (means2d[:, 1] - radii[:, 1] < height))
         radii = torch.where((valid & inside)[:, None], radii, torch.zeros_like(radii))
         radii = torch.nan_to_num(radii, nan=0.0).int()
     return means2d, conics, z, radii
+
+
+def opacity_extent(opacities: Tensor) -> Tensor:
+    """:func:`project_cpu.opacity_extent` elementwise: ``min(3.33, sqrt(2 log(255 o)))``, 0 under 1/255."""
+    ratio = opacities / project_cpu.ALPHA_MIN
+    extent = torch.sqrt(2.0 * torch.log(ratio.clamp(min=1.0))).clamp(max=project_cpu.MAX_EXTENT)
+    return torch.where(opacities >= project_cpu.ALPHA_MIN, extent, torch.zeros_like(extent))
 
 
 def sh_bases(degree: int, dirs: Tensor) -> Tensor:
@@ -161,14 +180,15 @@ class ProjectSH(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, means: Tensor, quats: Tensor, scales: Tensor, sh: Tensor,  # type: ignore[override]
-                viewmat: Tensor, K: Tensor, width: int, height: int, degree: int) -> tuple[Tensor, ...]:
+                viewmat: Tensor, K: Tensor, width: int, height: int, degree: int, opacities: Tensor,
+                antialiased: bool) -> tuple[Tensor, ...]:
         n, dtype = len(means), means.dtype
         means2d, conics = torch.empty(n, 2, dtype=dtype), torch.empty(n, 3, dtype=dtype)
         colors, depths = torch.empty(n, 3, dtype=dtype), torch.empty(n, dtype=dtype)
         radii = torch.empty(n, 2, dtype=torch.int32)
         arrays = [_np(means), _np(quats), _np(scales), _np(sh), degree, _np(viewmat), _np(K), width, height]
-        project_cpu.project_forward(*arrays, means2d.numpy(), conics.numpy(), colors.numpy(), depths.numpy(),
-                                    radii.numpy())
+        project_cpu.project_forward(*arrays, _np(opacities), antialiased, means2d.numpy(), conics.numpy(),
+                                    colors.numpy(), depths.numpy(), radii.numpy())
         ctx.arrays, ctx.radii = arrays, radii.numpy()
         ctx.mark_non_differentiable(depths, radii)
         return means2d, conics, colors, depths, radii
@@ -185,7 +205,8 @@ class ProjectSH(torch.autograd.Function):
 
         project_cpu.project_backward(*ctx.arrays, ctx.radii, upstream(v_means2d, 2), upstream(v_conics, 3),
                                      upstream(v_colors, 3), *grads)
-        return (*(torch.from_numpy(g) for g in grads), None, None, None, None, None)
+        # radii are not differentiable: the opacities that shaped them get their gradient from the compositor
+        return (*(torch.from_numpy(g) for g in grads), None, None, None, None, None, None, None)
 
 
 def rasterize_cpu(
@@ -193,7 +214,8 @@ def rasterize_cpu(
     width: int, height: int, sh_degree: int, *, antialiased: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     means2d, conics, colors, depths, radii = ProjectSH.apply(means, quats, scales, sh, viewmat.to(means.dtype),
-                                                             K.to(means.dtype), width, height, sh_degree)
+                                                             K.to(means.dtype), width, height, sh_degree,
+                                                             opacities.detach(), antialiased)
     if antialiased:
         opacities = opacities * aa_compensation(conics)
     means2d_b = means2d[None]  # the tensor strategies read .grad from

@@ -10,6 +10,7 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from spaceport.api import TrainOptions
 from spaceport.contract import BadInputError, RetryableError, StageContext, StageOutput
 from spaceport.splats import ply_bytes
 from spaceport.stages.train import checkpoint
+from spaceport.stages.train.cuda_env import cuda_problem, driver_version
 from spaceport.stages.train.data import Dataset, load_dataset
 from spaceport.stages.train.loop import Trainer, TrainingDiverged
 from spaceport.stages.train.metrics import LpipsScore, lpips_scorer
@@ -30,12 +32,21 @@ LOAD_SHARE, TRAIN_SHARE = 0.05, 0.9
 """Fractions of the stage's progress bar for loading and for the optimisation steps."""
 
 
-def pick_device(requested: str) -> str:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("train.device: 'cuda' requested but no CUDA device is visible; use 'auto' or 'cpu'")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
+def pick_device(requested: str, warn: Callable[[str], None] = lambda _: None) -> str:
+    """``cuda`` or ``cpu`` for ``train.device``. ``cuda`` where the GPU cannot be used is a clear error
+    naming the cause (no GPU in the Pod, a driver too old for torch's CUDA, a CPU-only torch); ``auto``
+    falls back to the CPU, with a warning where a driver is there but unusable."""
+    if requested == "cpu":
+        return "cpu"
+    problem = cuda_problem()
+    if problem is None:
+        return "cuda"
+    if requested == "cuda":
+        raise BadInputError(f"train.device: 'cuda' requested but no usable GPU: {problem}. Fix the node or the "
+                            "Pod's GPU request, or set train.device to 'auto' or 'cpu' to train on the CPU")
+    if torch.version.cuda is not None and driver_version() is not None:
+        warn(f"train.device auto: training on the CPU, the GPU is unusable: {problem}")
+    return "cpu"
 
 
 def fingerprint(options: TrainOptions, data: Dataset) -> str:
@@ -67,7 +78,7 @@ class StopRequest:
 
 
 def run_train(ctx: StageContext) -> StageOutput:
-    device = pick_device(ctx.options.device)
+    device = pick_device(ctx.options.device, ctx.warn)
     if device != "cpu":
         return _run(ctx, device)
     # On CPU the compiled kernels own the cores. torch's own thread pool, spinning between its many small
