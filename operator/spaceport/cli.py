@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from spaceport.api.presets import PRESETS
+from spaceport.api.stages import STAGES, stage
 from spaceport.contract import EXIT_BAD_INPUT, EXIT_OK, EXIT_RETRYABLE, TERMINATION_LOG, StageError
 
 EXIT_USAGE = 64
@@ -81,12 +82,12 @@ def cmd_stage(args: argparse.Namespace) -> int:
         result = run_stage(args.name, args.input, args.output, args.config)
     except StageError as e:
         logging.getLogger("spaceport").error("%s failed: %s", args.name, e)
-        _write_termination_message(json.dumps({"stage": args.name, "reason": e.reason, "message": str(e)[:3000]}))
+        _write_termination_message(stage(args.name).failure(e.reason, str(e)).to_json())
         return e.exit_code
     except KeyboardInterrupt as e:
         code, what = _stopped(e)
         logging.getLogger("spaceport").error("%s %s; a re-run resumes", args.name, what)
-        _write_termination_message(json.dumps({"stage": args.name, "reason": "Stopped", "message": what}))
+        _write_termination_message(stage(args.name).failure("Stopped", what).to_json())
         return code
     _write_termination_message(result.termination_message())
     print(result.model_dump_json(by_alias=True, exclude_none=True))
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("stage", help="run one pipeline stage (what each Job runs)")
-    p.add_argument("name", choices=["sfm", "train", "compress"])
+    p.add_argument("name", choices=STAGES)
     p.add_argument("--input", required=True, help="input URI: s3://bucket/prefix or a path")
     p.add_argument("--output", required=True, help="output URI of this stage")
     p.add_argument("--config", help="the stage's options: a JSON string or a JSON/YAML file")
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the whole pipeline locally, no cluster needed")
     p.add_argument("photos", help="folder (or s3:// prefix) of photos")
     p.add_argument("--out", required=True, help="output folder (or s3:// prefix)")
-    p.add_argument("--config", help="YAML/JSON file with sfm/train/compress sections (and optionally preset)")
+    p.add_argument("--config", help=f"YAML/JSON file with {'/'.join(STAGES)} sections (and optionally preset)")
     p.add_argument("--preset", choices=PRESETS, help="per-stage defaults (image size, iterations, Gaussian cap, "
                    "SH bands) under the config's explicit fields; default: the config's preset, else standard")
     p.set_defaults(func=cmd_run)

@@ -24,18 +24,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from spaceport.api.common import ApiModel
+from spaceport.api.stage_metrics import StageMetrics
+from spaceport.api.stages import ATTEMPT_FILE as ATTEMPT_FILE  # the runner's files, named in the registry
+from spaceport.api.stages import OWNER_FILE as OWNER_FILE
+from spaceport.api.stages import PROGRESS_FILE as PROGRESS_FILE
+from spaceport.api.stages import RESULT_FILE as RESULT_FILE
+from spaceport.api.stages import AnyStage, FailureRecord, stage
 from spaceport.storage import AlreadyExistsError, NotFoundError, Store
 
-PROGRESS_FILE = "progress.json"
-RESULT_FILE = "result.json"
-ATTEMPT_FILE = "attempt.json"
-OWNER_FILE = "owner.json"
-"""At the root of a Reconstruction's output: ``{"namespace", "name", "uid", "created"}`` of the one that owns it."""
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LIMIT = 4096
 """Bytes Kubernetes keeps of a container's termination message."""
@@ -136,6 +138,15 @@ class StageResult(_Wire):
     fingerprint_parts: dict[str, str] = Field(default_factory=dict, description="The digests behind fingerprint, "
                                               "so a mismatch can say which input differs.")
 
+    @property
+    def spec(self) -> AnyStage:
+        """The registry's entry for the stage that wrote this result."""
+        return stage(self.stage)
+
+    def typed_metrics(self) -> StageMetrics:
+        """The metrics as the stage's own model (results of older stages read too)."""
+        return self.spec.parse_metrics(self.metrics)
+
     def termination_message(self) -> str:
         """A compact JSON copy under Kubernetes' 4 KiB limit: warnings, then outputs, dropped first."""
         body = self.model_dump(by_alias=True, exclude_none=True)
@@ -147,11 +158,30 @@ class StageResult(_Wire):
         return json.dumps(body, separators=(",", ":"))
 
 
+def parse_termination(message: str, succeeded: bool) -> StageResult | FailureRecord | None:
+    """A stage container's termination message: its (compact) result when it succeeded, its failure record when
+    not; a failure that left plain text (a crash before the runner wrote one) becomes an ``Error`` record."""
+    if succeeded:
+        try:
+            return StageResult.model_validate_json(message)
+        except ValueError:
+            return None
+    try:
+        data = json.loads(message)
+    except ValueError:
+        text = message.strip()[:1000]
+        return FailureRecord(stage="", message=text) if text else None
+    if not isinstance(data, dict) or not data.get("message"):
+        return None
+    return FailureRecord.model_validate(data)
+
+
 @dataclass
 class StageOutput:
-    """What a stage function returns: numbers for status, and URIs of what it wrote."""
+    """What a stage function returns: its metrics (the stage's model from the registry, or their camelCase dict,
+    which the runner validates), and URIs of what it wrote."""
 
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: StageMetrics | dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -208,14 +238,17 @@ class ProgressReporter:
                 logging.getLogger("spaceport.progress").warning("cannot write progress: %s", e)
 
 
+OptionsT = TypeVar("OptionsT", bound=ApiModel)
+
+
 @dataclass
-class StageContext:
+class StageContext(Generic[OptionsT]):
     """Everything a stage function may touch."""
 
     stage: str
     input: Store
     output: Store
-    options: Any
+    options: OptionsT
     progress: ProgressReporter
     scratch: Path
     log: logging.Logger

@@ -55,6 +55,7 @@ def test_stage_writes_every_format_with_metrics(tmp_path: Path) -> None:
     # against the held-out photo (the render plus noise) compression costs a fraction of a dB
     assert m["psnrDropViews"] == 1 and -0.5 < m["psnrDropDb"] < 1.0
     assert m["shPaletteSize"] in (1024, 2048) and "totalSeconds" in m["durations"]
+    assert result.typed_metrics().unknown == [], "every metric the stage reports has a field in CompressMetrics"
     assert result.outputs["sog"].endswith("scene.sog")
     meta = json.loads((out / "sog" / "meta.json").read_text())
     assert meta["spaceport"]["georef"] == GEOREF

@@ -60,7 +60,8 @@ def test_gps_flight_registers_at_metric_scale(gps_flight: Flight, tmp_path: Path
     assert (m["imagesFound"], m["imagesUsed"], m["registeredImages"]) == (25, 24, 24)
     assert m["matchingMode"] == "spatial" and m["components"] == 1 and m["cameras"] == 1
     assert m["meanReprojectionError"] < 1.0 and m["points3D"] > 300 and m["meanTrackLength"] > 2.5
-    assert set(m["durationsSeconds"]) == {"prepare", "features", "matching", "mapping", "undistortion", "upload"}
+    assert set(m["durations"]) == {"prepare", "features", "matching", "mapping", "undistortion", "upload"}
+    assert result.typed_metrics().unknown == [], "every metric the stage reports has a field in SfmMetrics"
     assert any("IMG_9999.jpg" in w for w in result.warnings)
     assert any("registered" in r.message for r in seen) and seen[-1].fraction == 1.0
     # COLMAP's per-image alignment warning about priors without covariance (ours have none on purpose)

@@ -38,7 +38,8 @@ def test_training_beats_initialisation_and_writes_the_contract(sfm: Path, tmp_pa
     assert m["psnr"] > m["initialPsnr"] + 4.0, m
     assert m["evalViews"] == "heldOut" and m["steps"] == 240 and m["device"] == "cpu"
     assert m["gaussians"] > 300, "densification should have grown the 300 SfM points"
-    assert {"ssim", "durationSeconds", "stepsPerSecond", "peakMemoryBytes"} <= set(m)
+    assert {"ssim", "durations", "stepsPerSecond", "peakMemoryBytes"} <= set(m) and "training" in m["durations"]
+    assert result.typed_metrics().unknown == [], "every metric the stage reports has a field in TrainMetrics"
     assert "lpips" not in m and not result.warnings  # LPIPS is a GPU metric: on CPU, absent and unremarked
     assert any(msg.startswith("step 240/240 loss") and "psnr" in msg for msg in messages)
 

@@ -13,6 +13,7 @@ from spaceport.api.common import ApiModel, StageScheduling, StatusModel
 from spaceport.api.compress import CompressOptions
 from spaceport.api.presets import preset_defaults
 from spaceport.api.sfm import SfmOptions
+from spaceport.api.stages import STAGES, stage
 from spaceport.api.train import TrainOptions
 
 GROUP = "spaceport.dev"
@@ -21,9 +22,6 @@ KIND = "Reconstruction"
 PLURAL = "reconstructions"
 SINGULAR = "reconstruction"
 SHORT_NAMES = ["recon"]
-
-STAGES: tuple[str, ...] = ("sfm", "train", "compress")
-"""Stage names in the order they run."""
 
 Preset = Literal["draft", "standard", "high"]
 
@@ -184,15 +182,14 @@ class ReconstructionSpec(ApiModel):
             raise ValueError(f"output.uri {b.uri!r} lies inside input.uri {a.uri!r}")
         return self
 
-    def stage_options(self, stage: str) -> SfmOptions | TrainOptions | CompressOptions:
+    def stage_options(self, name: str) -> SfmOptions | TrainOptions | CompressOptions:
         """The stage's options without its scheduling: what `spaceport stage` receives.
 
         Fields the spec leaves out take the preset's value (api/presets.py); explicit fields win.
         """
-        section = getattr(self, stage)
-        options_type = {"sfm": SfmOptions, "train": TrainOptions, "compress": CompressOptions}[stage]
+        section = getattr(self, name)
         explicit = section.model_dump(include=set(section.model_fields_set) - {"scheduling"})
-        return options_type.model_validate({**preset_defaults(self.preset, stage), **explicit})
+        return stage(name).options.model_validate({**preset_defaults(self.preset, name), **explicit})
 
     def run_key(self) -> str:
         """A digest of everything that changes results; a new value starts a new run folder.
@@ -200,8 +197,8 @@ class ReconstructionSpec(ApiModel):
         ``suspend``, queueing and scheduling do not change results, so toggling them keeps the run.
         """
         data = self.model_dump(mode="json", exclude={"suspend", "retries", "queue_name", "priority_class", "notify"})
-        for stage in STAGES:
-            data[stage].pop("scheduling", None)
+        for name in STAGES:
+            data[name].pop("scheduling", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from spaceport.api import STAGES, Condition, Metrics, Phase, Reason, ReconstructionSpec, ReconstructionStatus
+from spaceport.api import (
+    COMPRESS,
+    PIPELINE,
+    STAGES,
+    Condition,
+    Metrics,
+    Phase,
+    Reason,
+    ReconstructionSpec,
+    ReconstructionStatus,
+)
 from spaceport.api.reconstruction import StageStatus, Usage
 from spaceport.contract import ProgressRecord, StageResult
 from spaceport.controller.jobs import run_location, stage_location
@@ -36,13 +46,6 @@ METRIC_KEYS: dict[str, str] = {
 }
 """Stage metric key (camelCase, as the stages write result.json) -> overall Metrics field. A test feeds a real
 stage's result.json through this (tests/cli/test_run.py), so a renamed metric cannot drift silently."""
-
-CONTRACT_OUTPUTS: dict[str, tuple[str, str, str | None]] = {
-    "ply": ("train", "splats.ply", None),
-    "sog": ("compress", "scene.sog", "sog"),
-}
-"""Overall outputs the cross-stage file contract guarantees (stage, file, the compress format that makes it), used
-only for a stage whose result named no outputs (a termination message cut to Kubernetes' 4 KiB)."""
 
 CONDITION_TYPES = ("Ready", "Succeeded", "Failed", "Reconciling", "Stalled")
 """Ready/Succeeded/Failed as batch Jobs have them (``kubectl wait --for=condition=...``); Reconciling/Stalled for
@@ -258,7 +261,8 @@ def _stage_succeeded(st: StageStatus, obs: Observation, job: JobView | None, now
     if result is not None:
         update.update(metrics=dict(result.metrics), outputs=dict(result.outputs),
                       started_at=st.started_at or result.started_at, finished_at=result.finished_at)
-        update["metrics"].setdefault("durationSeconds", result.duration_seconds)
+        # The stage's wall time, whatever the stage timed inside (its metrics' durations).
+        update["metrics"]["durationSeconds"] = result.duration_seconds
         update["warnings"] = [w[:500] for w in result.warnings[:20]]
     else:
         update["finished_at"] = (job.completion_time if job else None) or now
@@ -300,17 +304,17 @@ def aggregate_metrics(stages: dict[str, StageStatus]) -> Metrics:
 def aggregate_outputs(spec: ReconstructionSpec, run: int, stages: dict[str, StageStatus]) -> dict[str, str]:
     """What the stages said they wrote; the contract's files only for a stage whose result named none."""
     outputs: dict[str, str] = {}
-    formats = spec.stage_options("compress").formats  # type: ignore[union-attr]
-    for stage in STAGES:
-        st = stages.get(stage)
+    formats = spec.stage_options(COMPRESS.name).formats  # type: ignore[union-attr]
+    for stage in PIPELINE:
+        st = stages.get(stage.name)
         if st is None or st.phase != Phase.SUCCEEDED:
             continue
         if st.outputs:
             outputs.update(st.outputs)
             continue
-        for name, (of, file, fmt) in CONTRACT_OUTPUTS.items():
-            if of == stage and (fmt is None or fmt in formats):
-                outputs[name] = stage_location(spec, run, stage) + "/" + file
+        for out in stage.outputs:
+            if out.format is None or out.format in formats:
+                outputs[out.name] = stage_location(spec, run, stage.name) + "/" + out.file
     return outputs
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from spaceport.api import STAGES, CompressOptions, SfmOptions, TrainOptions, describe_validation_error
+from spaceport.api import PIPELINE, describe_validation_error
+from spaceport.api.stage_metrics import StageMetrics
+from spaceport.api.stages import ATTEMPT_FILE, PROGRESS_FILE, RESULT_FILE, AnyStage
+from spaceport.api.stages import stage as stage_spec
 from spaceport.contract import (
-    ATTEMPT_FILE,
-    PROGRESS_FILE,
-    RESULT_FILE,
     BadInputError,
     ProgressListener,
     ProgressRecord,
@@ -33,24 +33,22 @@ from spaceport.contract import (
 )
 from spaceport.storage import NotFoundError, StorageError, Store, UnsafeKeyError, UnwritableError, open_store
 
-STAGE_FUNCTIONS: dict[str, str] = {
-    "sfm": "spaceport.stages.sfm:run_sfm",
-    "train": "spaceport.stages.train:run_train",
-    "compress": "spaceport.stages.compress:run_compress",
-}
-OPTION_TYPES: dict[str, type[BaseModel]] = {
-    "sfm": SfmOptions,
-    "train": TrainOptions,
-    "compress": CompressOptions,
-}
+STAGE_FUNCTIONS: dict[str, str] = {s.name: s.function for s in PIPELINE}
+"""The registry's entry points, by stage: tests put their own stand-ins here."""
 
 log = logging.getLogger("spaceport.stage")
 
 
+def known_stage(stage: str) -> AnyStage:
+    try:
+        return stage_spec(stage)
+    except ValueError as e:
+        raise BadInputError(str(e)) from e
+
+
 def parse_options(stage: str, config: dict[str, Any] | str | None) -> Any:
     """Validate a stage's config (a dict, a JSON string or a path to a JSON/YAML file)."""
-    if stage not in OPTION_TYPES:
-        raise BadInputError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    spec = known_stage(stage)
     data: Any = config or {}
     if isinstance(config, str):
         text = config
@@ -66,7 +64,7 @@ def parse_options(stage: str, config: dict[str, Any] | str | None) -> Any:
         except Exception as e:
             raise BadInputError(f"config is neither JSON nor YAML: {e}") from e
     try:
-        return OPTION_TYPES[stage].model_validate(data)
+        return spec.options.model_validate(data)
     except ValidationError as e:
         raise BadInputError(f"invalid {stage} config: {describe_validation_error(e, stage)}") from e
 
@@ -188,7 +186,7 @@ def run_stage(
             started_at=started,
             finished_at=now_iso(),
             duration_seconds=round(time.monotonic() - t0, 3),
-            metrics=produced.metrics,
+            metrics=_metrics(stage, produced.metrics),
             outputs=produced.outputs,
             warnings=ctx.warnings,
             fingerprint=wanted,
@@ -204,6 +202,21 @@ def run_stage(
         raise _classify(e, stage) from e
     except MemoryError as e:
         raise RetryableError(f"{stage}: out of memory; lower the image size or Gaussian cap") from e
+
+
+def _metrics(stage: str, produced: StageMetrics | dict[str, Any]) -> dict[str, Any]:
+    """The stage's metrics through its registry model: wrong types fail here, not in whoever reads them."""
+    spec = stage_spec(stage)
+    if isinstance(produced, StageMetrics) and not isinstance(produced, spec.metrics):
+        raise StageError(f"{stage} returned {type(produced).__name__}, not {spec.metrics.__name__}")
+    try:
+        metrics = spec.parse_metrics(produced)
+    except ValidationError as e:
+        raise StageError(f"{stage} reported invalid metrics: {describe_validation_error(e, 'metrics')}") from e
+    if metrics.unknown:
+        log.warning("%s reported metrics its model (%s) does not name: %s", stage, spec.metrics.__name__,
+                    ", ".join(metrics.unknown))
+    return metrics.to_wire()
 
 
 def check_owner(root_uri: str, owner: str) -> None:

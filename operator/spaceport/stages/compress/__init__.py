@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spaceport.api.compress import CompressOptions
+from spaceport.api.stages import COMPRESS, TRAIN
 from spaceport.contract import BadInputError, StageContext, StageOutput
 from spaceport.splats import GaussianScene, PlyFormatError, read_ply
 from spaceport.stages.compress.pipeline import encode_scene, keep_bands, resolve_device
@@ -29,10 +30,11 @@ if TYPE_CHECKING:
 # The quality renders (spaceport.stages.train.render: torch and numba, ~3 CPU-seconds to import) are
 # imported only when a run measures quality: encoding alone needs neither.
 
-PLY = "splats.ply"
-CAMERAS = "cameras.json"
-GEOREF = "georef.json"
-HOLDOUT = "holdout"
+PLY = TRAIN.files.ply
+CAMERAS = TRAIN.files.cameras
+GEOREF = TRAIN.files.georef
+HOLDOUT = TRAIN.files.holdout
+OUT = COMPRESS.files
 GEOREF_FIELDS = ("latitude", "longitude", "altitude")
 
 
@@ -132,15 +134,15 @@ def run_compress(ctx: StageContext) -> StageOutput:
     out.mkdir()
     sog_bytes = bundle(encoded.sog_files)
     if "sog" in options.formats:
-        (out / "scene.sog").write_bytes(sog_bytes)
+        (out / OUT.sog).write_bytes(sog_bytes)
     if "sog-unbundled" in options.formats:
-        (out / "sog").mkdir()
+        (out / OUT.sog_unbundled).mkdir()
         for name, data in encoded.sog_files.items():
-            (out / "sog" / name).write_bytes(data)
+            (out / OUT.sog_unbundled / name).write_bytes(data)
     if encoded.v1_files is not None:
-        (out / "sogs-v1").mkdir()
+        (out / OUT.sogs_v1).mkdir()
         for name, data in encoded.v1_files.items():
-            (out / "sogs-v1" / name).write_bytes(data)
+            (out / OUT.sogs_v1 / name).write_bytes(data)
 
     metrics: dict[str, Any] = {
         "splats": scene.count,
@@ -197,14 +199,14 @@ def run_compress(ctx: StageContext) -> StageOutput:
     metrics["durations"] = durations
     outputs = {}
     if "sog" in options.formats:
-        outputs["sog"] = ctx.output.uri_of("scene.sog")
+        outputs["sog"] = ctx.output.uri_of(OUT.sog)
     if "sog-unbundled" in options.formats:
-        outputs["sogUnbundled"] = ctx.output.uri_of("sog/meta.json")
+        outputs["sogUnbundled"] = ctx.output.uri_of(f"{OUT.sog_unbundled}/{OUT.meta}")
     if encoded.v1_files is not None:
-        outputs["sogsV1"] = ctx.output.uri_of("sogs-v1/meta.json")
+        outputs["sogsV1"] = ctx.output.uri_of(f"{OUT.sogs_v1}/{OUT.meta}")
     if "sog" in options.formats:
         from spaceport.viewer import write_viewer  # the static viewer page next to scene.sog (spaceport.viewer)
 
-        outputs.update(write_viewer(ctx.output, "scene.sog", source=ctx.input, means=original.means, metrics=metrics,
+        outputs.update(write_viewer(ctx.output, OUT.sog, source=ctx.input, means=original.means, metrics=metrics,
                                     warn=ctx.warn))
-    return StageOutput(metrics=metrics, outputs=outputs)
+    return StageOutput(metrics=COMPRESS.metrics.model_validate(metrics), outputs=outputs)

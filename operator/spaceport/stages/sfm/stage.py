@@ -19,6 +19,7 @@ from typing import Any
 import pycolmap
 
 from spaceport.api.sfm import SfmOptions
+from spaceport.api.stages import SFM
 from spaceport.contract import BadInputError, StageContext, StageError, StageOutput
 from spaceport.stages.sfm import focal, georef, reconstruct
 from spaceport.stages.sfm.focal import FocalOutcome
@@ -130,8 +131,8 @@ def run_sfm(ctx: StageContext) -> StageOutput:
     shutil.rmtree(prepared)  # the scratch disk holds one copy of the photos at a time
     with step("upload", "writing the model"):
         outputs = _upload(ctx, undistorted, frame)
-    metrics["durationsSeconds"] = durations
-    return StageOutput(metrics=metrics, outputs=outputs)
+    metrics["durations"] = durations
+    return StageOutput(metrics=SFM.metrics.model_validate(metrics), outputs=outputs)
 
 
 def _map(ctx: StageContext, database: Path, images: Path, out: Path, photos: list[Photo],
@@ -230,12 +231,13 @@ def _gps_metrics(ctx: StageContext, rec: pycolmap.Reconstruction, frame: GeoFram
 
 def _upload(ctx: StageContext, undistorted: Path, frame: GeoFrame | None) -> dict[str, str]:
     bar = ctx.progress.span(*STEPS["upload"])
-    ctx.output.upload_dir(undistorted / "images", "images", lambda d, t: bar.update(0.9 * d / max(t, 1)))
+    files = SFM.files  # COLMAP's undistorter names its folders as our contract does: images/, sparse/
+    ctx.output.upload_dir(undistorted / "images", files.images, lambda d, t: bar.update(0.9 * d / max(t, 1)))
     # Model last among the big parts: a reader that finds sparse/ finds every image it names.
-    for name in ("cameras.bin", "images.bin", "points3D.bin"):
-        ctx.output.upload_file(undistorted / "sparse" / name, f"sparse/{name}")
-    outputs = {"sparse": ctx.output.uri_of("sparse"), "images": ctx.output.uri_of("images")}
+    for name in files.model:
+        ctx.output.upload_file(undistorted / "sparse" / name, f"{files.sparse}/{name}")
+    outputs = {"sparse": ctx.output.uri_of(files.sparse), "images": ctx.output.uri_of(files.images)}
     if frame is not None:
-        ctx.output.write_text("georef.json", json.dumps(frame.georef(), indent=1))
-        outputs["georef"] = ctx.output.uri_of("georef.json")
+        ctx.output.write_text(files.georef, json.dumps(frame.georef(), indent=1))
+        outputs["georef"] = ctx.output.uri_of(files.georef)
     return outputs

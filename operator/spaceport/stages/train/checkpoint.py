@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+from spaceport.api.stages import TRAIN
 from spaceport.storage import Store
 
-PREFIX = "checkpoints"
+PREFIX = TRAIN.files.checkpoints
 SLOTS = 2
 log = logging.getLogger("spaceport.stages.train")
 

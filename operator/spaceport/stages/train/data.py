@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from spaceport.api.stages import SFM
 from spaceport.contract import BadInputError
 from spaceport.stages.train.render import Camera
 from spaceport.storage import Store
 
-MODEL_FILES = ("cameras.bin", "images.bin", "points3D.bin")
+MODEL_FILES = SFM.files.model
 PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE")
 
 
@@ -47,10 +48,10 @@ def local_input(store: Store, scratch: Path) -> Path:
     if root is not None:
         return root
     target = scratch / "input"
-    for key in ("sparse", "images"):
+    for key in (SFM.files.sparse, SFM.files.images):
         store.download_dir(key, target / key)
-    if store.exists("georef.json"):
-        store.download_file("georef.json", target / "georef.json")
+    if store.exists(SFM.files.georef):
+        store.download_file(SFM.files.georef, target / SFM.files.georef)
     return target
 
 
@@ -86,30 +87,31 @@ def load_dataset(store: Store, scratch: Path, *, holdout_every: int, downscale: 
     import pycolmap
 
     root = local_input(store, scratch)
+    sparse, photos, georef_file = SFM.files.sparse, SFM.files.images, SFM.files.georef
     for name in MODEL_FILES:
-        path = root / "sparse" / name
+        path = root / sparse / name
         if not path.is_file() or path.stat().st_size == 0:
-            raise BadInputError(f"SfM model file {store.uri_of('sparse/' + name)} is missing or empty")
+            raise BadInputError(f"SfM model file {store.uri_of(f'{sparse}/{name}')} is missing or empty")
     try:
-        rec = pycolmap.Reconstruction(str(root / "sparse"))
+        rec = pycolmap.Reconstruction(str(root / sparse))
     except Exception as e:
-        raise BadInputError(f"{store.uri_of('sparse')}: not a readable COLMAP model ({e})") from e
+        raise BadInputError(f"{store.uri_of(sparse)}: not a readable COLMAP model ({e})") from e
     images = sorted((im for im in rec.images.values() if im.has_pose), key=lambda im: im.name)
     if not images:
-        raise BadInputError(f"{store.uri_of('sparse/images.bin')}: no registered images")
+        raise BadInputError(f"{store.uri_of(f'{sparse}/{MODEL_FILES[1]}')}: no registered images")
     if rec.num_points3D() == 0:
-        raise BadInputError(f"{store.uri_of('sparse/points3D.bin')}: no 3D points to start from")
+        raise BadInputError(f"{store.uri_of(f'{sparse}/{MODEL_FILES[2]}')}: no 3D points to start from")
     # With one or two images, holding one out would leave too little to train on.
     hold = holdout_every if holdout_every > 0 and len(images) >= 3 else 0
     views = []
     for i, im in enumerate(images):
         cam = im.camera
         if cam.model.name not in PINHOLE_MODELS:
-            raise BadInputError(f"{store.uri_of('sparse/cameras.bin')}: camera {cam.camera_id} is {cam.model.name}; "
-                                "training needs undistorted PINHOLE cameras")
-        path = root / "images" / im.name
+            raise BadInputError(f"{store.uri_of(f'{sparse}/{MODEL_FILES[0]}')}: camera {cam.camera_id} is "
+                                f"{cam.model.name}; training needs undistorted PINHOLE cameras")
+        path = root / photos / im.name
         if not path.is_file():
-            raise BadInputError(f"image {store.uri_of('images/' + im.name)} named in the SfM model is missing")
+            raise BadInputError(f"image {store.uri_of(f'{photos}/{im.name}')} named in the SfM model is missing")
         world_to_camera = np.vstack([np.asarray(im.cam_from_world().matrix(), np.float64), [0, 0, 0, 1]])
         camera = Camera(im.name, cam.width, cam.height, float(cam.focal_length_x), float(cam.focal_length_y),
                         float(cam.principal_point_x), float(cam.principal_point_y), world_to_camera,
@@ -120,12 +122,12 @@ def load_dataset(store: Store, scratch: Path, *, holdout_every: int, downscale: 
         try:
             pixels = torch.from_numpy(read_photo(path, camera.width, camera.height))
         except OSError as e:
-            raise BadInputError(f"image {store.uri_of('images/' + im.name)} cannot be read ({e})") from e
+            raise BadInputError(f"image {store.uri_of(f'{photos}/{im.name}')} cannot be read ({e})") from e
         views.append(View(camera, pixels))
     ids = list(rec.points3D.keys())
     points = np.array([rec.points3D[i].xyz for i in ids], np.float64).reshape(-1, 3)
     colors = np.array([rec.points3D[i].color for i in ids], np.float32).reshape(-1, 3) / 255.0
-    georef = (root / "georef.json").read_bytes() if (root / "georef.json").is_file() else None
+    georef = (root / georef_file).read_bytes() if (root / georef_file).is_file() else None
     return Dataset(views, points, colors, georef, observations(images, ids))
 
 

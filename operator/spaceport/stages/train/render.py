@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from spaceport.api.stages import TRAIN
 from spaceport.contract import BadInputError
 from spaceport.splats import GaussianScene
 from spaceport.storage import Store
 
-CAMERAS_FILE = "cameras.json"
-HOLDOUT_DIR = "holdout"
+CAMERAS_FILE = TRAIN.files.cameras
+HOLDOUT_DIR = TRAIN.files.holdout
 """Held-out ground-truth images at the trained resolution (lossless PNG), for PSNR after compression."""
 
 

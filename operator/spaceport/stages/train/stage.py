@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spaceport.api import TrainOptions
+from spaceport.api import TRAIN, TrainOptions
 from spaceport.contract import BadInputError, RetryableError, StageContext, StageOutput
 from spaceport.splats import ply_bytes
 from spaceport.stages.train import checkpoint
@@ -179,7 +179,7 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
         "initialPsnr": None if meta["initial_psnr"] is None else round(meta["initial_psnr"], 3),
         "evalViews": "heldOut" if data.held_out else "train",
         "steps": trainer.step,
-        "durationSeconds": round(seconds, 2),
+        "durations": {"training": round(seconds, 2)},  # the optimisation's seconds, earlier attempts' included
         "stepsPerSecond": round(steps_per_second, 2),
         "peakMemoryBytes": int(peak),
         "peakRssBytes": int(rss),
@@ -194,7 +194,8 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
         metrics.update(trainer.colour.summary())
     if resumed_from is not None:
         metrics["resumedFromStep"] = resumed_from
-    return StageOutput(metrics={k: v for k, v in metrics.items() if v is not None}, outputs=outputs)
+    return StageOutput(metrics=TRAIN.metrics.model_validate({k: v for k, v in metrics.items() if v is not None}),
+                       outputs=outputs)
 
 
 def lpips_for(ctx: StageContext, device: str) -> LpipsScore | None:
@@ -219,14 +220,15 @@ def write_outputs(ctx: StageContext, trainer: Trainer, data: Dataset) -> dict[st
     if not keep.all():
         ctx.warn(f"dropped {int((~keep).sum())} Gaussians with non-finite values from splats.ply")
         scene = scene.subset(keep)
-    ctx.output.write_bytes("splats.ply", ply_bytes(scene))
+    files = TRAIN.files
+    ctx.output.write_bytes(files.ply, ply_bytes(scene))
     for view in data.held_out:
         ctx.output.write_bytes(holdout_key(view.camera.name), png_bytes(view.image.numpy()))
     ctx.output.write_text(CAMERAS_FILE, cameras_json([v.camera for v in data.views]))
-    outputs = {"ply": ctx.output.uri_of("splats.ply"), "cameras": ctx.output.uri_of(CAMERAS_FILE)}
+    outputs = {"ply": ctx.output.uri_of(files.ply), "cameras": ctx.output.uri_of(CAMERAS_FILE)}
     if data.held_out:
         outputs["holdout"] = ctx.output.uri_of(HOLDOUT_DIR)
     if data.georef is not None:
-        ctx.output.write_bytes("georef.json", data.georef)
-        outputs["georef"] = ctx.output.uri_of("georef.json")
+        ctx.output.write_bytes(files.georef, data.georef)
+        outputs["georef"] = ctx.output.uri_of(files.georef)
     return outputs
