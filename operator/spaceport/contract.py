@@ -86,28 +86,45 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def claim_owner(root: Store, namespace: str, name: str, uid: str) -> dict[str, Any]:
-    """The owner record at ``root``: read, or written for (namespace, name, uid) when there is none.
+def owner_conflict(owner: Any, root_uri: str, namespace: str, name: str) -> str | None:
+    """Why the output at ``root_uri``, whose owner record is ``owner``, is not (namespace, name)'s; None when it is.
 
-    Raises :class:`OutputInUseError` when it names another Reconstruction. One re-created under the same namespace
-    and name is the same owner (it continues at the next free run); the record keeps the first uid.
+    One re-created under the same namespace and name is the same owner (it continues at the next free run).
     """
-    record = {"namespace": namespace, "name": name, "uid": uid, "created": now_iso()}
+    if not isinstance(owner, dict):
+        owner = {}
+    if (owner.get("namespace"), owner.get("name")) == (namespace, name):
+        return None
+    return (f"spec.output.uri: {root_uri} belongs to Reconstruction {owner.get('namespace')}/{owner.get('name')} "
+            f"(uid {owner.get('uid')}, since {owner.get('created')}; {root_uri.rstrip('/')}/{OWNER_FILE}); "
+            "choose another output.uri")
+
+
+def read_owner(root: Store) -> dict[str, Any] | None:
+    """The owner record at ``root``; None when there is none."""
     try:
         owner = json.loads(root.read_bytes(OWNER_FILE))
     except NotFoundError:
+        return None
+    return owner if isinstance(owner, dict) else {}
+
+
+def claim_owner(root: Store, namespace: str, name: str, uid: str) -> dict[str, Any]:
+    """The owner record at ``root``: read, or written for (namespace, name, uid) when there is none.
+
+    Raises :class:`OutputInUseError` when it names another Reconstruction; the record keeps the first uid.
+    """
+    record = {"namespace": namespace, "name": name, "uid": uid, "created": now_iso()}
+    owner = read_owner(root)
+    if owner is None:
         try:
             root.write_text(OWNER_FILE, json.dumps(record, indent=1), overwrite=False)
             return record
         except AlreadyExistsError:  # claimed a moment ago by another Reconstruction
-            owner = json.loads(root.read_bytes(OWNER_FILE))
-    if not isinstance(owner, dict):
-        owner = {}
-    if (owner.get("namespace"), owner.get("name")) != (namespace, name):
-        raise OutputInUseError(
-            f"spec.output.uri: {root.uri} belongs to Reconstruction {owner.get('namespace')}/{owner.get('name')} "
-            f"(uid {owner.get('uid')}, since {owner.get('created')}; {root.uri_of(OWNER_FILE)}); "
-            "choose another output.uri")
+            owner = read_owner(root) or {}
+    conflict = owner_conflict(owner, root.uri, namespace, name)
+    if conflict is not None:
+        raise OutputInUseError(conflict)
     return owner
 
 
@@ -170,7 +187,7 @@ def parse_termination(message: str, succeeded: bool) -> StageResult | FailureRec
         data = json.loads(message)
     except ValueError:
         text = message.strip()[:1000]
-        return FailureRecord(stage="", message=text) if text else None
+        return FailureRecord(stage="", reason="", message=text) if text else None
     if not isinstance(data, dict) or not data.get("message"):
         return None
     return FailureRecord.model_validate(data)

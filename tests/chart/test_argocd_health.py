@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from spaceport.api import Phase, Reason, ReconstructionSpec, ReconstructionStatus
+from spaceport.api import FailureRecord, Phase, Reason, ReconstructionSpec, ReconstructionStatus
 from spaceport.contract import StageResult
+from spaceport.controller import observe as obs
 from spaceport.controller import status as st
 from tests.operator.harness import ROOT
 
@@ -46,25 +47,26 @@ def obj(status: ReconstructionStatus | None, generation: int = 1) -> dict[str, A
 
 def running() -> ReconstructionStatus:
     started = st.start_run(ReconstructionStatus(), SPEC, "site", 1, NOW)
-    job = st.JobView(name="site-r1-sfm", suspended=False, active=1, succeeded=False, failed=False)
-    return st.next_status(started, SPEC, st.Observation("sfm", job), 1, NOW)
+    job = obs.JobView(name="site-r1-sfm", suspended=False, active=1, succeeded=False, failed=False)
+    return st.next_status(started, SPEC, obs.Observation("sfm", job), 1, NOW)
 
 
 def test_each_phase_maps_to_an_argocd_health() -> None:
     assert argocd_health(obj(None)) == {"status": "Progressing", "message": "waiting for the operator"}
     assert argocd_health(obj(running()))["status"] == "Progressing"
 
-    failed_job = st.JobView(name="site-r1-sfm", suspended=False, active=0, succeeded=False, failed=True,
+    failed_job = obs.JobView(name="site-r1-sfm", suspended=False, active=0, succeeded=False, failed=True,
                             reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit")
-    failed = st.next_status(running(), SPEC, st.Observation("sfm", failed_job, failure="BadInput: no images"), 1, NOW)
+    no_images = FailureRecord(stage="sfm", reason="BadInput", message="no images")
+    failed = st.next_status(running(), SPEC, obs.Observation("sfm", failed_job, failure=no_images), 1, NOW)
     assert argocd_health(obj(failed)) == {"status": "Degraded",
                                           "message": "StageFailed: sfm failed: BadInput: no images"}
 
     done = running()
     for stage in ("sfm", "train", "compress"):
         result = StageResult(stage=stage, started_at=NOW, finished_at=NOW, duration_seconds=1.0)
-        job = st.JobView(name=f"site-r1-{stage}", suspended=False, active=0, succeeded=True, failed=False)
-        done = st.next_status(done, SPEC, st.Observation(stage, job, result=result), 1, NOW)
+        job = obs.JobView(name=f"site-r1-{stage}", suspended=False, active=0, succeeded=True, failed=False)
+        done = st.next_status(done, SPEC, obs.Observation(stage, job, result=result), 1, NOW)
     assert done.phase == Phase.SUCCEEDED
     assert argocd_health(obj(done)) == {"status": "Healthy", "message": "all stages done"}
     # A spec change the operator has not answered yet: the old run's Healthy no longer speaks for it.

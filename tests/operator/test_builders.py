@@ -10,8 +10,9 @@ from spaceport.api import Phase, Reason, ReconstructionSpec, ReconstructionStatu
 from spaceport.contract import ProgressRecord, StageResult
 from spaceport.controller.jobs import Owner, build_job, stage_io
 from spaceport.controller.naming import MAX_NAME, job_name
+from spaceport.controller.observe import JobView, Observation
 from spaceport.controller.settings import DEFAULT_STAGE_IMAGE, OperatorSettings, SettingsError
-from spaceport.controller.status import JobView, Observation, merge_patch, next_status, start_run
+from spaceport.controller.status import merge_patch, next_status, start_run
 
 OWNER = Owner(name="site", namespace="surveys", uid="u-1")
 SETTINGS = OperatorSettings(stage_image="stage:1", job_ttl_seconds=3600)

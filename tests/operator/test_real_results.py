@@ -6,6 +6,7 @@ from pathlib import Path
 
 from spaceport.api import Phase, ReconstructionSpec, ReconstructionStatus
 from spaceport.contract import RESULT_FILE, StageResult
+from spaceport.controller import observe as obs
 from spaceport.controller import status as st
 from spaceport.stages.runner import run_stage
 from tests.compress.helpers import small_scene, write_train_output
@@ -18,8 +19,8 @@ def status_from(results: dict[str, StageResult], spec: ReconstructionSpec = SPEC
     """The status the operator computes when each stage's Job succeeds and its result.json reads as given."""
     status = st.start_run(ReconstructionStatus(), spec, "site", 1, NOW)
     for stage in ("sfm", "train", "compress"):
-        job = st.JobView(name=f"site-r1-{stage}", suspended=False, active=0, succeeded=True, failed=False)
-        status = st.next_status(status, spec, st.Observation(stage, job, result=results.get(stage)), 1, NOW)
+        job = obs.JobView(name=f"site-r1-{stage}", suspended=False, active=0, succeeded=True, failed=False)
+        status = st.next_status(status, spec, obs.Observation(stage, job, result=results.get(stage)), 1, NOW)
     assert status.phase == Phase.SUCCEEDED
     return status
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from spaceport.api import Phase, ReconstructionSpec, ReconstructionStatus
+from spaceport.controller import observe as obs
 from spaceport.controller import status as st
 from tests.operator.harness import RECONS, Cluster
 from tests.operator.test_lifecycle import result, spec_for
@@ -54,10 +55,10 @@ def test_a_value_seen_before_a_failure_does_not_retry_it() -> None:
     noted = st.retry_run(running, "site", "x", 1, NOW)
     assert noted.retry == "x" and noted.phase == Phase.PENDING and noted.stages == running.stages
 
-    job = st.JobView(name="site-r1-sfm", suspended=False, active=0, succeeded=False, failed=True)
-    failed = st.next_status(noted, spec, st.Observation("sfm", job), 1, NOW)
+    job = obs.JobView(name="site-r1-sfm", suspended=False, active=0, succeeded=False, failed=True)
+    failed = st.next_status(noted, spec, obs.Observation("sfm", job), 1, NOW)
     assert failed.phase == Phase.FAILED and failed.retry == "x"  # the reconciler retries only on a new value
     again = st.retry_run(failed, "site", "y", 1, NOW)
     assert again.stages["sfm"].job == "site-r1-sfm-a2" and again.reason == "Retrying"
-    third = st.retry_run(st.next_status(again, spec, st.Observation("sfm", job), 1, NOW), "site", "z", 1, NOW)
+    third = st.retry_run(st.next_status(again, spec, obs.Observation("sfm", job), 1, NOW), "site", "z", 1, NOW)
     assert third.stages["sfm"].job == "site-r1-sfm-a3"

@@ -95,7 +95,8 @@ class FailureRecord(BaseModel):
 
     stage: str
     reason: str = "Error"
-    """The StageError subclass's reason (BadInput, OutputInUse, Retryable...) or Stopped."""
+    """The StageError subclass's reason (BadInput, OutputInUse, Retryable...) or Stopped; empty for a message that
+    was plain text (a crash before the runner could write a record)."""
     message: str = ""
 
     MESSAGE_LIMIT: ClassVar[int] = 3000
@@ -106,7 +107,7 @@ class FailureRecord(BaseModel):
 
     def describe(self) -> str:
         """``Reason: message``, as status shows it."""
-        return f"{self.reason}: {self.message}"
+        return f"{self.reason}: {self.message}" if self.reason else self.message
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ import kopf
 
 from spaceport.api import GROUP, PLURAL, VERSION
 from spaceport.controller.naming import LABEL_RECON, RETRY_ANNOTATION
-from spaceport.controller.reconcile import Reconciler, RetryLater
+from spaceport.controller.act import RetryLater
+from spaceport.controller.reconcile import Reconciler
 from spaceport.controller.settings import OperatorSettings
 from spaceport.controller.status import TERMINAL
 
@@ -137,7 +138,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
             if count is None:  # stopping: the garbage collector deletes the Jobs by their ownerReferences
                 return
             log.info("%s/%s deleted: deleted %d Job(s); outputs are kept", namespace, name, count)
-        elif reconciler.is_echo(namespace, name, body["metadata"].get("resourceVersion")):
+        elif reconciler.is_echo(namespace, name, body=_plain(body)):
             return
         elif _active(status=dict(body.get("status") or {}), meta=dict(body["metadata"])):
             if type == "ADDED" and FINALIZER not in (body["metadata"].get("finalizers") or []):
@@ -171,5 +172,5 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
     async def job_changed(type: str, body: kopf.Body, namespace: str, **_: Any) -> None:
         job = _plain(body)
         owner = _owner_name(job)
-        if owner and (type == "DELETED" or not reconciler.written.is_job_echo(namespace, owner, job)):
+        if owner and (type == "DELETED" or not reconciler.is_echo(namespace, owner, job=job)):
             await reconcile(namespace, owner, job=None if type == "DELETED" else job)

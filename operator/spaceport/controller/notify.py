@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,9 +46,16 @@ def payload(body: dict[str, Any], status: ReconstructionStatus) -> dict[str, Any
     }
 
 
+Recorder = Callable[[str, str, dict[str, Any]], None]
+"""Writes a run's notification record into status.notification: (namespace, name, record)."""
+
+
 class Notifier:
-    def __init__(self, kube: Kube, attempts: int = 6, backoff_s: float = 1.0, timeout_s: float = 10.0) -> None:
-        self.kube = kube
+    """Sends; never writes status itself: ``record`` (the reconciler's one status writer) does."""
+
+    def __init__(self, kube: Kube, record: Recorder, attempts: int = 6, backoff_s: float = 1.0,
+                 timeout_s: float = 10.0) -> None:
+        self.kube, self.record = kube, record
         self.attempts, self.backoff_s, self.timeout_s = attempts, backoff_s, timeout_s
         self._queue: queue.Queue[tuple[str, str, int]] = queue.Queue()
         self._pending: set[tuple[str, str, int]] = set()
@@ -126,4 +134,4 @@ class Notifier:
                 error: str | None) -> None:
         record = {"run": status.run, "phase": str(status.phase), "state": state, "attempts": attempts,
                   "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "lastError": error}
-        self.kube.patch_reconstruction_status(namespace, name, {"notification": record})
+        self.record(namespace, name, record)

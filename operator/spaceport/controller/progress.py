@@ -13,19 +13,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from spaceport.api import ReconstructionSpec, is_s3_uri
-from spaceport.contract import PROGRESS_FILE, RESULT_FILE, OutputInUseError, ProgressRecord, StageResult, claim_owner
+from spaceport.api.stages import PROGRESS_FILE, RESULT_FILE, RUNS_DIR
+from spaceport.contract import OutputInUseError, ProgressRecord, StageResult, claim_owner, read_owner
 from spaceport.controller.k8s import Kube
 from spaceport.storage import S3Store, StorageError, s3_client
 
 log = logging.getLogger("spaceport.operator.progress")
 
 
+@dataclass(frozen=True)
+class OutputView:
+    """What the output prefix holds: its owner record (None: unclaimed) and the run folders already there."""
+
+    uri: str
+    owner: dict[str, Any] | None
+    runs: tuple[int, ...] = ()
+
+
 class StorageReader:
+    """S3 stores for Reconstructions, with clients made from their credentials Secrets (cached a while)."""
+
     def __init__(self, kube: Kube, cache_seconds: float = 60.0, default_secret: str | None = None) -> None:
         self._kube = kube
         self._default_secret = default_secret
@@ -51,11 +64,8 @@ class StorageReader:
             cached = self._clients.get(key)
             if cached and now - cached[0] < self._cache_seconds:
                 return cached[1]
-        if not secret:
-            made = s3_client()
-        else:
-            data, _ = self._kube.read_secret(namespace, secret)
-            made = _client_from_secret(data)
+        settings = self._kube.read_secret(namespace, secret)[0] if secret else None
+        made = s3_client(settings, quick=True)
         with self._lock:
             self._clients[key] = (now, made)
         return made
@@ -78,47 +88,32 @@ class StorageReader:
         except (StorageError, ValidationError, ValueError):
             return None
 
+    def output_view(self, namespace: str, spec: ReconstructionSpec) -> OutputView | None:
+        """The output prefix's owner record and run folders (read only).
 
-class OutputClaim:
-    """What the output prefix holds: the run folders already there, and whether another Reconstruction owns it."""
+        None when the operator cannot read that storage (volumes, which it does not mount; or no credentials yet):
+        then run numbers come from status alone, and the stages check the owner record and their fingerprints.
+        """
+        store = self.store(namespace, spec, spec.output.uri)
+        if store is None:
+            return None
+        try:
+            runs = tuple(sorted(int(n) for n in store.folders(RUNS_DIR) if n.isdigit()))
+            return OutputView(store.uri, read_owner(store), runs)
+        except (StorageError, ValueError) as e:
+            log.info("cannot read the owner of %s: %s", spec.output.uri, e)
+            return None
 
-    def __init__(self, runs: list[int], foreign: str | None = None) -> None:
-        self.runs, self.foreign = runs, foreign
-
-
-def claim_output(reader: StorageReader, namespace: str, name: str, uid: str, spec: ReconstructionSpec
-                 ) -> OutputClaim | None:
-    """Read (or, when there is none, write) the output prefix's owner record, and list its run folders.
-
-    None when the operator cannot read that storage (volumes, which it does not mount; or no credentials yet):
-    then run numbers come from status alone, and the stages check the owner record and their fingerprints.
-    """
-    store = reader.store(namespace, spec, spec.output.uri)
-    if store is None:
-        return None
-    try:
+    def claim(self, namespace: str, name: str, uid: str, spec: ReconstructionSpec) -> str | None:
+        """Write the owner record for (namespace, name, uid) where there is none. Returns why the output is another
+        Reconstruction's, should one have claimed it since it was read; None otherwise (also when unreadable)."""
+        store = self.store(namespace, spec, spec.output.uri)
+        if store is None:
+            return None
         try:
             claim_owner(store, namespace, name, uid)
         except OutputInUseError as e:
-            return OutputClaim([], str(e))
-        return OutputClaim(sorted(int(n) for n in store.folders("runs") if n.isdigit()))
-    except (StorageError, ValueError) as e:
-        log.info("cannot read the owner of %s: %s", spec.output.uri, e)
+            return str(e)
+        except (StorageError, ValueError) as e:
+            log.info("cannot claim %s: %s", spec.output.uri, e)
         return None
-
-
-def _client_from_secret(data: dict[str, str]) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    endpoint = data.get("AWS_ENDPOINT_URL_S3") or data.get("AWS_ENDPOINT_URL")
-    style = data.get("AWS_S3_ADDRESSING_STYLE") or ("path" if endpoint else None)
-    session = boto3.session.Session(
-        aws_access_key_id=data.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=data.get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=data.get("AWS_SESSION_TOKEN"),
-        region_name=data.get("AWS_REGION") or data.get("AWS_DEFAULT_REGION") or "us-east-1",
-    )
-    config = Config(s3={"addressing_style": style} if style else {}, retries={"mode": "standard", "max_attempts": 2},
-                    connect_timeout=3, read_timeout=5)
-    return session.client("s3", endpoint_url=endpoint, config=config)

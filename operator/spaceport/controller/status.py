@@ -6,7 +6,6 @@ Reconstruction. The status is built in memory and written in one place (``reconc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from spaceport.api import (
@@ -20,11 +19,11 @@ from spaceport.api import (
     ReconstructionSpec,
     ReconstructionStatus,
 )
-from spaceport.api.reconstruction import StageStatus, Usage
-from spaceport.contract import ProgressRecord, StageResult
+from spaceport.api.reconstruction import StageStatus
+from spaceport.contract import OutputInUseError
 from spaceport.controller.jobs import run_location, stage_location
 from spaceport.controller.naming import job_name
-from spaceport.controller.usage import requested, stage_usage
+from spaceport.controller.observe import JobView, Observation
 
 STAGE_WEIGHTS: dict[str, float] = {"sfm": 0.2, "train": 0.6, "compress": 0.2}
 """Share of the whole run each stage takes, for the overall progress column; training dominates."""
@@ -50,68 +49,6 @@ stage's result.json through this (tests/cli/test_run.py), so a renamed metric ca
 CONDITION_TYPES = ("Ready", "Succeeded", "Failed", "Reconciling", "Stalled")
 """Ready/Succeeded/Failed as batch Jobs have them (``kubectl wait --for=condition=...``); Reconciling/Stalled for
 kstatus (Flux, Argo CD's generic health). Each carries the generation it speaks for."""
-
-
-@dataclass(frozen=True)
-class JobView:
-    """What the reconciler needs to know about a stage's Job."""
-
-    name: str
-    suspended: bool
-    active: int
-    succeeded: bool
-    failed: bool
-    reason: str | None = None
-    message: str | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
-    failed_at: str | None = None
-    cpus: float = 0.0
-    gpus: float = 0.0
-
-    @classmethod
-    def of(cls, job: dict[str, Any]) -> JobView:
-        status = job.get("status") or {}
-        conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-        failed = conditions.get("Failed")
-        return cls(
-            name=job["metadata"]["name"],
-            suspended=bool((job.get("spec") or {}).get("suspend")),
-            active=int(status.get("active") or 0),
-            succeeded="Complete" in conditions,
-            failed=failed is not None,
-            reason=failed.get("reason") if failed else None,
-            message=failed.get("message") if failed else None,
-            start_time=status.get("startTime"),
-            completion_time=status.get("completionTime"),
-            failed_at=failed.get("lastTransitionTime") if failed else None,
-            cpus=requested(job)[0],
-            gpus=requested(job)[1],
-        )
-
-    def usage(self, now: str) -> Usage | None:
-        return stage_usage(self.start_time, self.completion_time or self.failed_at or now, self.cpus, self.gpus)
-
-    @property
-    def finished(self) -> bool:
-        return self.succeeded or self.failed
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One stage, as seen now. ``job`` is None when the Job does not exist."""
-
-    stage: str
-    job: JobView | None
-    result: StageResult | None = None
-    failure: str | None = None
-    progress: ProgressRecord | None = None
-    queue: str | None = None
-    """The Kueue LocalQueue of the Job: a suspended Job there waits for admission (Queued)."""
-    held: bool = False
-    """No Job on purpose: suspended while queued (the Job is deleted so Kueue frees its quota)."""
-    problem: tuple[Reason, str] | None = None
-    """Why the Job was not created: WaitingForSecret (Pending) or BadCredentials (Failed)."""
 
 
 def current_stage(status: ReconstructionStatus) -> str | None:
@@ -182,22 +119,25 @@ def invalid_spec(status: ReconstructionStatus, message: str, generation: int | N
 
 
 def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Observation,
-                generation: int | None, now: str) -> ReconstructionStatus:
-    """Fold one stage's observation into the status."""
+                generation: int | None, now: str, *, held: bool = False,
+                problem: tuple[Reason, str] | None = None) -> ReconstructionStatus:
+    """Fold one stage's observation into the status. ``held``: no Job on purpose (suspended while queued: the Job
+    is deleted so Kueue frees its quota). ``problem``: why the Job is not created (WaitingForSecret: Pending;
+    BadCredentials: Failed)."""
     stage = obs.stage
     stages = dict(status.stages)
     st = stages.get(stage, StageStatus())
     update: dict[str, Any] = {"observed_generation": generation, "stage": stage}
     job = obs.job
 
-    if obs.problem is not None:
-        reason, message = obs.problem
+    if problem is not None:
+        reason, message = problem
         phase = Phase.FAILED if reason == Reason.BAD_CREDENTIALS else Phase.PENDING
         if phase == Phase.FAILED:
             stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "message": message, "finished_at": now})
         update.update(stages=stages, phase=phase, reason=reason, message=message)
         return with_conditions(status.model_copy(update=update), now)
-    if obs.held:
+    if held:
         stages[stage] = st.model_copy(update={"phase": Phase.SUSPENDED, "eta_seconds": None})
         update.update(stages=stages, phase=Phase.SUSPENDED, reason=Reason.SUSPENDED, progress=overall_progress(stages),
                       message=f"{stage} suspended: its Job is deleted and goes back into queue {obs.queue} on resume")
@@ -224,13 +164,15 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
         update.update(stages=stages, phase=Phase.FAILED, reason=Reason.JOB_VANISHED, message=message)
         return with_conditions(status.model_copy(update=update), now)
     if job.failed:
-        why = obs.failure or ": ".join(p for p in (job.reason, job.message) if p) or "Job failed"
+        why = (obs.failure.describe() if obs.failure else None) \
+            or ": ".join(p for p in (job.reason, job.message) if p) or "Job failed"
         message = f"{stage} failed: {why}"
         stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "message": why, "eta_seconds": None,
                                               "finished_at": job.completion_time or st.finished_at or now,
                                               "usage": job.usage(now)})
         # A stage that found the output owned by another Reconstruction (volumes: the operator could not look).
-        reason = Reason.OUTPUT_IN_USE if why.startswith("OutputInUse:") else Reason.STAGE_FAILED
+        in_use = obs.failure is not None and obs.failure.reason == OutputInUseError.reason
+        reason = Reason.OUTPUT_IN_USE if in_use else Reason.STAGE_FAILED
         update.update(stages=stages, phase=Phase.FAILED, reason=reason, message=message)
         return with_conditions(status.model_copy(update=update), now)
 

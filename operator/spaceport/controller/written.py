@@ -60,6 +60,13 @@ class Written:
         with self._lock:
             self._jobs.setdefault((namespace, recon), {})[job["metadata"]["name"]] = job["metadata"]["resourceVersion"]
 
+    def is_echo_event(self, namespace: str, name: str, body: dict[str, Any] | None = None,
+                      job: dict[str, Any] | None = None) -> bool:
+        """The one echo test: True for the event of one of our own status writes (``body``) or of a Job exactly as
+        we created it (``job``; true once)."""
+        rv = body["metadata"].get("resourceVersion") if body is not None else None
+        return self.is_echo(namespace, name, rv) or (job is not None and self.is_job_echo(namespace, name, job))
+
     def is_echo(self, namespace: str, name: str, resource_version: str | None) -> bool:
         """True for the watch event of one of our own status writes."""
         with self._lock:
