@@ -13,12 +13,10 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from spaceport.api import STAGES
+from spaceport.api import COMPRESS, STAGES
 from spaceport.contract import ProgressRecord, StageResult
+from spaceport.layout import overall_fraction
 from spaceport.local import LocalRun, prepare_run, run_metrics, run_pipeline
-
-STAGE_WEIGHTS = {"sfm": 0.25, "train": 0.6, "compress": 0.15}
-"""Share of the whole run each stage takes, roughly, for the overall bar."""
 
 SUMMARY_ROWS: list[tuple[str, tuple[str, ...], str]] = [
     # label, metric keys (first present wins; the names of status.metrics), format
@@ -75,8 +73,8 @@ def run_with_progress(photos: str | Path, out: str | Path, config: dict[str, Any
         tasks: dict[str, TaskID] = {s: bars.add_task(s, total=1.0, message="waiting", start=False) for s in STAGES}
 
         def overall_at(stage: str, fraction: float) -> float:
-            before = sum(STAGE_WEIGHTS[s] for s in STAGES[: STAGES.index(stage)])
-            return before + STAGE_WEIGHTS[stage] * fraction
+            done = {s: 1.0 for s in STAGES[: STAGES.index(stage)]}
+            return overall_fraction({**done, stage: fraction})
 
         started: set[str] = set()
 
@@ -131,12 +129,12 @@ def summary_table(run: LocalRun) -> Table:
         table.add_row(f"{stage} time", f"{result.duration_seconds:.1f} s{note}")
         total += 0 if stage in run.skipped else result.duration_seconds
     table.add_row("Total time (this invocation)", f"{total:.1f} s")
-    compress = run.stage_store("compress")
+    compress, files = run.stage_store(COMPRESS.name), COMPRESS.files
     table.add_row("Run folder", run.store.uri)
-    if compress.exists("scene.sog"):
-        table.add_row("Scene", compress.uri_of("scene.sog"))
-    if compress.exists("index.html"):
-        table.add_row("Viewer", compress.uri_of("index.html"))
+    if compress.exists(files.sog):
+        table.add_row("Scene", compress.uri_of(files.sog))
+    if compress.exists(files.viewer):
+        table.add_row("Viewer", compress.uri_of(files.viewer))
         local = compress.local_path()
         if local is not None:
             table.add_row("Look at it", f"spaceport view {local}")

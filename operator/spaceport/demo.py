@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
+from spaceport.api import COMPRESS, SFM, TRAIN
 from spaceport.console import run_with_progress
 from spaceport.local import LocalRun
 
@@ -27,7 +28,7 @@ DEMO_FLIGHT = "demo"
 
 DEMO_PRESET = "draft"
 DEMO_CONFIG: dict[str, Any] = {
-    "sfm": {"maxImageSize": 480},
+    SFM.name: {"maxImageSize": 480},
     # Train at 320x240 (the photos are 480x360). The village is rendered without view-dependent shading,
     # so SH degree 0 loses nothing here and trains faster. The SfM model has ~2,400 points, almost all on
     # textured ground: stereo seeds (+0.8 dB held-out) and random seeds in its box (+2 dB) fill the rest.
@@ -42,11 +43,11 @@ DEMO_CONFIG: dict[str, Any] = {
     # scale penalties, more stereo seeds, other densification or decay schedules did not help (README,
     # "Measured"). The first held-out photo, the flight's corner, sees ground that at most one training
     # photo sees: ~20-21 dB; the four others 26-31 dB; training views reach ~33 dB.
-    "train": {"iterations": 4000, "halfResolutionSteps": 2000, "maxGaussians": 100_000, "shDegree": 0,
+    TRAIN.name: {"iterations": 4000, "halfResolutionSteps": 2000, "maxGaussians": 100_000, "shDegree": 0,
               "downscale": 1.5, "initStereoPoints": 30_000, "initRandomPoints": 10_000, "positionLr": 5e-4,
               "colorLr": 1e-2, "opacityLr": 0.1, "scaleLr": 1e-2, "rotationLr": 2e-3,
               "opacityResetEvery": 1_000_000, "opacityReg": 0.01, "mseWeight": 10.0},
-    "compress": {"shBands": 0},
+    COMPRESS.name: {"shBands": 0},
 }
 """Explicit demo settings over the draft preset (what a CPU-only laptop does in minutes)."""
 

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from spaceport.api import COMPRESS
 from spaceport.contract import BadInputError
 
 SH_DEGREE_FOR_COEFFS = {0: 0, 3: 1, 8: 2, 15: 3}
@@ -29,7 +30,7 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
     else:
         raise BadInputError(f"{p}: cannot inspect this kind of file; give a .ply, .sog or meta.json")
     info = {"file": str(p), "bytes": p.stat().st_size, **info}
-    georef = p.parent / "georef.json"
+    georef = p.parent / COMPRESS.files.georef
     if georef.is_file():
         with contextlib.suppress(ValueError):
             info["georef"] = json.loads(georef.read_text())

@@ -1,9 +1,9 @@
 """`spaceport run`: the three stages in one process, on one machine, with the same stage code as the Jobs.
 
-Layout under the output folder (the same as under a Reconstruction's output URI)::
+Layout under the output folder: the same as under a Reconstruction's output URI (``spaceport.layout``)::
 
     runs/<n>/run.json          the options of this run and their key
-    runs/<n>/sfm|train|compress/
+    runs/<n>/<stage>/          one folder per stage
 
 A run whose options key matches an existing folder continues there (finished stages are skipped);
 changed options start the next number. A stage whose result.json was made from other inputs (the
@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spaceport.api import STAGES
+from spaceport.api import COMPRESS, STAGES, TRAIN
 from spaceport.api.presets import DEFAULT_PRESET, PRESETS, apply_preset
+from spaceport.api.stages import RUN_FILE, RUNS_DIR
 from spaceport.contract import BadInputError, ProgressRecord, StageResult, StaleOutputError
+from spaceport.layout import merge_metrics, options_run_key, run_folder, run_numbers
 from spaceport.stages.runner import parse_options, read_result, run_stage
 from spaceport.storage import StorageError, Store, open_store
-
-RUN_FILE = "run.json"
 
 
 @dataclass
@@ -51,12 +51,6 @@ class LocalRun:
         return self.store.child(stage)
 
 
-def options_key(options: dict[str, dict[str, Any]]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def resolve_options(config: dict[str, Any] | None, preset: str | None = None) -> dict[str, dict[str, Any]]:
     """Validated per-stage options (camelCase JSON), with the preset's defaults under explicit fields.
 
@@ -75,15 +69,15 @@ def resolve_options(config: dict[str, Any] | None, preset: str | None = None) ->
 
 
 def _run_numbers(out: Store) -> list[int]:
-    return sorted({int(top) for top in (k.split("/", 1)[0] for k in out.list("runs")) if top.isdigit()})
+    return run_numbers(out.folders(RUNS_DIR))
 
 
 def open_run(out: Store, options: dict[str, dict[str, Any]]) -> LocalRun:
     """Continue the latest run with the same options, or start the next numbered one."""
-    key = options_key(options)
+    key = options_run_key(options)
     numbers = _run_numbers(out)
     for n in reversed(numbers):
-        store = out.child(f"runs/{n}")
+        store = out.child(run_folder(n))
         if store.exists(RUN_FILE) and json.loads(store.read_text(RUN_FILE)).get("key") == key:
             return LocalRun(n, store, key, options, root=out)
     return _new_run(out, key, options, numbers)
@@ -92,7 +86,7 @@ def open_run(out: Store, options: dict[str, dict[str, Any]]) -> LocalRun:
 def _new_run(out: Store, key: str, options: dict[str, dict[str, Any]], numbers: list[int],
              replaces: int | None = None) -> LocalRun:
     n = (numbers[-1] + 1) if numbers else 1
-    store = out.child(f"runs/{n}")
+    store = out.child(run_folder(n))
     record: dict[str, Any] = {"key": key, "options": options}
     if replaces is not None:
         record["replaces"] = replaces
@@ -217,13 +211,8 @@ def _run_stages(source: Store, run: LocalRun, listener: StageListener | None,
 
 
 def run_metrics(run: LocalRun) -> dict[str, Any]:
-    """All stages' metrics in one dict. On a shared key the earlier stage wins: compress reports an
-    ``ssim`` of compressed against uncompressed renders, the scene's own is training's."""
-    merged: dict[str, Any] = {}
-    for result in run.results.values():
-        for key, value in result.metrics.items():
-            merged.setdefault(key, value)
-    return merged
+    """All stages' metrics in one dict (the earlier stage wins a shared key: ``layout.merge_metrics``)."""
+    return merge_metrics(run.results[s].metrics for s in STAGES if s in run.results)
 
 
 def finish_viewer(run: LocalRun) -> None:
@@ -234,18 +223,18 @@ def finish_viewer(run: LocalRun) -> None:
     """
     from spaceport.viewer import ViewerAssetsNotFound, update_metrics, write_viewer
 
-    compress = run.stage_store("compress")
+    compress = run.stage_store(COMPRESS.name)
     durations = {s: r.duration_seconds for s, r in run.results.items()}
-    if compress.exists("scene.sog") and not compress.exists("index.html"):
-        train = run.stage_store("train")
+    if compress.exists(COMPRESS.files.sog) and not compress.exists(COMPRESS.files.viewer):
+        train = run.stage_store(TRAIN.name)
         means = None
-        if train.exists("splats.ply"):  # places the viewer's orbit point on the scene
+        if train.exists(TRAIN.files.ply):  # places the viewer's orbit point on the scene
             from spaceport.splats import PlyFormatError, read_ply
 
             with contextlib.suppress(PlyFormatError, StorageError):
-                means = read_ply(train.read_bytes("splats.ply")).means
+                means = read_ply(train.read_bytes(TRAIN.files.ply)).means
         try:
-            write_viewer(compress, "scene.sog", source=train, means=means, metrics=run_metrics(run),
+            write_viewer(compress, COMPRESS.files.sog, source=train, means=means, metrics=run_metrics(run),
                          durations=durations)
         except ViewerAssetsNotFound as e:
             logging.getLogger("spaceport.run").warning("no viewer page: %s", e)

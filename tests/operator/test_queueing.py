@@ -8,6 +8,7 @@ from typing import Any
 from spaceport.api import ReconstructionSpec
 from spaceport.controller.jobs import PRIORITY_LABEL, QUEUE_LABEL, Owner, build_job
 from spaceport.controller.settings import OperatorSettings
+from spaceport.layout import spec_run_key
 from tests.operator.harness import JOBS, Cluster, eventually
 from tests.operator.test_lifecycle import spec_for
 
@@ -71,7 +72,7 @@ def test_default_queue_from_the_operator_settings() -> None:
         "metadata"]["labels"][QUEUE_LABEL] == "mine"
     assert OperatorSettings.from_env({"SPACEPORT_DEFAULT_QUEUE_NAME": "q"}).default_queue_name == "q"
     # queueing changes no result: the run (and its folder) stays the same
-    assert own.run_key() == spec.run_key()
+    assert spec_run_key(own) == spec_run_key(spec)
 
 
 def _secret_spec(buckets: tuple[str, str], secret: str) -> dict[str, Any]:

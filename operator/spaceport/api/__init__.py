@@ -30,6 +30,8 @@ from spaceport.api.sfm import SfmOptions
 from spaceport.api.stage_metrics import CompressMetrics, SfmMetrics, StageMetrics, TrainMetrics
 from spaceport.api.stages import (
     COMPRESS,
+    FIRST,
+    LAST,
     PIPELINE,
     SFM,
     STAGES,
@@ -43,8 +45,10 @@ from spaceport.api.train import TrainOptions
 
 __all__ = [
     "COMPRESS",
+    "FIRST",
     "GROUP",
     "KIND",
+    "LAST",
     "PIPELINE",
     "PLURAL",
     "SFM",

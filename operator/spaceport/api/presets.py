@@ -10,6 +10,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from spaceport.api.stages import COMPRESS, SFM, TRAIN
+
 Preset = Literal["draft", "standard", "high"]
 PRESETS: tuple[str, ...] = ("draft", "standard", "high")
 DEFAULT_PRESET = "standard"
@@ -17,16 +19,16 @@ DEFAULT_PRESET = "standard"
 PRESET_TABLE: dict[str, dict[str, dict[str, Any]]] = {
     # Minutes on a laptop CPU: a quick look at whether the photos reconstruct at all.
     "draft": {
-        "sfm": {"max_image_size": 800},
-        "train": {"iterations": 2000, "max_gaussians": 200_000, "sh_degree": 1},
-        "compress": {"sh_bands": 1},
+        SFM.name: {"max_image_size": 800},
+        TRAIN.name: {"iterations": 2000, "max_gaussians": 200_000, "sh_degree": 1},
+        COMPRESS.name: {"sh_bands": 1},
     },
-    "standard": {"sfm": {}, "train": {}, "compress": {}},
+    "standard": {SFM.name: {}, TRAIN.name: {}, COMPRESS.name: {}},
     # A GPU and an hour: full-resolution detail for publishing.
     "high": {
-        "sfm": {"max_image_size": 3200},
-        "train": {"iterations": 30_000, "max_gaussians": 3_000_000, "sh_degree": 3},
-        "compress": {"sh_bands": 3},
+        SFM.name: {"max_image_size": 3200},
+        TRAIN.name: {"iterations": 30_000, "max_gaussians": 3_000_000, "sh_degree": 3},
+        COMPRESS.name: {"sh_bands": 3},
     },
 }
 """Preset → stage → option (Python field name) → value."""

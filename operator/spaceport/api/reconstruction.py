@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -13,7 +11,7 @@ from spaceport.api.common import ApiModel, StageScheduling, StatusModel
 from spaceport.api.compress import CompressOptions
 from spaceport.api.presets import preset_defaults
 from spaceport.api.sfm import SfmOptions
-from spaceport.api.stages import STAGES, stage
+from spaceport.api.stages import stage
 from spaceport.api.train import TrainOptions
 
 GROUP = "spaceport.dev"
@@ -191,15 +189,6 @@ class ReconstructionSpec(ApiModel):
         explicit = section.model_dump(include=set(section.model_fields_set) - {"scheduling"})
         return stage(name).options.model_validate({**preset_defaults(self.preset, name), **explicit})
 
-    def run_key(self) -> str:
-        """A digest of everything that changes results; a new value starts a new run folder.
-
-        ``suspend``, queueing and scheduling do not change results, so toggling them keeps the run.
-        """
-        data = self.model_dump(mode="json", exclude={"suspend", "retries", "queue_name", "priority_class", "notify"})
-        for name in STAGES:
-            data[name].pop("scheduling", None)
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _inside(child: str, parent: str) -> bool:

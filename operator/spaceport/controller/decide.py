@@ -16,6 +16,7 @@ from spaceport.controller import notify, usage
 from spaceport.controller import status as st
 from spaceport.controller.observe import HOLDABLE, Observation, creates_job
 from spaceport.controller.progress import OutputView
+from spaceport.layout import spec_run_key
 from spaceport.storage import credentials_problem
 
 
@@ -94,7 +95,7 @@ def settled(old: ReconstructionStatus, spec: ReconstructionSpec, retry: str | No
             generation: int | None) -> Decision | None:
     """Nothing to do for a finished run of this spec and generation, unless a retry was asked for."""
     asked = retry is not None and retry != old.retry
-    if old.run is not None and old.run_key == spec.run_key() and st.is_settled(old, generation) and not asked:
+    if old.run is not None and old.run_key == spec_run_key(spec) and st.is_settled(old, generation) and not asked:
         return Decision(old, notifications(spec, old), final=True)
     return None
 
@@ -105,14 +106,14 @@ def retry(old: ReconstructionStatus, spec: ReconstructionSpec, name: str, value:
     that changed since starts a new run instead: the value is only noted.)"""
     if value is None or value == old.retry:
         return None
-    if old.run_key == spec.run_key():
+    if old.run_key == spec_run_key(spec):
         return Decision(st.retry_run(old, name, value, generation, now), write="first")
     return Decision(old.model_copy(update={"retry": value}), write="first")
 
 
 def needs_run(status: ReconstructionStatus, spec: ReconstructionSpec) -> bool:
     """No run yet, a spec that changes results, or a run stopped by its spec or output: start the next run."""
-    return status.run is None or status.run_key != spec.run_key() \
+    return status.run is None or status.run_key != spec_run_key(spec) \
         or status.reason in (Reason.INVALID_SPEC, Reason.OUTPUT_IN_USE)
 
 

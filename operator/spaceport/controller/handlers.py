@@ -19,8 +19,8 @@ from typing import Any
 import kopf
 
 from spaceport.api import GROUP, PLURAL, VERSION
-from spaceport.controller.naming import LABEL_RECON, RETRY_ANNOTATION
 from spaceport.controller.act import RetryLater
+from spaceport.controller.naming import LABEL_RECON, RETRY_ANNOTATION
 from spaceport.controller.reconcile import Reconciler
 from spaceport.controller.settings import OperatorSettings
 from spaceport.controller.status import TERMINAL

@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from spaceport.api import GROUP, KIND, STAGES, VERSION, Location, ReconstructionSpec, is_s3_uri
+from spaceport.api import FIRST, GROUP, KIND, STAGES, VERSION, Location, ReconstructionSpec, is_s3_uri
+from spaceport.api.stages import upstream
 from spaceport.contract import EXIT_BAD_INPUT
 from spaceport.controller.naming import LABEL_RECON, LABEL_RUN, LABEL_STAGE, job_name, label_value
 from spaceport.controller.settings import OperatorSettings
+from spaceport.layout import join, stage_uri
 
 CONTAINER = "stage"
 INPUT_MOUNT = "/mnt/spaceport/input"
@@ -31,28 +33,20 @@ class Owner:
     uid: str
 
 
-def run_location(spec: ReconstructionSpec, run: int) -> str:
-    """Where run ``n`` writes, as written in the spec (an s3:// URI or a path inside output.volumeClaim)."""
-    return _join(spec.output.uri, "runs", str(run))
-
-
-def stage_location(spec: ReconstructionSpec, run: int, stage: str) -> str:
-    return _join(run_location(spec, run), stage)
-
-
 def stage_input_location(spec: ReconstructionSpec, run: int, stage: str) -> tuple[Location, str]:
-    """The spec location a stage reads from and the URI inside it: photos for sfm, the previous stage after."""
-    index = STAGES.index(stage)
-    if index == 0:
+    """The spec location a stage reads from and the URI inside it: photos for the first stage, the previous
+    stage's folder after."""
+    before = upstream(stage)
+    if before is None:
         return spec.input, spec.input.uri
-    return spec.output, stage_location(spec, run, STAGES[index - 1])
+    return spec.output, stage_uri(spec.output.uri, run, before.name)
 
 
 def container_uri(location: Location, uri: str, mount: str) -> str:
     """What the container sees: S3 URIs unchanged, volume paths under the claim's mount point."""
     if is_s3_uri(uri):
         return uri
-    return _join(mount, uri.strip("/")) if uri.strip("/") else mount
+    return join(mount, uri.strip("/")) if uri.strip("/") else mount
 
 
 def stage_io(spec: ReconstructionSpec, run: int, stage: str) -> tuple[str, str]:
@@ -60,7 +54,7 @@ def stage_io(spec: ReconstructionSpec, run: int, stage: str) -> tuple[str, str]:
     in_location, in_uri = stage_input_location(spec, run, stage)
     in_mount = INPUT_MOUNT if in_location is spec.input else OUTPUT_MOUNT
     return (container_uri(in_location, in_uri, in_mount),
-            container_uri(spec.output, stage_location(spec, run, stage), OUTPUT_MOUNT))
+            container_uri(spec.output, stage_uri(spec.output.uri, run, stage), OUTPUT_MOUNT))
 
 
 def job_labels(owner: Owner, run: int, stage: str) -> dict[str, str]:
@@ -262,7 +256,7 @@ def _volumes(spec: ReconstructionSpec, stage: str,
              settings: OperatorSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size_limit}}]
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_MOUNT}]
-    if stage == STAGES[0] and not is_s3_uri(spec.input.uri):
+    if stage == FIRST.name and not is_s3_uri(spec.input.uri):
         volumes.append({"name": "input",
                         "persistentVolumeClaim": {"claimName": spec.input.volume_claim, "readOnly": True}})
         mounts.append({"name": "input", "mountPath": INPUT_MOUNT, "readOnly": True})
@@ -270,11 +264,6 @@ def _volumes(spec: ReconstructionSpec, stage: str,
         volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": spec.output.volume_claim}})
         mounts.append({"name": "output", "mountPath": OUTPUT_MOUNT})
     return volumes, mounts
-
-
-def _join(*parts: str) -> str:
-    head, *rest = parts
-    return "/".join([head.rstrip("/"), *(p.strip("/") for p in rest if p.strip("/"))])
 
 
 def _plain(value: Any) -> Any:

@@ -17,11 +17,12 @@ from kubernetes.client.exceptions import ApiException
 from spaceport.api import Phase, ReconstructionSpec, ReconstructionStatus, StageStatus, is_s3_uri
 from spaceport.api.reconstruction import Usage
 from spaceport.contract import FailureRecord, ProgressRecord, StageResult, parse_termination
-from spaceport.controller.jobs import CONTAINER, credentials_secret, queue_name, stage_location
+from spaceport.controller.jobs import CONTAINER, credentials_secret, queue_name
 from spaceport.controller.k8s import Kube
 from spaceport.controller.progress import OutputView, StorageReader
 from spaceport.controller.settings import OperatorSettings
 from spaceport.controller.usage import requested, stage_usage
+from spaceport.layout import stage_uri
 
 log = logging.getLogger("spaceport.operator")
 
@@ -135,7 +136,7 @@ class Observer:
             return Observation(stage, None, queue=queue, secret=secret)
         else:
             raw = self.kube.get_job(namespace, job_name)
-        uri = stage_location(spec, status.run or 0, stage)
+        uri = stage_uri(spec.output.uri, status.run or 0, stage)
         if raw is None:  # vanished: finished before its TTL ran out while we were away?
             return Observation(stage, None, result=self.storage.read_result(namespace, spec, uri), queue=queue)
         job = JobView.of(raw)

@@ -11,17 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from spaceport.api import STAGES
+from spaceport.api import COMPRESS, SFM, STAGES, TRAIN
 
 DEFAULT_STAGE_IMAGE = "ghcr.io/spaceport-dev/spaceport-stage:0.1.0"
 
 DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str | int]]] = {
     # COLMAP feature extraction and matching are CPU-bound and hold all descriptors in memory.
-    "sfm": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+    SFM.name: {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
     # 3DGS training needs one GPU; host memory holds the decoded images.
-    "train": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "32Gi", "nvidia.com/gpu": 1}},
+    TRAIN.name: {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "32Gi", "nvidia.com/gpu": 1}},
     # k-means over the SH palette is CPU-bound.
-    "compress": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+    COMPRESS.name: {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
 }
 
 

@@ -21,12 +21,9 @@ from spaceport.api import (
 )
 from spaceport.api.reconstruction import StageStatus
 from spaceport.contract import OutputInUseError
-from spaceport.controller.jobs import run_location, stage_location
 from spaceport.controller.naming import job_name
 from spaceport.controller.observe import JobView, Observation
-
-STAGE_WEIGHTS: dict[str, float] = {"sfm": 0.2, "train": 0.6, "compress": 0.2}
-"""Share of the whole run each stage takes, for the overall progress column; training dominates."""
+from spaceport.layout import join, merge_metrics, overall_fraction, run_uri, spec_run_key, stage_uri
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 
@@ -45,6 +42,9 @@ METRIC_KEYS: dict[str, str] = {
 }
 """Stage metric key (camelCase, as the stages write result.json) -> overall Metrics field. A test feeds a real
 stage's result.json through this (tests/cli/test_run.py), so a renamed metric cannot drift silently."""
+
+STAGE_SECONDS = "durationSeconds"
+"""Key of a stage's wall time among its metrics in status (the result's own durationSeconds)."""
 
 CONDITION_TYPES = ("Ready", "Succeeded", "Failed", "Reconciling", "Stalled")
 """Ready/Succeeded/Failed as batch Jobs have them (``kubectl wait --for=condition=...``); Reconciling/Stalled for
@@ -75,8 +75,8 @@ def start_run(status: ReconstructionStatus, spec: ReconstructionSpec, name: str,
     stages = {s: StageStatus(job=job_name(name, run, s)) for s in STAGES}
     return with_conditions(status.model_copy(update={
         "phase": Phase.PENDING, "reason": Reason.CREATED, "message": f"run {run} started",
-        "stage": STAGES[0], "progress": 0.0, "run": run, "run_key": spec.run_key(),
-        "run_uri": run_location(spec, run), "stages": stages, "metrics": Metrics(), "outputs": {},
+        "stage": STAGES[0], "progress": 0.0, "run": run, "run_key": spec_run_key(spec),
+        "run_uri": run_uri(spec.output.uri, run), "stages": stages, "metrics": Metrics(), "outputs": {},
         "observed_generation": generation,
     }), now)
 
@@ -204,7 +204,7 @@ def _stage_succeeded(st: StageStatus, obs: Observation, job: JobView | None, now
         update.update(metrics=dict(result.metrics), outputs=dict(result.outputs),
                       started_at=st.started_at or result.started_at, finished_at=result.finished_at)
         # The stage's wall time, whatever the stage timed inside (its metrics' durations).
-        update["metrics"]["durationSeconds"] = result.duration_seconds
+        update["metrics"][STAGE_SECONDS] = result.duration_seconds
         update["warnings"] = [w[:500] for w in result.warnings[:20]]
     else:
         update["finished_at"] = (job.completion_time if job else None) or now
@@ -214,28 +214,18 @@ def _stage_succeeded(st: StageStatus, obs: Observation, job: JobView | None, now
 
 
 def overall_progress(stages: dict[str, StageStatus]) -> float:
-    """Percent of the whole run done, weighting stages by their usual share of the time."""
-    done = 0.0
-    for stage in STAGES:
-        st = stages.get(stage, StageStatus())
-        fraction = 1.0 if st.phase == Phase.SUCCEEDED else (st.progress or 0.0)
-        done += STAGE_WEIGHTS[stage] * fraction
-    return round(100 * done, 1)
+    """Percent of the whole run done, weighting stages by their usual share of the time (layout.py)."""
+    fractions = {name: 1.0 if st.phase == Phase.SUCCEEDED else (st.progress or 0.0) for name, st in stages.items()}
+    return round(100 * overall_fraction(fractions), 1)
 
 
 def aggregate_metrics(stages: dict[str, StageStatus]) -> Metrics:
-    values: dict[str, Any] = {}
+    """The run's metrics from its stages' (the earlier stage wins a shared key, as in `spaceport run`)."""
+    merged = merge_metrics(stages[s].metrics for s in STAGES if s in stages)
+    values = {field: merged[key] for key, field in METRIC_KEYS.items() if key in merged}
     durations: dict[str, float] = {}
     for stage in STAGES:
-        st = stages.get(stage)
-        if st is None:
-            continue
-        for key, field in METRIC_KEYS.items():
-            # On a shared key the earlier stage wins (as in `spaceport run`): compress reports an ssim of
-            # compressed against uncompressed renders; the scene's own is training's.
-            if st.metrics.get(key) is not None:
-                values.setdefault(field, st.metrics[key])
-        seconds = st.metrics.get("durationSeconds")
+        seconds = stages[stage].metrics.get(STAGE_SECONDS) if stage in stages else None
         if isinstance(seconds, int | float):
             durations[stage] = float(seconds)
     if "compression_ratio" not in values and values.get("ply_bytes") and values.get("sog_bytes"):
@@ -256,7 +246,7 @@ def aggregate_outputs(spec: ReconstructionSpec, run: int, stages: dict[str, Stag
             continue
         for out in stage.outputs:
             if out.format is None or out.format in formats:
-                outputs[out.name] = stage_location(spec, run, stage.name) + "/" + out.file
+                outputs[out.name] = join(stage_uri(spec.output.uri, run, stage.name), out.file)
     return outputs
 
 

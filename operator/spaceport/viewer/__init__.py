@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from spaceport.api import COMPRESS, TRAIN
+from spaceport.api.stages import RESULT_FILE
+from spaceport.layout import merge_metrics
 from spaceport.storage import Store, open_store
 from spaceport.viewer.framing import StartView, choose_start, entity_rotation
 from spaceport.viewer.page import render_page
@@ -31,7 +34,7 @@ ASSETS_ENV = "SPACEPORT_VIEWER_ASSETS"
 
 PACKAGE = "@playcanvas/supersplat-viewer"
 ASSET_FILES = ("index.js", "index.css")
-PAGE_FILES = ("index.html", "settings.json", "metrics.json", *ASSET_FILES)
+PAGE_FILES = (COMPRESS.files.viewer, COMPRESS.files.viewer_settings, COMPRESS.files.viewer_metrics, *ASSET_FILES)
 REPO_ASSETS = Path(__file__).resolve().parents[3] / "node_modules" / PACKAGE / "public"
 """Where `npm ci` in a source checkout puts the viewer."""
 
@@ -80,7 +83,7 @@ def start_pose(cameras: list[dict[str, Any]], means: np.ndarray | None = None,
 
 def write_viewer(
     target: Store | str | Path,
-    sog_name: str = "scene.sog",
+    sog_name: str = COMPRESS.files.sog,
     *,
     metrics: Mapping[str, Any] | None = None,
     source: Store | None = None,
@@ -110,10 +113,10 @@ def write_viewer(
             raise
         warn(f"no viewer page written: {e}")
         return {}
-    cameras = (_read_json(source, "cameras.json") or {}).get("cameras", [])
-    georef = _read_json(source, "georef.json")
-    upstream = _read_json(source, "result.json") or {}
-    shown = {**(metrics or {}), **upstream.get("metrics", {})}  # the earlier stage owns a shared key
+    cameras = (_read_json(source, TRAIN.files.cameras) or {}).get("cameras", [])
+    georef = _read_json(source, TRAIN.files.georef)
+    upstream = _read_json(source, RESULT_FILE) or {}
+    shown = merge_metrics([upstream.get("metrics", {}), metrics or {}])  # the earlier stage owns a shared key
     times = dict(durations or {})
     if "durationSeconds" in upstream and upstream.get("stage"):
         times.setdefault(upstream["stage"], upstream["durationSeconds"])
@@ -122,27 +125,27 @@ def write_viewer(
                             "viewer": {"package": PACKAGE, "version": viewer_version(asset_dir)}}
     if georef:
         info["georef"] = georef
-        store.write_text("georef.json", json.dumps(georef, indent=1))
+        store.write_text(COMPRESS.files.georef, json.dumps(georef, indent=1))
     for name in ASSET_FILES:
         store.upload_file(asset_dir / name, name)
     start: StartView = choose_start(cameras, means, georef, scene_rotation)
     info["view"] = {"start": start.kind, "turned": start.turn is not None}
-    store.write_text("settings.json", json.dumps(settings_json(start.pose), indent=1))
-    store.write_text("metrics.json", json.dumps(info, indent=1, default=_plain))
+    store.write_text(COMPRESS.files.viewer_settings, json.dumps(settings_json(start.pose), indent=1))
+    store.write_text(COMPRESS.files.viewer_metrics, json.dumps(info, indent=1, default=_plain))
     # The page goes last: a folder with index.html has everything the page needs.
     rotation = None if start.turn is None else entity_rotation(start.turn)
-    store.write_text("index.html", render_page(sog_name, title, rotation))
-    return {"viewer": store.uri_of("index.html")}
+    store.write_text(COMPRESS.files.viewer, render_page(sog_name, title, rotation))
+    return {"viewer": store.uri_of(COMPRESS.files.viewer)}
 
 
 def update_metrics(store: Store, metrics: Mapping[str, Any], durations: Mapping[str, float] | None = None) -> None:
     """Merge the whole run's metrics into an existing viewer's metrics.json (after the last stage)."""
-    info = _read_json(store, "metrics.json")
+    info = _read_json(store, COMPRESS.files.viewer_metrics)
     if info is None:
         return
-    info["metrics"] = {**info.get("metrics", {}), **metrics}  # the run's merged metrics, earliest stage first
+    info["metrics"] = merge_metrics([metrics, info.get("metrics", {})])  # the run's merged metrics come first
     info["durations"] = {**info.get("durations", {}), **(durations or {})}
-    store.write_text("metrics.json", json.dumps(info, indent=1, default=_plain))
+    store.write_text(COMPRESS.files.viewer_metrics, json.dumps(info, indent=1, default=_plain))
 
 
 def _plain(value: Any) -> Any:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import errno
 import functools
-import re
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from spaceport.api import COMPRESS
+from spaceport.api.stages import RUNS_DIR
 from spaceport.contract import BadInputError
+from spaceport.layout import run_folder, run_numbers
 
 DEFAULT_PORT = 8080
 
@@ -29,17 +31,18 @@ def find_viewer_dir(path: str | Path) -> Path:
     root = Path(path).expanduser()
     if not root.is_dir():
         raise BadInputError(f"{root} is not a folder")
-    candidates = [root, root / "compress"]
-    runs = root / "runs"
+    last, files = COMPRESS.name, COMPRESS.files
+    candidates = [root, root / last]
+    runs = root / RUNS_DIR
     if runs.is_dir():
-        numbered = sorted((p for p in runs.iterdir() if re.fullmatch(r"\d+", p.name)), key=lambda p: -int(p.name))
-        candidates += [p / "compress" for p in numbered]
+        numbered = run_numbers(p.name for p in runs.iterdir() if p.is_dir())
+        candidates += [root / run_folder(n) / last for n in reversed(numbered)]
     for c in candidates:
-        if (c / "index.html").is_file():
+        if (c / files.viewer).is_file():
             return c.resolve()
-    hint = " (it has a scene but no viewer page: re-run the compress stage)" if any(
-        (c / "scene.sog").is_file() for c in candidates) else ""
-    raise BadInputError(f"no viewer (index.html) in {root}, its compress/ or runs/*/compress/{hint}")
+    hint = f" (it has a scene but no viewer page: re-run the {last} stage)" if any(
+        (c / files.sog).is_file() for c in candidates) else ""
+    raise BadInputError(f"no viewer ({files.viewer}) in {root}, its {last}/ or {RUNS_DIR}/*/{last}/{hint}")
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
