@@ -17,6 +17,7 @@ Exit codes of ``spaceport stage``: 0 success, 2 bad input (permanent, never retr
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -200,6 +201,16 @@ class StageOutput:
 
     metrics: StageMetrics | dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    handoff: dict[str, Any] = field(default_factory=dict)
+    """In-memory results for the stage's publish step (api/stages.py), never written (e.g. the splat centres
+    the viewer frames the scene with)."""
+
+
+def resolve(path: str) -> Any:
+    """What a registry entry point names: ``module:attribute``, imported now (the stages' heavy dependencies load
+    only where a stage runs)."""
+    module_name, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 ProgressListener = Callable[[ProgressRecord], None]

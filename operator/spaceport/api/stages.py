@@ -124,6 +124,12 @@ class StageSpec(Generic[OptionsT, MetricsT, FilesT]):
     function: str
     """``module:function`` that runs it, imported only when it runs (the operator never imports the stages)."""
     outputs: tuple[ContractOutput, ...] = ()
+    publish: str | None = None
+    """``module:function`` the runner calls after the stage, ``(ctx, output, metrics) -> outputs``: what is made
+    from the stage's results for people rather than for the next stage (the compress stage's viewer page)."""
+    renderer: str | None = None
+    """``module:function`` rendering a scene from a camera, ``(scene, camera, device) -> [H, W, 3] image``, that
+    the stage offers later stages (training's rasterizer, which the compress stage measures quality with)."""
 
     def parse_metrics(self, data: dict[str, Any] | MetricsT) -> MetricsT:
         return data if isinstance(data, self.metrics) else self.metrics.model_validate(data)
@@ -136,10 +142,10 @@ SFM: StageSpec[SfmOptions, SfmMetrics, SfmFiles] = StageSpec(
     "sfm", SfmOptions, SfmMetrics, SfmFiles(), "spaceport.stages.sfm:run_sfm")
 TRAIN: StageSpec[TrainOptions, TrainMetrics, TrainFiles] = StageSpec(
     "train", TrainOptions, TrainMetrics, TrainFiles(), "spaceport.stages.train:run_train",
-    outputs=(ContractOutput("ply", TrainFiles.ply),))
+    outputs=(ContractOutput("ply", TrainFiles.ply),), renderer="spaceport.stages.train.render:render")
 COMPRESS: StageSpec[CompressOptions, CompressMetrics, CompressFiles] = StageSpec(
     "compress", CompressOptions, CompressMetrics, CompressFiles(), "spaceport.stages.compress:run_compress",
-    outputs=(ContractOutput("sog", CompressFiles.sog, "sog"),))
+    outputs=(ContractOutput("sog", CompressFiles.sog, "sog"),), publish="spaceport.viewer.publish:publish_viewer")
 
 AnyStage = StageSpec[Any, Any, Any]
 PIPELINE: tuple[AnyStage, ...] = (SFM, TRAIN, COMPRESS)

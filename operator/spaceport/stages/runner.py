@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import tempfile
@@ -30,6 +29,7 @@ from spaceport.contract import (
     StaleOutputError,
     claim_owner,
     now_iso,
+    resolve,
 )
 from spaceport.storage import NotFoundError, StorageError, Store, UnsafeKeyError, UnwritableError, open_store
 
@@ -70,8 +70,7 @@ def parse_options(stage: str, config: dict[str, Any] | str | None) -> Any:
 
 
 def stage_function(stage: str) -> StageFunction:
-    module_name, _, attr = STAGE_FUNCTIONS[stage].partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    return resolve(STAGE_FUNCTIONS[stage])
 
 
 def read_result(output: Store) -> StageResult | None:
@@ -181,13 +180,16 @@ def run_stage(
             ctx = StageContext(stage, in_store, out_store, options, progress, Path(tmp),
                                logging.getLogger(f"spaceport.stages.{stage}"))
             produced = stage_function(stage)(ctx)
+            metrics = _metrics(stage, produced.metrics)
+            publish = stage_spec(stage).publish
+            outputs = {**produced.outputs, **(resolve(publish)(ctx, produced, metrics) if publish else {})}
         result = StageResult(
             stage=stage,
             started_at=started,
             finished_at=now_iso(),
             duration_seconds=round(time.monotonic() - t0, 3),
-            metrics=_metrics(stage, produced.metrics),
-            outputs=produced.outputs,
+            metrics=metrics,
+            outputs=outputs,
             warnings=ctx.warnings,
             fingerprint=wanted,
             fingerprint_parts=parts,

@@ -12,22 +12,20 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from spaceport.api.compress import CompressOptions
 from spaceport.api.stages import COMPRESS, TRAIN
+from spaceport.cameras import Camera, load_cameras
 from spaceport.contract import BadInputError, StageContext, StageOutput
 from spaceport.splats import GaussianScene, PlyFormatError, read_ply
 from spaceport.stages.compress.pipeline import encode_scene, keep_bands, resolve_device
 from spaceport.stages.compress.sog import META, bundle, decode_v2
 from spaceport.storage import Store
 
-if TYPE_CHECKING:
-    from spaceport.stages.train.render import Camera
-
-# The quality renders (spaceport.stages.train.render: torch and numba, ~3 CPU-seconds to import) are
+# The quality renders (training's renderer, TRAIN.renderer: torch and numba, ~3 CPU-seconds to import) are
 # imported only when a run measures quality: encoding alone needs neither.
 
 PLY = TRAIN.files.ply
@@ -90,8 +88,6 @@ def read_georef(store: Store) -> dict[str, Any] | None:
 def load_views(store: Store) -> list[Camera]:
     if not store.exists(CAMERAS):
         return []
-    from spaceport.stages.train.render import load_cameras
-
     return load_cameras(store)
 
 
@@ -204,9 +200,7 @@ def run_compress(ctx: StageContext) -> StageOutput:
         outputs["sogUnbundled"] = ctx.output.uri_of(f"{OUT.sog_unbundled}/{OUT.meta}")
     if encoded.v1_files is not None:
         outputs["sogsV1"] = ctx.output.uri_of(f"{OUT.sogs_v1}/{OUT.meta}")
-    if "sog" in options.formats:
-        from spaceport.viewer import write_viewer  # the static viewer page next to scene.sog (spaceport.viewer)
-
-        outputs.update(write_viewer(ctx.output, OUT.sog, source=ctx.input, means=original.means, metrics=metrics,
-                                    warn=ctx.warn))
-    return StageOutput(metrics=COMPRESS.metrics.model_validate(metrics), outputs=outputs)
+    # The viewer page beside scene.sog is the registry's publish step (COMPRESS.publish), which frames the scene
+    # by its splat centres.
+    return StageOutput(metrics=COMPRESS.metrics.model_validate(metrics), outputs=outputs,
+                       handoff={"means": original.means})

@@ -1,8 +1,8 @@
 """Quality of the compressed scene: PSNR and SSIM of its renders against the uncompressed scene's, and,
 where the training stage left its held-out photos, the PSNR lost against those photos (``psnrDropDb``).
 
-Renders use the training stage's rasterizer (``spaceport.stages.train.render``), so the numbers judge the
-scene the way training saw it.
+Renders use the training stage's renderer, which the registry names (``TRAIN.renderer``), so the numbers judge
+the scene the way training saw it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spaceport.api import TRAIN
+from spaceport.cameras import Camera
+from spaceport.contract import resolve
 from spaceport.splats import GaussianScene
-from spaceport.stages.train.render import Camera, render
 
 
 def scaled(camera: Camera, max_side: int) -> Camera:
@@ -84,6 +86,7 @@ def compare(original: GaussianScene, compressed: GaussianScene, cameras: Sequenc
             truth: dict[str, np.ndarray] | None = None) -> QualityReport:
     """Render both scenes from each camera. Where ``truth`` has the photo of a camera (by name, [H, W, 3]
     in 0..1), also measure how much PSNR against that photo compression cost."""
+    render = resolve(TRAIN.renderer or "")
     psnrs, ssims, drops = [], [], []
     for i, cam in enumerate(cameras):
         view = scaled(cam, max_side)
