@@ -130,72 +130,6 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
     """The Job that runs ``stage`` of run ``run``. Same arguments, same dict: a restart rebuilds it identically."""
     scheduling = getattr(spec, stage).scheduling
     labels = job_labels(owner, run, stage)
-    input_uri, output_uri = stage_io(spec, run, stage)
-    config = json.dumps(spec.stage_options(stage).to_wire(), sort_keys=True, separators=(",", ":"))
-    default_resources, pool = placement(spec, stage, settings)
-    resources = scheduling.resources.to_wire() if scheduling.resources else default_resources
-    resources = {k: v for k, v in resources.items() if v}
-    tolerations = [t.to_wire() for t in scheduling.tolerations] or _plain(list(pool.get("tolerations") or []))
-    if not tolerations and GPU in resources.get("limits", {}):
-        # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule; without this the Pod never schedules.
-        tolerations = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
-    node_selector = dict(scheduling.node_selector) or dict(pool.get("nodeSelector") or {})
-    secret_ref = credentials_ref(spec, settings)
-    volumes, mounts = _volumes(spec, stage, settings)
-
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": scheduling.image or pool.get("image") or settings.stage_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": ["spaceport", "stage", stage],
-        "args": ["--input", input_uri, "--output", output_uri, "--config", config],
-        "env": [
-            # The root filesystem is read-only: every cache and temp dir goes to the scratch volume.
-            {"name": "TMPDIR", "value": SCRATCH_MOUNT},
-            {"name": "HOME", "value": f"{SCRATCH_MOUNT}/home"},
-            {"name": "XDG_CACHE_HOME", "value": f"{SCRATCH_MOUNT}/cache"},
-            {"name": "NUMBA_CACHE_DIR", "value": f"{SCRATCH_MOUNT}/numba"},
-            {"name": "TORCH_EXTENSIONS_DIR", "value": f"{SCRATCH_MOUNT}/torch_extensions"},
-            {"name": "MPLCONFIGDIR", "value": f"{SCRATCH_MOUNT}/matplotlib"},
-            # The stage checks (or writes) the output's owner record: on volumes the operator cannot.
-            {"name": "SPACEPORT_OUTPUT_ROOT", "value": container_uri(spec.output, spec.output.uri, OUTPUT_MOUNT)},
-            {"name": "SPACEPORT_OWNER", "value": json.dumps({"namespace": owner.namespace, "name": owner.name,
-                                                             "uid": owner.uid}, separators=(",", ":"))},
-        ],
-        "resources": resources,
-        "volumeMounts": mounts,
-        "terminationMessagePolicy": "File",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-    }
-    if secret_ref:
-        # By reference only: the operator never copies the values anywhere.
-        container["envFrom"] = [{"secretRef": secret_ref}]
-
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",  # podFailurePolicy requires it
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_UID,
-            "runAsGroup": RUN_AS_UID,
-            "fsGroup": RUN_AS_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
-
     queue = queue_name(spec, settings)
     job_labels_all = dict(labels)
     if queue:
@@ -215,7 +149,7 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]
         },
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": _pod_spec(owner, spec, run, stage, settings)},
     }
     if scheduling.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = scheduling.active_deadline_seconds
@@ -232,6 +166,84 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
         },
         "spec": job_spec,
     }
+
+
+def _pod_spec(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
+              settings: OperatorSettings) -> dict[str, Any]:
+    """The stage Pod: its container, volumes and placement (nodeSelector, tolerations)."""
+    scheduling = getattr(spec, stage).scheduling
+    default_resources, pool = placement(spec, stage, settings)
+    resources = scheduling.resources.to_wire() if scheduling.resources else default_resources
+    resources = {k: v for k, v in resources.items() if v}
+    tolerations = [t.to_wire() for t in scheduling.tolerations] or _plain(list(pool.get("tolerations") or []))
+    if not tolerations and GPU in resources.get("limits", {}):
+        # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule; without this the Pod never schedules.
+        tolerations = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
+    node_selector = dict(scheduling.node_selector) or dict(pool.get("nodeSelector") or {})
+    volumes, mounts = _volumes(spec, stage, settings)
+    container = _container(owner, spec, run, stage, settings, image=scheduling.image or pool.get("image"))
+    container.update(resources=resources, volumeMounts=mounts)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # podFailurePolicy requires it
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_UID,
+            "runAsGroup": RUN_AS_UID,
+            "fsGroup": RUN_AS_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    return pod_spec
+
+
+def _container(owner: Owner, spec: ReconstructionSpec, run: int, stage: str, settings: OperatorSettings,
+               image: str | None) -> dict[str, Any]:
+    """The stage container: `spaceport stage` with its locations and options, locked down."""
+    input_uri, output_uri = stage_io(spec, run, stage)
+    config = json.dumps(spec.stage_options(stage).to_wire(), sort_keys=True, separators=(",", ":"))
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image or settings.stage_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["spaceport", "stage", stage],
+        "args": ["--input", input_uri, "--output", output_uri, "--config", config],
+        "env": [
+            # The root filesystem is read-only: every cache and temp dir goes to the scratch volume.
+            {"name": "TMPDIR", "value": SCRATCH_MOUNT},
+            {"name": "HOME", "value": f"{SCRATCH_MOUNT}/home"},
+            {"name": "XDG_CACHE_HOME", "value": f"{SCRATCH_MOUNT}/cache"},
+            {"name": "NUMBA_CACHE_DIR", "value": f"{SCRATCH_MOUNT}/numba"},
+            {"name": "TORCH_EXTENSIONS_DIR", "value": f"{SCRATCH_MOUNT}/torch_extensions"},
+            {"name": "MPLCONFIGDIR", "value": f"{SCRATCH_MOUNT}/matplotlib"},
+            # The stage checks (or writes) the output's owner record: on volumes the operator cannot.
+            {"name": "SPACEPORT_OUTPUT_ROOT", "value": container_uri(spec.output, spec.output.uri, OUTPUT_MOUNT)},
+            {"name": "SPACEPORT_OWNER", "value": json.dumps({"namespace": owner.namespace, "name": owner.name,
+                                                             "uid": owner.uid}, separators=(",", ":"))},
+        ],
+        "resources": {},
+        "volumeMounts": [],
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    secret_ref = credentials_ref(spec, settings)
+    if secret_ref:
+        # By reference only: the operator never copies the values anywhere.
+        container["envFrom"] = [{"secretRef": secret_ref}]
+    return container
 
 
 def credentials_secret(spec: ReconstructionSpec, settings: OperatorSettings) -> tuple[str | None, bool]:

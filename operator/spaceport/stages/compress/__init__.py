@@ -21,7 +21,7 @@ from spaceport.api.stages import COMPRESS, TRAIN
 from spaceport.cameras import Camera, load_cameras
 from spaceport.contract import BadInputError, StageContext, StageOutput
 from spaceport.splats import GaussianScene, PlyFormatError, read_ply
-from spaceport.stages.compress.pipeline import encode_scene, keep_bands, resolve_device
+from spaceport.stages.compress.pipeline import Encoded, encode_scene, keep_bands, resolve_device
 from spaceport.stages.compress.sog import META, bundle, decode_v2
 from spaceport.storage import Store
 
@@ -125,63 +125,14 @@ def run_compress(ctx: StageContext) -> StageOutput:
 
     encode_progress = progress.span(0.05, 0.8)
     encoded = encode_scene(scene, options, extra=extra, progress=lambda f, m: encode_progress.update(f, m))
-
     out = ctx.scratch / "out"
-    out.mkdir()
-    sog_bytes = bundle(encoded.sog_files)
-    if "sog" in options.formats:
-        (out / OUT.sog).write_bytes(sog_bytes)
-    if "sog-unbundled" in options.formats:
-        (out / OUT.sog_unbundled).mkdir()
-        for name, data in encoded.sog_files.items():
-            (out / OUT.sog_unbundled / name).write_bytes(data)
-    if encoded.v1_files is not None:
-        (out / OUT.sogs_v1).mkdir()
-        for name, data in encoded.v1_files.items():
-            (out / OUT.sogs_v1 / name).write_bytes(data)
-
-    metrics: dict[str, Any] = {
-        "splats": scene.count,
-        "droppedNonFinite": dropped,
-        "shBands": scene.sh_degree,
-        "plyBytes": ply_size,
-        "sogBytes": len(sog_bytes),
-        "compressionRatio": round(ply_size / len(sog_bytes), 3),
-        "sogFileBytes": {name: len(data) for name, data in encoded.sog_files.items()},
-        "ordering": encoded.ordering,
-        "orderingBytes": encoded.sizes_by_ordering,
-    }
-    if encoded.palette is not None:
-        metrics.update(shPaletteSize=encoded.palette.size, shPaletteColourError=round(encoded.palette.colour_error, 5),
-                       shPaletteTried=[list(t) for t in encoded.palette.tried])
-    if encoded.v1_files is not None:
-        metrics["sogsV1Bytes"] = sum(len(d) for d in encoded.v1_files.values())
-        metrics["sogsV1Splats"] = json.loads(encoded.v1_files[META])["means"]["shape"][0]
+    sog_bytes = write_formats(out, options, encoded)
+    metrics = size_metrics(scene, encoded, ply_size, len(sog_bytes), dropped)
     if georef:
         metrics["georef"] = georef
 
     t = time.perf_counter()
-    views = load_views(ctx.input) if options.quality_views else []
-    if views:
-        from spaceport.stages.compress import quality
-
-        views = quality.pick_views(views, options.quality_views)
-    if views:
-        qprog = progress.span(0.8, 0.95)
-        decoded, _ = decode_v2(encoded.sog_files)
-        truth = load_holdout_photos(ctx.input, views)
-        report = quality.compare(original, decoded, views, max_side=options.quality_max_side,
-                                 device=resolve_device(options.device), truth=truth,
-                                 progress=lambda f: qprog.update(f, "compress: quality renders"))
-        metrics.update(psnrVsUncompressedDb=round(report.psnr_db, 3), ssimVsUncompressed=round(report.ssim, 5),
-                       qualityViews=report.views, qualityRenderer=report.renderer)
-        if report.psnr_drop_db is not None:
-            # PSNR against the held-out photos: uncompressed minus compressed (lower is better)
-            metrics.update(psnrDropDb=round(report.psnr_drop_db, 3), psnrDropViews=report.truth_views)
-        else:
-            ctx.warn(f"no held-out photos under {ctx.input.uri_of(HOLDOUT)}: psnrDropDb not measured")
-    elif options.quality_views:
-        ctx.warn(f"{ctx.input.uri_of(CAMERAS)} missing: psnrDropDb not measured")
+    metrics.update(measure_quality(ctx, options, original, encoded))
     durations = {k: round(v, 3) for k, v in encoded.durations.items()}
     durations.update(readSeconds=round(read_s, 3), qualitySeconds=round(time.perf_counter() - t, 3))
 
@@ -204,3 +155,72 @@ def run_compress(ctx: StageContext) -> StageOutput:
     # by its splat centres.
     return StageOutput(metrics=COMPRESS.metrics.model_validate(metrics), outputs=outputs,
                        handoff={"means": original.means})
+
+
+def write_formats(out: Path, options: CompressOptions, encoded: Encoded) -> bytes:
+    """Each format asked for, into the scratch folder ``out``; returns the bundled .sog's bytes."""
+    out.mkdir()
+    sog_bytes = bundle(encoded.sog_files)
+    if "sog" in options.formats:
+        (out / OUT.sog).write_bytes(sog_bytes)
+    if "sog-unbundled" in options.formats:
+        (out / OUT.sog_unbundled).mkdir()
+        for name, data in encoded.sog_files.items():
+            (out / OUT.sog_unbundled / name).write_bytes(data)
+    if encoded.v1_files is not None:
+        (out / OUT.sogs_v1).mkdir()
+        for name, data in encoded.v1_files.items():
+            (out / OUT.sogs_v1 / name).write_bytes(data)
+    return sog_bytes
+
+
+def size_metrics(scene: GaussianScene, encoded: Encoded, ply_size: int, sog_size: int,
+                 dropped: int) -> dict[str, Any]:
+    metrics: dict[str, Any] = {
+        "splats": scene.count,
+        "droppedNonFinite": dropped,
+        "shBands": scene.sh_degree,
+        "plyBytes": ply_size,
+        "sogBytes": sog_size,
+        "compressionRatio": round(ply_size / sog_size, 3),
+        "sogFileBytes": {name: len(data) for name, data in encoded.sog_files.items()},
+        "ordering": encoded.ordering,
+        "orderingBytes": encoded.sizes_by_ordering,
+    }
+    if encoded.palette is not None:
+        metrics.update(shPaletteSize=encoded.palette.size, shPaletteColourError=round(encoded.palette.colour_error, 5),
+                       shPaletteTried=[list(t) for t in encoded.palette.tried])
+    if encoded.v1_files is not None:
+        metrics["sogsV1Bytes"] = sum(len(d) for d in encoded.v1_files.values())
+        metrics["sogsV1Splats"] = json.loads(encoded.v1_files[META])["means"]["shape"][0]
+    return metrics
+
+
+def measure_quality(ctx: StageContext, options: CompressOptions, original: GaussianScene,
+                    encoded: Encoded) -> dict[str, Any]:
+    """Renders of the compressed scene against the uncompressed one's (and the held-out photos), on the cameras
+    training left; none without them (the stage warns)."""
+    views = load_views(ctx.input) if options.quality_views else []
+    if views:
+        from spaceport.stages.compress import quality
+
+        views = quality.pick_views(views, options.quality_views)
+    if not views:
+        if options.quality_views:
+            ctx.warn(f"{ctx.input.uri_of(CAMERAS)} missing: psnrDropDb not measured")
+        return {}
+    qprog = ctx.progress.span(0.8, 0.95)
+    decoded, _ = decode_v2(encoded.sog_files)
+    truth = load_holdout_photos(ctx.input, views)
+    report = quality.compare(original, decoded, views, max_side=options.quality_max_side,
+                             device=resolve_device(options.device), truth=truth,
+                             progress=lambda f: qprog.update(f, "compress: quality renders"))
+    metrics: dict[str, Any] = dict(psnrVsUncompressedDb=round(report.psnr_db, 3),
+                                   ssimVsUncompressed=round(report.ssim, 5), qualityViews=report.views,
+                                   qualityRenderer=report.renderer)
+    if report.psnr_drop_db is not None:
+        # PSNR against the held-out photos: uncompressed minus compressed (lower is better)
+        metrics.update(psnrDropDb=round(report.psnr_drop_db, 3), psnrDropViews=report.truth_views)
+    else:
+        ctx.warn(f"no held-out photos under {ctx.input.uri_of(HOLDOUT)}: psnrDropDb not measured")
+    return metrics
