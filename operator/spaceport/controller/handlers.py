@@ -84,6 +84,20 @@ class NoDiffBaseStorage(kopf.DiffBaseStorage):
         pass
 
 
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """kopf's settings for this operator (at startup)."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="spaceport.dev")
+    settings.persistence.diffbase_storage = NoDiffBaseStorage()
+    settings.persistence.finalizer = FINALIZER
+    settings.posting.level = 30  # WARNING: handler chatter stays in logs, not in Events
+    # Watches end and restart every 10 min: a connection that died silently cannot stall the operator.
+    settings.watching.server_timeout = settings.watching.server_timeout or 600
+    settings.watching.client_timeout = settings.watching.client_timeout or 660
+    settings.watching.connect_timeout = settings.watching.connect_timeout or 30
+    # Only our Jobs: filtered by the API server, not after streaming every Job of the cluster.
+    settings.watching.label_selectors["batch", "jobs"] = LABEL_RECON
+
+
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: OperatorSettings,
              login: LoginFn | None = None) -> None:
     """Declare every handler on ``registry`` (a fresh one per operator, so tests can run several)."""
@@ -91,18 +105,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: 
     if login is not None:
         kopf.on.login(registry=registry)(login)
 
-    @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="spaceport.dev")
-        settings.persistence.diffbase_storage = NoDiffBaseStorage()
-        settings.persistence.finalizer = FINALIZER
-        settings.posting.level = 30  # WARNING: handler chatter stays in logs, not in Events
-        # Watches end and restart every 10 min: a connection that died silently cannot stall the operator.
-        settings.watching.server_timeout = settings.watching.server_timeout or 600
-        settings.watching.client_timeout = settings.watching.client_timeout or 660
-        settings.watching.connect_timeout = settings.watching.connect_timeout or 30
-        # Only our Jobs: filtered by the API server, not after streaming every Job of the cluster.
-        settings.watching.label_selectors["batch", "jobs"] = LABEL_RECON
+    kopf.on.startup(registry=registry)(configure)
 
     passes = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="spaceport-pass")
 
