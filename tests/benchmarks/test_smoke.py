@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 def run_smoke(script: str, timeout: float = 240) -> dict[str, Any]:
     """Run ``bench/<script> --smoke``; its last BENCH line as a dict."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # This checkout's package, not whichever one the environment installed (a worktree beside another checkout).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "operator")])}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (f"{script} --smoke exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"

@@ -187,6 +187,8 @@ class Kubelet:
     async def _env(self, container: dict[str, Any], mounts: dict[str, Path]) -> dict[str, str]:
         # No instance metadata service here: without this boto3 would wait on it when a Secret holds no keys.
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "AWS_EC2_METADATA_DISABLED": "true"}
+        if os.environ.get("PYTHONPATH"):  # the checkout under test, where it is not the one installed
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         for source in container.get("envFrom", []):
             ref = source.get("secretRef")
             if not ref:

@@ -21,8 +21,8 @@ class StageMetrics(BaseModel):
     durations: dict[str, float] = Field(default_factory=dict, description="Seconds per step of the stage.")
 
     def to_wire(self) -> dict[str, Any]:
-        """The result.json form: camelCase, without the fields left at their (empty) defaults."""
-        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        """The result.json form: camelCase, the fields the stage set (a ``None`` it set says "not measured")."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     @property
     def unknown(self) -> list[str]:
