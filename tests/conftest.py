@@ -7,9 +7,15 @@ import os
 # numba caches compiled kernels next to the sources unless told otherwise; keep them out of the tree.
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
 
+import signal
 from collections.abc import Iterator
 
 import pytest
+
+# A suite started in the background of a non-interactive shell (`cmd &`, nohup) inherits SIGINT ignored, and so
+# would every `spaceport` it starts: the tests of Ctrl-C would then see it ignored. Test what a terminal gives.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
