@@ -7,7 +7,6 @@ upright (EXIF orientation applied) and no larger than ``max_image_size``.
 from __future__ import annotations
 
 import io
-import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from spaceport.stages.cpus import usable_cpus
 from spaceport.stages.sfm import exif as exif_tags
 from spaceport.stages.sfm.exif import FocalPrior, GpsTag
 from spaceport.storage import Store
@@ -130,7 +130,7 @@ def prepare_photos(
             return str(e) or type(e).__name__
 
     # Decoding and resizing release the GIL; more threads than cores also hide S3 latency.
-    with ThreadPoolExecutor(max_workers=min(16, 2 * (os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=min(16, 2 * usable_cpus())) as pool:
         for i, (key, result) in enumerate(zip(keys, pool.map(one, keys), strict=True)):
             if isinstance(result, Photo):
                 photos.append(result)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pycolmap
 
 from spaceport.api.sfm import SfmOptions
+from spaceport.stages.cpus import usable_cpus
 from spaceport.stages.sfm.georef import GeoFrame, agreement, align_to_gps
 from spaceport.stages.sfm.inputs import Photo, is_ordered
 
@@ -23,7 +24,7 @@ def extract(database: Path, images: Path, photos: list[Photo], opts: SfmOptions)
     for p in photos:
         groups.setdefault(p.camera_key, []).append(p)
     extraction = pycolmap.FeatureExtractionOptions()
-    extraction.num_threads = -1
+    extraction.num_threads = usable_cpus()
     extraction.max_image_size = opts.max_image_size
     extraction.sift.max_num_features = opts.max_features
     for members in groups.values():
@@ -69,7 +70,7 @@ def choose_matching(opts: SfmOptions, photos: list[Photo], frame: GeoFrame | Non
 
 def match(database: Path, mode: str, opts: SfmOptions) -> None:
     matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = -1
+    matching.num_threads = usable_cpus()
     if mode == "spatial":
         pairing = pycolmap.SpatialPairingOptions()
         pairing.max_num_neighbors = opts.spatial_neighbors
@@ -132,7 +133,7 @@ def unusable(models: list[pycolmap.Reconstruction], frame: GeoFrame | None, n_im
 
 def incremental_options(georeferenced: bool, keep_focal: bool) -> pycolmap.IncrementalPipelineOptions:
     inc = pycolmap.IncrementalPipelineOptions()
-    inc.num_threads = -1
+    inc.num_threads = usable_cpus()
     inc.random_seed = 0
     inc.min_model_size = 3
     inc.use_prior_position = georeferenced
@@ -165,7 +166,7 @@ def _sorted(models: dict[int, pycolmap.Reconstruction]) -> list[pycolmap.Reconst
 
 def _global_options() -> pycolmap.GlobalPipelineOptions:
     glo = pycolmap.GlobalPipelineOptions()
-    glo.num_threads = -1
+    glo.num_threads = usable_cpus()
     glo.random_seed = 0
     glo.min_model_size = 3
     # Position the cameras (global positioning, bundle adjustment) from the longest tracks, enough of them

@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 
 from spaceport.api import TRAIN, TrainOptions
 from spaceport.contract import BadInputError, RetryableError, StageContext, StageOutput
 from spaceport.splats import ply_bytes
+from spaceport.stages.cpus import usable_cpus
 from spaceport.stages.train import checkpoint
 from spaceport.stages.train.cuda_env import cuda_problem, driver_version
 from spaceport.stages.train.data import Dataset, load_dataset
@@ -83,12 +85,18 @@ def run_train(ctx: StageContext) -> StageOutput:
         return _run(ctx, device)
     # On CPU the compiled kernels own the cores. torch's own thread pool, spinning between its many small
     # ops, fights them for the same cores (measured: SSIM 40x slower with two torch threads beside numba).
-    threads = torch.get_num_threads()
+    # The kernels' thread pool fits the CPUs this container may use (its cgroup limit), not the node's cores:
+    # threads the kernel throttles stall every parallel region (see spaceport.stages.cpus).
+    threads, kernel_threads = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        numba.set_num_threads(min(usable_cpus(), numba.config.NUMBA_NUM_THREADS))
+    ctx.log.info("training on %d CPU threads", numba.get_num_threads())
     try:
         return _run(ctx, device)
     finally:
         torch.set_num_threads(threads)
+        numba.set_num_threads(kernel_threads)
 
 
 def _prepare(ctx: StageContext, options: TrainOptions, device: str) -> tuple[Trainer, Dataset]:
