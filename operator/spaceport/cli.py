@@ -14,7 +14,14 @@ from typing import Any
 
 from spaceport.api.presets import PRESETS
 from spaceport.api.stages import STAGES, stage
-from spaceport.contract import EXIT_BAD_INPUT, EXIT_OK, EXIT_RETRYABLE, TERMINATION_LOG, StageError
+from spaceport.contract import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_RETRYABLE,
+    TERMINATION_LOG,
+    StageError,
+    StaleOutputError,
+)
 
 EXIT_USAGE = 64
 """Wrong command-line usage (argparse uses 2, which the stage contract reserves for bad input)."""
@@ -73,16 +80,19 @@ def _write_termination_message(text: str) -> None:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from spaceport.stages.runner import check_owner, run_stage
+    from spaceport.stages.runner import check_owner, next_free_run, run_stage
 
+    owner, root = os.environ.get("SPACEPORT_OWNER"), os.environ.get("SPACEPORT_OUTPUT_ROOT")
     try:
-        owner, root = os.environ.get("SPACEPORT_OWNER"), os.environ.get("SPACEPORT_OUTPUT_ROOT")
         if owner and root:  # set by the operator on every stage Job
             check_owner(root, owner)
         result = run_stage(args.name, args.input, args.output, args.config)
     except StageError as e:
         logging.getLogger("spaceport").error("%s failed: %s", args.name, e)
-        _write_termination_message(stage(args.name).failure(e.reason, str(e)).to_json())
+        # A run folder holding other inputs' files (a re-created Reconstruction on a volume, which the operator
+        # cannot list): the operator starts the run again at the next free number, which only the stage can see.
+        next_run = next_free_run(root) if isinstance(e, StaleOutputError) and owner and root else None
+        _write_termination_message(stage(args.name).failure(e.reason, str(e), next_run).to_json())
         return e.exit_code
     except KeyboardInterrupt as e:
         code, what = _stopped(e)

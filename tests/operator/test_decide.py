@@ -6,7 +6,7 @@ import pytest
 
 from spaceport.api import FailureRecord, Phase, Reason, ReconstructionSpec, ReconstructionStatus
 from spaceport.api.reconstruction import Notify as NotifySpec
-from spaceport.contract import StageResult
+from spaceport.contract import StageResult, parse_termination
 from spaceport.controller import decide
 from spaceport.controller.decide import ClaimOutput, CreateJob, DeleteJob, DeleteJobs, Notify, PatchSuspend
 from spaceport.controller.observe import JobView, Observation, SecretView
@@ -126,3 +126,25 @@ def test_a_finished_run_is_settled_and_notified_once() -> None:
     assert decide.settled(notified, with_hook, None, 1).actions == ()
     final = decide.finish(done, with_hook, decide.Prices(), NOW)
     assert final.actions == (Notify(1),) and final.write == "first"
+
+
+def test_a_run_folder_holding_other_inputs_files_moves_the_run_to_the_next_free_number() -> None:
+    """A re-created Reconstruction on a volume: the stage saw runs/1 holding other inputs' files and runs/3 the
+    highest folder there; the run starts again at 4 (named in status before its Job exists), nothing deleted."""
+    wire = FailureRecord(stage="sfm", reason="StaleOutput", message="runs/1/sfm holds a result of other options",
+                         next_run=4).to_json()
+    stale = parse_termination(wire, succeeded=False)
+    assert isinstance(stale, FailureRecord) and stale.next_run == 4 and '"nextRun": 4' in wire
+    moved = decide.moved(at(Phase.RUNNING), spec(), Observation("sfm", job(0, failed=True), failure=stale), "site", 2,
+                         NOW)
+    assert moved is not None and moved.write == "first" and moved.actions == ()
+    new = moved.status
+    assert (new.run, new.phase, new.stage, new.observed_generation) == (4, Phase.PENDING, "sfm", 2)
+    assert new.run_uri == "s3://results/site/runs/4" and new.stages["sfm"].job == "site-r4-sfm"
+    assert new.message == ("run 4 started: s3://results/site/runs/1 holds sfm files made from other inputs, kept as "
+                           "they are")
+    # Without a number (a stage image from before), or one not past this run, the run fails as before.
+    for record in (stale.model_copy(update={"next_run": None}), stale.model_copy(update={"next_run": 1}), IN_USE):
+        obs = Observation("sfm", job(0, failed=True), failure=record)
+        assert decide.moved(at(Phase.RUNNING), spec(), obs, "site", 1, NOW) is None
+        assert decide.stage(at(Phase.RUNNING), spec(), obs, 1, NOW).status.phase == Phase.FAILED

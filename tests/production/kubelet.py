@@ -48,16 +48,20 @@ class Attempt:
 
 class Kubelet:
     def __init__(self, api: Api, namespace: str, volumes: dict[str, Path] | None = None, parallel: int = 3,
-                 env_overrides: dict[str, str] | None = None) -> None:
+                 env_overrides: dict[str, str] | None = None, command: list[str] | None = None) -> None:
         self.api, self.ns = api, namespace
         self.volumes = volumes or {}
         self.env_overrides = env_overrides or {}
         """Set over the container's env: e.g. the test suite's warm compiled-kernel cache (an image ships one)."""
+        self.command = command or [SPACEPORT]
+        """What the container's ``spaceport`` runs as: the installed command, or e.g. quick stand-in stages."""
         self.logs: dict[str, str] = {}
         """Pod name -> what its container printed (stdout and stderr)."""
         self.attempts: dict[str, list[Attempt]] = {}
         self._slots = asyncio.Semaphore(parallel)  # two shared cores: a few stages at a time
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        """By Job uid: a Job deleted and created again under its name runs again."""
+        self._pods: dict[str, list[str]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="kubelet-")
 
@@ -81,13 +85,23 @@ class Kubelet:
     async def _watch(self) -> None:
         while True:
             listing = await self.api.get(JOBS.format(ns=self.ns))
-            for job in (listing or {}).get("items", []):
-                name = job["metadata"]["name"]
+            jobs = (listing or {}).get("items", [])
+            await self._collect({job["metadata"]["uid"] for job in jobs})
+            for job in jobs:
+                uid = job["metadata"]["uid"]
                 status = job.get("status") or {}
-                if name in self._tasks or job["spec"].get("suspend") or status.get("conditions"):
+                if uid in self._tasks or job["spec"].get("suspend") or status.get("conditions"):
                     continue
-                self._tasks[name] = asyncio.create_task(self._run_job(job))
+                self._tasks[uid] = asyncio.create_task(self._run_job(job))
             await asyncio.sleep(0.1)
+
+    async def _collect(self, live: set[str]) -> None:
+        """The garbage collector's part: the Pods of a deleted Job go once they stopped (a namesake created later
+        gets Pods of the same names, and the operator finds a Job's Pods by its name)."""
+        for uid, task in self._tasks.items():
+            if uid not in live and task.done():
+                for pod in self._pods.pop(uid, []):
+                    await self.api.delete(PODS.format(ns=self.ns) + f"/{pod}")
 
     async def evict(self, job: str) -> Attempt:
         """Preempt the Job's running Pod: DisruptionTarget, then SIGTERM (the stage checkpoints and exits)."""
@@ -112,6 +126,7 @@ class Kubelet:
         while True:
             attempt = Attempt(pod=f"{name}-{len(self.attempts[name])}")
             self.attempts[name].append(attempt)
+            self._pods.setdefault(job["metadata"]["uid"], []).append(attempt.pod)
             code, _ = await self._run_pod(job, attempt)
             if code == 0:
                 await self.api.patch(path, {"status": {"active": 0, "succeeded": 1, "completionTime": now_iso(),
@@ -148,7 +163,8 @@ class Kubelet:
         env = await self._env(container, mounts)
         env["SPACEPORT_TERMINATION_LOG"] = str(termination_log)
         argv = [_map(a, mounts) for a in [*container["command"], *container.get("args", [])]]
-        argv[0] = SPACEPORT if argv[0] == "spaceport" else argv[0]
+        if argv[0] == "spaceport":
+            argv[:1] = self.command
         async with self._slots:
             process = await asyncio.create_subprocess_exec(
                 *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

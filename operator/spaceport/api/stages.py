@@ -98,12 +98,19 @@ class FailureRecord(BaseModel):
     """The StageError subclass's reason (BadInput, OutputInUse, Retryable...) or Stopped; empty for a message that
     was plain text (a crash before the runner could write a record)."""
     message: str = ""
+    next_run: int | None = None
+    """StaleOutput in a Job: the next run number free under the output root (one past the highest ``runs/<n>``
+    there), where the operator starts the run again; the stage can see volumes, the operator cannot."""
 
     MESSAGE_LIMIT: ClassVar[int] = 3000
     """Characters of the message kept: the record stays under Kubernetes' 4 KiB with room for the rest."""
 
     def to_json(self) -> str:
-        return json.dumps({"stage": self.stage, "reason": self.reason, "message": self.message[:self.MESSAGE_LIMIT]})
+        record: dict[str, Any] = {"stage": self.stage, "reason": self.reason,
+                                  "message": self.message[:self.MESSAGE_LIMIT]}
+        if self.next_run is not None:
+            record["nextRun"] = self.next_run
+        return json.dumps(record)
 
     def describe(self) -> str:
         """``Reason: message``, as status shows it."""
@@ -134,8 +141,8 @@ class StageSpec(Generic[OptionsT, MetricsT, FilesT]):
     def parse_metrics(self, data: dict[str, Any] | MetricsT) -> MetricsT:
         return data if isinstance(data, self.metrics) else self.metrics.model_validate(data)
 
-    def failure(self, reason: str, message: str) -> FailureRecord:
-        return FailureRecord(stage=self.name, reason=reason, message=message)
+    def failure(self, reason: str, message: str, next_run: int | None = None) -> FailureRecord:
+        return FailureRecord(stage=self.name, reason=reason, message=message, next_run=next_run)
 
 
 SFM: StageSpec[SfmOptions, SfmMetrics, SfmFiles] = StageSpec(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from spaceport.api import Phase, Reason, ReconstructionSpec, ReconstructionStatus, StageStatus
-from spaceport.contract import owner_conflict
+from spaceport.contract import StaleOutputError, owner_conflict
 from spaceport.controller import notify, usage
 from spaceport.controller import status as st
 from spaceport.controller.observe import HOLDABLE, Observation, creates_job
@@ -129,6 +129,20 @@ def start(status: ReconstructionStatus, spec: ReconstructionSpec, namespace: str
     stored = max(output.runs) if output is not None and output.runs else 0
     claim: tuple[Action, ...] = (ClaimOutput(),) if output is not None and output.owner is None else ()
     return Decision(st.start_run(status, spec, name, generation, now, stored), claim, write="last")
+
+
+def moved(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Observation, name: str,
+          generation: int | None, now: str) -> Decision | None:
+    """A stage's Job found its run folder holding files made from other inputs (StaleOutput: a re-created
+    Reconstruction on a volume, whose runs the operator cannot list) and named the next free run number: the run
+    starts again there, from the first stage, named in status before its Job exists. The old folder is kept as
+    it is. None for anything else (a StaleOutput without a number, or one not past this run, fails the run)."""
+    job, failure = obs.job, obs.failure
+    if job is None or not job.failed or failure is None or failure.reason != StaleOutputError.reason \
+            or failure.next_run is None or failure.next_run <= (status.run or 0):
+        return None
+    why = f"{status.run_uri} holds {obs.stage} files made from other inputs, kept as they are"
+    return Decision(st.start_run(status, spec, name, generation, now, failure.next_run - 1, why), write="first")
 
 
 def output_in_use(status: ReconstructionStatus, why: str, generation: int | None, now: str) -> Decision:

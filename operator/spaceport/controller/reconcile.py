@@ -172,11 +172,13 @@ class Reconciler:
             if stage is None or pass_.status.phase == Phase.FAILED:
                 return
             obs = self.observer.stage(pass_.owner.namespace, spec, pass_.status, stage, job_seen)
-            decision = decide.stage(pass_.status, spec, obs, generation, now_iso())
+            run = pass_.status.run
+            decision = decide.moved(pass_.status, spec, obs, pass_.owner.name, generation, now_iso()) \
+                or decide.stage(pass_.status, spec, obs, generation, now_iso())
             made = pass_.act(spec, decision)
             if made is not None:
                 job_seen = made
-            elif decision.status.stage == stage:
+            elif decision.status.stage == stage and decision.status.run == run:  # a moved run goes on at once
                 return
 
     def cleanup(self, namespace: str, name: str, uid: str | None) -> int:

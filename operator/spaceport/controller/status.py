@@ -65,16 +65,17 @@ def is_settled(status: ReconstructionStatus, generation: int | None) -> bool:
 
 
 def start_run(status: ReconstructionStatus, spec: ReconstructionSpec, name: str, generation: int | None,
-              now: str, stored: int = 0) -> ReconstructionStatus:
+              now: str, stored: int = 0, why: str | None = None) -> ReconstructionStatus:
     """A new run with every Job name decided up front, so a restart never invents different names.
 
     Its number follows both status's last run and ``stored``, the highest run folder the output already holds (a
-    re-created Reconstruction, or another object's runs): a run folder is never reused.
+    re-created Reconstruction, or another object's runs): a run folder is never reused. ``why``: said after "run
+    n started" in the message.
     """
     run = max(status.run or 0, stored) + 1
     stages = {s: StageStatus(job=job_name(name, run, s)) for s in STAGES}
     return with_conditions(status.model_copy(update={
-        "phase": Phase.PENDING, "reason": Reason.CREATED, "message": f"run {run} started",
+        "phase": Phase.PENDING, "reason": Reason.CREATED, "message": f"run {run} started" + (f": {why}" if why else ""),
         "stage": STAGES[0], "progress": 0.0, "run": run, "run_key": spec_run_key(spec),
         "run_uri": run_uri(spec.output.uri, run), "stages": stages, "metrics": Metrics(), "outputs": {},
         "observed_generation": generation,
@@ -301,7 +302,9 @@ def transitions(old: ReconstructionStatus, new: ReconstructionStatus) -> list[tu
     """Kubernetes Events for what changed: (type, reason, message)."""
     events: list[tuple[str, str, str]] = []
     if new.run != old.run:
-        events.append(("Normal", "RunStarted", f"run {new.run} writes to {new.run_uri}"))
+        started, _, why = (new.message or "").partition(": ")  # why this number: start_run's ``why``
+        why = f"; {why}" if why and started == f"run {new.run} started" else ""
+        events.append(("Normal", "RunStarted", f"run {new.run} writes to {new.run_uri}{why}"))
     for stage in STAGES:
         before = old.stages.get(stage, StageStatus()).phase if old.run == new.run else Phase.PENDING
         after = new.stages.get(stage, StageStatus()).phase

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from spaceport.api import PIPELINE, describe_validation_error
 from spaceport.api.stage_metrics import StageMetrics
-from spaceport.api.stages import ATTEMPT_FILE, PROGRESS_FILE, RESULT_FILE, AnyStage
+from spaceport.api.stages import ATTEMPT_FILE, PROGRESS_FILE, RESULT_FILE, RUNS_DIR, AnyStage
 from spaceport.api.stages import stage as stage_spec
 from spaceport.contract import (
     BadInputError,
@@ -31,6 +31,7 @@ from spaceport.contract import (
     now_iso,
     resolve,
 )
+from spaceport.layout import run_numbers
 from spaceport.storage import NotFoundError, StorageError, Store, UnsafeKeyError, UnwritableError, open_store
 
 STAGE_FUNCTIONS: dict[str, str] = {s.name: s.function for s in PIPELINE}
@@ -234,6 +235,16 @@ def check_owner(root_uri: str, owner: str) -> None:
         raise BadInputError(f"SPACEPORT_OWNER {owner!r} is not an owner record: {e}") from e
     except StorageError as e:
         raise _classify(e, "output") from e
+
+
+def next_free_run(root_uri: str) -> int | None:
+    """One past the highest run folder under a Reconstruction's output root (``runs/<n>`` holding files): where a
+    run whose folder holds other inputs' files goes on. None when the root cannot be listed."""
+    try:
+        return max(run_numbers(open_store(root_uri).folders(RUNS_DIR)), default=0) + 1
+    except StorageError as e:
+        log.warning("cannot list the run folders under %s: %s", root_uri, e)
+        return None
 
 
 def _classify(err: StorageError, where: str) -> StageError:
