@@ -43,6 +43,20 @@ def truth_scene(n: int, seed: int) -> GaussianScene:
     )
 
 
+def ground_scene(n: int, seed: int) -> GaussianScene:
+    """Opaque flat Gaussians over the ground far beyond the cameras' view: every photo is filled to its corners."""
+    rng = np.random.default_rng(seed)
+    colours = rng.uniform(0.2, 0.9, (n, 3)).astype(np.float32)
+    return GaussianScene(
+        means=rng.uniform([-9, -9, -0.05], [9, 9, 0.05], (n, 3)).astype(np.float32),
+        scales=np.log(rng.uniform(0.15, 0.4, (n, 3))).astype(np.float32),
+        quats=rng.normal(size=(n, 4)).astype(np.float32),
+        opacities=np.full(n, 3.0, np.float32),
+        sh0=((colours - 0.5) / SH_C0).astype(np.float32),
+        shN=np.zeros((n, 3, 3), np.float32),
+    )
+
+
 def cameras(n_views: int, width: int, height: int) -> list[Camera]:
     out = []
     for i in range(n_views):
@@ -55,12 +69,13 @@ def cameras(n_views: int, width: int, height: int) -> list[Camera]:
 
 
 def write_sfm_output(root: Path, *, n_gaussians: int = 400, n_views: int = 12, width: int = 96, height: int = 72,
-                     n_points: int = 300, seed: int = 0, georef: bool = False, suffix: str = ".png") -> GaussianScene:
+                     n_points: int = 300, seed: int = 0, georef: bool = False, suffix: str = ".png",
+                     ground: bool = False) -> GaussianScene:
     """Write ``sparse/`` and ``images/`` (``suffix``: ``.png``, or ``.jpg`` as cameras write) under ``root``;
-    returns the ground-truth scene."""
+    returns the ground-truth scene (``ground``: :func:`ground_scene`, else :func:`truth_scene`)."""
     import pycolmap
 
-    truth = truth_scene(n_gaussians, seed)
+    truth = (ground_scene if ground else truth_scene)(n_gaussians, seed)
     rng = np.random.default_rng(seed + 1)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "sparse").mkdir(parents=True, exist_ok=True)

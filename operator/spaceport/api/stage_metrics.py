@@ -74,6 +74,11 @@ class TrainMetrics(StageMetrics):
     psnr_neighbour_colour: float | None = None
     photo_gain_spread: float | None = None
     photo_offset_spread: float | None = None
+    psnr_vignetted: float | None = None
+    """Held-out PSNR of the render through its camera's learned vignetting (a camera property learned from
+    the training photos; the headline ``psnr`` renders the splats alone)."""
+    vignetting_corner_gain: list[float] | None = None
+    """Per camera, the learned vignetting gain in the farthest corner (1.0: none)."""
     resumed_from_step: int | None = None
 
     @model_validator(mode="before")

@@ -105,6 +105,19 @@ class TrainOptions(ApiModel):
         description="Composite each training render over a random colour: transparency can then explain nothing "
                     "in the photos, so what lies beyond the reconstructed geometry is not learned as haze.",
     )
+    vignetting: bool = Field(
+        default=False,
+        description="Learn each camera's lens vignetting (a radial fall-off of brightness towards the corners, shared "
+                    "by the photos of one camera) with the scene, so that it is not learned as haze and floaters; "
+                    "the splats keep the colours the centre of a photo shows.",
+    )
+    sky: Literal["auto", "off"] = Field(
+        default="auto",
+        description="Seed a shell of Gaussians far beyond the scene where the training photos look above the "
+                    "horizon (photos from the ground), coloured from the photos, so that the sky is not learned as "
+                    "haze in front of the scene. 'auto' seeds it when over 2% of the photos' pixels look above the "
+                    "horizon (none for a nadir survey); 'off' never.",
+    )
     free_space_prune: float = Field(
         default=0.0, ge=0, lt=1,
         description="Remove Gaussians that lie, in a training photo, nearer than this fraction of the depth of the "

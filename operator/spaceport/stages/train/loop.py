@@ -22,7 +22,11 @@ from spaceport.stages.train.mcmc_cpu import DeviceMCMCStrategy
 from spaceport.stages.train.metrics import LpipsScore, psnr, ssim
 from spaceport.stages.train.rasterize import SH_C0, rasterize
 from spaceport.stages.train.render import camera_tensors
+from spaceport.stages.train.sky import OPACITY as SKY_OPACITY
+from spaceport.stages.train.sky import scene_up, sky_points
 from spaceport.stages.train.stereo_init import stereo_points
+from spaceport.stages.train.vignetting import LR as VIGNETTING_LR
+from spaceport.stages.train.vignetting import Vignetting
 
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 MCMC_REG = 0.01
@@ -96,20 +100,27 @@ def init_params(data: Dataset, options: TrainOptions, extent: float, device: str
         # training views only: the held-out photos must not shape the model they evaluate
         extra, extra_cols = stereo_points(data.train or data.views, data.points, options.init_stereo_points, rng)
         pts, cols = np.concatenate([pts, extra]), np.concatenate([cols, extra_cols])
-    if len(pts) > options.max_gaussians:
-        keep = np.sort(rng.choice(len(pts), options.max_gaussians, replace=False))
+    sky, sky_cols, sky_size = (sky_points(data.train or data.views, data.points,
+                                          scene_up(data.train or data.views, data.georef))
+                               if options.sky == "auto" else (np.empty((0, 3)), np.empty((0, 3)), 0.0))
+    room = max(options.max_gaussians - len(sky), options.max_gaussians // 2)
+    sky, sky_cols = sky[:options.max_gaussians - room], sky_cols[:options.max_gaussians - room]
+    if len(pts) > room:
+        keep = np.sort(rng.choice(len(pts), room, replace=False))
         pts, cols = pts[keep], cols[keep]
     k = min(4, len(pts))
     dist, _ = cKDTree(pts).query(pts, k=k)
     mean_dist = np.sqrt((dist[:, 1:] ** 2).mean(1)) if k > 1 else np.full(len(pts), 0.01 * extent)
-    mean_dist = np.clip(mean_dist, 1e-4 * extent, 0.1 * extent)
+    mean_dist = np.concatenate([np.clip(mean_dist, 1e-4 * extent, 0.1 * extent), np.full(len(sky), sky_size)])
+    opacity = np.concatenate([np.full(len(pts), 0.1), np.full(len(sky), SKY_OPACITY)])
+    pts, cols = np.concatenate([pts, sky]), np.concatenate([cols, sky_cols])
     n = len(pts)
     sh_rest = (options.sh_degree + 1) ** 2 - 1
     values = {
         "means": torch.tensor(pts, dtype=torch.float32),
         "scales": torch.tensor(np.log(mean_dist), dtype=torch.float32)[:, None].repeat(1, 3),
         "quats": torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
-        "opacities": torch.full((n,), math.log(0.1 / 0.9)),
+        "opacities": torch.tensor(np.log(opacity / (1 - opacity)), dtype=torch.float32),
         "sh0": torch.tensor((cols - 0.5) / SH_C0, dtype=torch.float32)[:, None, :],
         "shN": torch.zeros(n, sh_rest, 3),
     }
@@ -173,6 +184,8 @@ class Trainer:
         self.colour = (PhotoColour([v.camera.name for v in self.train_views], [v.camera.name for v in data.views],
                                    options.appearance_lr, device, options.appearance)
                        if options.appearance != "off" else None)
+        self.vignetting = (Vignetting([v.camera for v in data.views], VIGNETTING_LR, device)
+                           if options.vignetting else None)
         seen = [data.observed.get(v.camera.name, np.zeros(0, np.int64)) for v in self.train_views]
         self.free_space = (FreeSpace([v.camera for v in self.train_views], data.points, seen, options.free_space_prune)
                            if options.free_space_prune else None)
@@ -212,6 +225,8 @@ class Trainer:
         }
         if self.colour is not None:
             state["colour"] = to_cpu(self.colour.state_dict())
+        if self.vignetting is not None:
+            state["vignetting"] = to_cpu(self.vignetting.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -225,6 +240,8 @@ class Trainer:
         self.floaters_removed = int(state.get("floaters_removed", 0))
         if self.colour is not None:
             self.colour.load_state_dict(state["colour"])
+        if self.vignetting is not None:
+            self.vignetting.load_state_dict(state["vignetting"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.startswith("cuda") and len(state["cuda_rng"]):
             torch.cuda.set_rng_state(state["cuda_rng"])
@@ -251,13 +268,18 @@ class Trainer:
                          antialiased=self.options.antialiased)
 
     def as_photographed(self, image: torch.Tensor, view: View, mode: str = "identity") -> torch.Tensor:
-        """``image`` through the photo's colour transform: its own for a training photo; for a held-out
-        one none (the splats alone, as a viewer shows them), or its neighbours' (``mode="neighbours"``)."""
-        if self.colour is None:
-            return image
+        """``image`` as the photo's camera took it: through its camera's vignetting and its own colour transform
+        for a training photo; for a held-out one none (the splats alone, as a viewer shows them), its
+        neighbours' colour transform (``mode="neighbours"``) or its camera's vignetting (``mode="vignetted"``)."""
         if view.camera.held_out:
-            return self.colour.apply_held_out(image, view.camera.name, mode)
-        return self.colour.apply(image, view.camera.name)
+            if mode == "vignetted" and self.vignetting is not None:
+                return self.vignetting.apply(image, view.camera)
+            if mode == "neighbours" and self.colour is not None:
+                return self.colour.apply_held_out(image, view.camera.name, mode)
+            return image
+        if self.vignetting is not None:
+            image = self.vignetting.apply(image, view.camera)
+        return image if self.colour is None else self.colour.apply(image, view.camera.name)
 
     def target(self, view: View) -> torch.Tensor:
         return view.image.to(self.device).float() / 255.0
@@ -285,6 +307,8 @@ class Trainer:
             loss = loss + MCMC_REG * torch.exp(self.params["scales"]).mean()
         if self.colour is not None:
             loss = loss + self.colour.penalty(view.camera.name)
+        if self.vignetting is not None:
+            loss = loss + self.vignetting.penalty(view.camera)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {float(loss.detach())} at step {self.step}")
         loss.backward()
@@ -293,6 +317,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         if self.colour is not None:
             self.colour.step()
+        if self.vignetting is not None:
+            self.vignetting.step()
         if not self.mcmc:
             self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, info,
                                              packed=False)
@@ -341,7 +367,8 @@ class Trainer:
                  colour: str = "identity") -> tuple[float, float, float | None]:
         """Mean PSNR, SSIM and (given a scorer) LPIPS over held-out views (training views when none are
         held out), each view rendered once; held-out views as the splats alone render them, or through
-        their capture-order neighbours' colour transforms (``colour="neighbours"``)."""
+        their capture-order neighbours' colour transforms (``colour="neighbours"``) or their camera's
+        vignetting (``colour="vignetted"``)."""
         views = views or self.eval_views or self.train_views
         scores = []
         for view in views:

@@ -200,6 +200,9 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
     if trainer.colour is not None:
         metrics["psnrNeighbourColour"] = round(trainer.evaluate(colour="neighbours")[0], 3)
         metrics.update(trainer.colour.summary())
+    if trainer.vignetting is not None:
+        metrics["psnrVignetted"] = round(trainer.evaluate(colour="vignetted")[0], 3)
+        metrics["vignettingCornerGain"] = trainer.vignetting.corner_gains()
     if resumed_from is not None:
         metrics["resumedFromStep"] = resumed_from
     return StageOutput(metrics=TRAIN.metrics.model_validate({k: v for k, v in metrics.items() if v is not None}),
