@@ -29,8 +29,22 @@ SPEC_FIELDS_KEPT_OUT = frozenset({"suspend", "retries", "queue_name", "priority_
 """Spec fields that do not change results: toggling them keeps the run (so does any stage's scheduling)."""
 
 
+LATER_OPTIONS: dict[str, dict[str, Any]] = {TRAIN.name: {"sky": "auto", "vignetting": False}}
+"""Stage options added after run keys were first written, with their defaults: left out of a key while at the
+default, so that a Reconstruction made before they existed keeps its key (and its finished run) after an upgrade
+instead of starting over; set to anything else, they change the key as every option does."""
+
+
 def digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _without_later_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    for stage, defaults in LATER_OPTIONS.items():
+        if isinstance(out.get(stage), Mapping):
+            out[stage] = {k: v for k, v in out[stage].items() if not (k in defaults and v == defaults[k])}
+    return out
 
 
 def spec_run_key(spec: ReconstructionSpec) -> str:
@@ -38,12 +52,12 @@ def spec_run_key(spec: ReconstructionSpec) -> str:
     data = spec.model_dump(mode="json", exclude=set(SPEC_FIELDS_KEPT_OUT))
     for name in STAGES:
         data[name].pop("scheduling", None)
-    return digest(data)
+    return digest(_without_later_defaults(data))
 
 
 def options_run_key(options: Mapping[str, Mapping[str, Any]]) -> str:
     """A `spaceport run`'s key: its per-stage options (camelCase JSON, preset applied)."""
-    return digest(options)
+    return digest(_without_later_defaults(dict(options)))
 
 
 def join(*parts: str) -> str:

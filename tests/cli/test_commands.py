@@ -198,6 +198,6 @@ def test_same_options_continue_the_run_and_changed_options_start_a_new_one(tmp_p
     first = open_run(out, resolve_options(None, preset="draft"))
     again = open_run(out, resolve_options({"preset": "draft"}))
     changed = open_run(out, resolve_options({"train": {"iterations": 123}}, preset="draft"))
-    back = open_run(out, resolve_options({"train": {"iterations": 2000}}, preset="draft"))  # same as draft's
+    back = open_run(out, resolve_options({"train": {"iterations": 3000}}, preset="draft"))  # same as draft's
     assert (first.number, again.number, changed.number, back.number) == (1, 1, 2, 1)
     assert json.loads(out.read_text("runs/2/run.json"))["options"]["train"]["iterations"] == 123

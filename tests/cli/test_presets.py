@@ -43,7 +43,9 @@ def test_presets_order_cost() -> None:
 CASES = [
     # (preset, spec fields, stage, field, expected)
     ("draft", {}, "sfm", "max_image_size", 800),
-    ("draft", {}, "train", "iterations", 2000),
+    ("draft", {}, "train", "iterations", 3000),
+    ("draft", {}, "train", "half_resolution_steps", 2000),
+    ("standard", {}, "train", "half_resolution_steps", 0),
     ("draft", {}, "train", "sh_degree", 1),
     ("draft", {}, "compress", "sh_bands", 1),
     ("draft", {"train": {"iterations": 500}}, "train", "iterations", 500),
@@ -76,7 +78,7 @@ def test_local_run_applies_the_same_rules(preset: str, fields: dict, stage: str,
 
 def test_preset_in_the_config_file_and_the_flag_wins() -> None:
     from_file = resolve_options({"preset": "draft"})
-    assert from_file["train"]["iterations"] == 2000
+    assert from_file["train"]["iterations"] == 3000
     flag_wins = resolve_options({"preset": "draft"}, preset="high")
     assert flag_wins["train"]["iterations"] == 30_000
 

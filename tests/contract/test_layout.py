@@ -24,7 +24,16 @@ def test_run_keys_are_those_earlier_releases_wrote() -> None:
     spec = ReconstructionSpec.model_validate({"input": {"uri": "s3://photos/site"},
                                              "output": {"uri": "s3://results/site"}, "train": {"iterations": 7000}})
     assert spec_run_key(spec) == "ca264653caec6efc"
-    assert options_run_key(resolve_options(None, "draft")) == "104689d9ff984e02"
+    # The draft preset's training settings before they changed (explicit now): the same options, the same key.
+    before = {"train": {"iterations": 2000, "halfResolutionSteps": 0, "positionLr": 1.6e-4, "colorLr": 2.5e-3,
+                        "opacityLr": 5e-2, "scaleLr": 5e-3, "rotationLr": 1e-3, "opacityResetEvery": 3000,
+                        "opacityReg": 0.0, "mseWeight": 0.0}}
+    assert options_run_key(resolve_options(before, "draft")) == "104689d9ff984e02"
+    # Options added since, at their defaults, leave keys alone; set otherwise they are part of the run's identity.
+    assert spec_run_key(spec.model_copy(update={"train": spec.train.model_copy(update={"sky": "off"})})) \
+        != "ca264653caec6efc"
+    assert options_run_key(resolve_options({**before, "train": {**before["train"], "vignetting": True}}, "draft")) \
+        != "104689d9ff984e02"
 
 
 def test_paths_join_cleanly_on_s3_and_volumes() -> None:
