@@ -1,5 +1,5 @@
-"""Lens vignetting learned with the scene: the camera's fall-off is found, the splats stay unvignetted, and the
-headline PSNR still renders the splats alone."""
+"""Lens vignetting learned with the scene: the camera's fall-off is found, the splats keep an average photo's
+colours, and the headline PSNR still renders the splats alone."""
 
 from __future__ import annotations
 
@@ -43,12 +43,12 @@ def test_gain_is_one_at_the_centre_and_shared_by_a_cameras_photos_at_any_size() 
     assert v.group["0.jpg"] == v.group["2.jpg"] != v.group["other.jpg"]
     with torch.no_grad():
         v.coeffs[v.group["0.jpg"]] = torch.tensor([-0.3, 0.0, 0.0])
-    gain = v.gain(cams[1])[..., 0]
-    gain = gain.detach()
-    assert gain.shape == (60, 80) and abs(float(gain[30, 40]) - 1) < 1e-3
-    assert abs(float(gain[0, 0]) - 0.7) < 0.02  # the corner pixel's centre, r just under 1
+    gain = v.gain(cams[1])[..., 0].detach()
+    assert gain.shape == (60, 80) and abs(float(gain.mean()) - 1) < 1e-5  # the splats keep an average photo's colours
+    assert abs(float(gain[0, 0] / gain[30, 40]) - 0.7) < 0.02  # corner against centre (the corner pixel's r < 1)
+    assert v.corner_gains()[v.group["0.jpg"]] == 0.7
     half = v.gain(cams[1].scaled(0.5))[..., 0].detach()  # half-size steps see the same fall-off
-    assert abs(float(half[0, 0]) - float(gain[0, 0])) < 0.03
+    assert abs(float(half[0, 0] / half[15, 20]) - float(gain[0, 0] / gain[30, 40])) < 0.03
     assert float(v.gain(other).min()) == 1.0
 
 
@@ -59,7 +59,8 @@ def test_the_gain_fits_a_fall_off_it_is_shown() -> None:
     render = torch.rand(72, 96, 3, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
     ys, xs = torch.meshgrid(torch.arange(72) + 0.5, torch.arange(96) + 0.5, indexing="ij")
     r2 = ((xs - 48) ** 2 + (ys - 36) ** 2) / (48**2 + 36**2)
-    photo = render * (1 - FALL_OFF * r2)[..., None]
+    fall_off = 1 - FALL_OFF * r2
+    photo = render * (fall_off / fall_off.mean())[..., None]
     v = Vignetting([cam], lr=2e-3, device="cpu")
     for _ in range(600):
         (v.apply(render, cam) - photo).abs().mean().backward()
@@ -77,4 +78,4 @@ def test_training_learns_a_fall_off_from_vignetted_photos_only(vignetted: Path, 
     assert abs(plain["vignettingCornerGain"][0] - 1) < 0.05, plain
     # held-out photos are vignetted too: through the learned gain they match better than the splats alone,
     # which the headline PSNR still renders
-    assert m["psnrVignetted"] > m["psnr"] + 1.0, m
+    assert m["psnrVignetted"] > m["psnr"] + 0.5, m
