@@ -89,7 +89,8 @@ def half_size(view: View, cache: dict[str, View]) -> View:
 
 
 def init_params(data: Dataset, options: TrainOptions, extent: float, device: str) -> dict[str, torch.nn.Parameter]:
-    """Gaussians at the SfM points: isotropic, sized by the distance to their nearest neighbours."""
+    """Gaussians at the SfM points (and the random, stereo and sky seeds the options ask for): isotropic, sized by
+    the distance to their nearest neighbours (sky seeds by their spacing)."""
     from scipy.spatial import cKDTree
 
     rng = np.random.default_rng(options.seed)
@@ -103,8 +104,10 @@ def init_params(data: Dataset, options: TrainOptions, extent: float, device: str
     sky, sky_cols, sky_size = (sky_points(data.train or data.views, data.points,
                                           scene_up(data.train or data.views, data.georef))
                                if options.sky == "auto" else (np.empty((0, 3)), np.empty((0, 3)), 0.0))
-    room = max(options.max_gaussians - len(sky), options.max_gaussians // 2)
-    sky, sky_cols = sky[:options.max_gaussians - room], sky_cols[:options.max_gaussians - room]
+    room = max(options.max_gaussians - len(sky), options.max_gaussians // 2)  # the sky gets at most half the cap
+    if len(sky) > options.max_gaussians - room:
+        pick = np.sort(rng.choice(len(sky), options.max_gaussians - room, replace=False))
+        sky, sky_cols = sky[pick], sky_cols[pick]
     if len(pts) > room:
         keep = np.sort(rng.choice(len(pts), room, replace=False))
         pts, cols = pts[keep], cols[keep]
