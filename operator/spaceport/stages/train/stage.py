@@ -21,6 +21,7 @@ from spaceport.api import TRAIN, TrainOptions
 from spaceport.contract import BadInputError, RetryableError, StageContext, StageOutput
 from spaceport.splats import ply_bytes
 from spaceport.stages.cpus import usable_cpus
+from spaceport.stages.heap import keep_freed_memory
 from spaceport.stages.train import checkpoint
 from spaceport.stages.train.cuda_env import cuda_problem, driver_version
 from spaceport.stages.train.data import Dataset, load_dataset
@@ -93,7 +94,10 @@ def run_train(ctx: StageContext) -> StageOutput:
         numba.set_num_threads(min(usable_cpus(), numba.config.NUMBA_NUM_THREADS))
     ctx.log.info("training on %d CPU threads", numba.get_num_threads())
     try:
-        return _run(ctx, device)
+        # each step frees and allocates the same large buffers: fresh pages from the kernel would cost
+        # a quarter of a step (spaceport.stages.heap)
+        with keep_freed_memory():
+            return _run(ctx, device)
     finally:
         torch.set_num_threads(threads)
         numba.set_num_threads(kernel_threads)
