@@ -19,6 +19,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from spaceport.api import COMPRESS, SFM, STAGES, TRAIN, ReconstructionSpec
 from spaceport.api.stages import RUNS_DIR
 
@@ -29,10 +31,10 @@ SPEC_FIELDS_KEPT_OUT = frozenset({"suspend", "retries", "queue_name", "priority_
 """Spec fields that do not change results: toggling them keeps the run (so does any stage's scheduling)."""
 
 
-LATER_OPTIONS: dict[str, dict[str, Any]] = {TRAIN.name: {"sky": "auto", "vignetting": False}}
-"""Stage options added after run keys were first written, with their defaults: left out of a key while at the
-default, so that a Reconstruction made before they existed keeps its key (and its finished run) after an upgrade
-instead of starting over; set to anything else, they change the key as every option does."""
+LATER_OPTIONS: dict[str, dict[str, Any]] = {TRAIN.name: {"sky": "auto", "vignetting": False, "max_elongation": 0.0}}
+"""Stage options (Python names) added after run keys were first written, with their defaults: left out of a key
+while at the default, so that a Reconstruction made before they existed keeps its key (and its finished run) after
+an upgrade instead of starting over; set to anything else, they change the key as every option does."""
 
 
 def digest(data: Any) -> str:
@@ -41,7 +43,8 @@ def digest(data: Any) -> str:
 
 def _without_later_defaults(data: dict[str, Any]) -> dict[str, Any]:
     out = dict(data)
-    for stage, defaults in LATER_OPTIONS.items():
+    for stage, python_defaults in LATER_OPTIONS.items():
+        defaults = {**python_defaults, **{to_camel(k): v for k, v in python_defaults.items()}}  # either spelling
         if isinstance(out.get(stage), Mapping):
             out[stage] = {k: v for k, v in out[stage].items() if not (k in defaults and v == defaults[k])}
     return out

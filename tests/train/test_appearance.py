@@ -100,7 +100,7 @@ def test_random_background_fills_what_the_splats_leave_transparent(exposures: Pa
 def test_antialiased_training_writes_the_model_and_resumes_exactly_with_every_option(exposures: Path,
                                                                                     tmp_path: Path) -> None:
     config = {"iterations": 90, "checkpointEvery": 25, "appearance": "exposure", "randomBackground": True,
-              "antialiased": True, "freeSpacePrune": 0.8, "vignetting": True, **FAST}
+              "antialiased": True, "freeSpacePrune": 0.8, "vignetting": True, "maxElongation": 3.0, **FAST}
     with pytest.raises(RetryableError, match="step 60"):
         run_stage("train", str(exposures), str(tmp_path / "a"), config, listener=sigterm_at(60))
     resumed = run_stage("train", str(exposures), str(tmp_path / "a"), config)
@@ -110,6 +110,9 @@ def test_antialiased_training_writes_the_model_and_resumes_exactly_with_every_op
     for key in ("psnr", "psnrNeighbourColour", "photoGainSpread", "gaussians", "floatersRemoved", "psnrVignetted",
                 "vignettingCornerGain"):
         assert resumed.metrics[key] == straight.metrics[key], key
-    assert read_ply(tmp_path / "a" / "splats.ply").model == "antialiased"
+    scene = read_ply(tmp_path / "a" / "splats.ply")
+    assert scene.model == "antialiased"
+    log_scales = np.sort(scene.scales, axis=1)
+    assert np.all(log_scales[:, 2] - log_scales[:, 1] <= np.log(3.0) + 1e-5)  # no needles (maxElongation)
     result = json.loads((tmp_path / "b" / "result.json").read_text())
     assert result["metrics"]["peakRssBytes"] > 0

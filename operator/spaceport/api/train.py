@@ -118,6 +118,12 @@ class TrainOptions(ApiModel):
                     "haze in front of the scene. 'auto' seeds it when over 2% of the photos' pixels look above the "
                     "horizon (none for a nadir survey); 'off' never.",
     )
+    max_elongation: float = Field(
+        default=0.0, ge=0, le=1000.0,
+        description="Longest axis of a Gaussian at most this many times its middle one (0: no bound). Needle-like "
+                    "Gaussians that fit a few photos draw streaks across the others; flat ones, which surfaces need, "
+                    "are not affected.",
+    )
     free_space_prune: float = Field(
         default=0.0, ge=0, lt=1,
         description="Remove Gaussians that lie, in a training photo, nearer than this fraction of the depth of the "

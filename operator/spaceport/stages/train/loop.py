@@ -17,6 +17,7 @@ from spaceport.api import TrainOptions
 from spaceport.splats import GaussianScene
 from spaceport.stages.train.appearance import PhotoColour
 from spaceport.stages.train.data import Dataset, View
+from spaceport.stages.train.elongation import limit_elongation
 from spaceport.stages.train.floaters import FreeSpace
 from spaceport.stages.train.mcmc_cpu import DeviceMCMCStrategy
 from spaceport.stages.train.metrics import LpipsScore, psnr, ssim
@@ -331,6 +332,8 @@ class Trainer:
             self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, info, lr=lr)
         if self.free_space is not None and self._prune_floaters_now():
             self.prune_floaters()
+        if o.max_elongation:
+            limit_elongation(self.params["scales"], o.max_elongation)
         self.step += 1
         self.loss = float(loss.detach())
         self.last_psnr = psnr(image.detach(), gt)
