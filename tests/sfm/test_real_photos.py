@@ -28,8 +28,12 @@ def real_photos(name: str) -> Path:
 
 def test_phone_walk_registers_with_defaults(tmp_path: Path) -> None:
     """29 phone photos along streets: the EXIF 35 mm equivalent is far off this camera, and mapping must not
-    keep it (with it held fixed 2 of 29 registered)."""
-    result = run_stage("sfm", str(real_photos("lund")), str(tmp_path / "out"), {"maxImageSize": 512})
+    keep it (with it held fixed 2 of 29 registered).
+
+    At the draft preset's size: smaller, these photos give too few features for a stable model (six runs each:
+    800 px 29/29 every time, focal length 567-588 px, GPS 3.4-3.5 m; 640 px one failure and one 15/29; 512 px
+    one failure, focal lengths 336-630 px, GPS 4-25 m)."""
+    result = run_stage("sfm", str(real_photos("lund")), str(tmp_path / "out"), {"maxImageSize": 800})
     m = result.metrics
     assert m["imagesUsed"] == 29
     assert m["registeredImages"] >= 27, result.warnings

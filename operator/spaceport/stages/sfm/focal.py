@@ -60,6 +60,8 @@ def held_is_better(held: list[pycolmap.Reconstruction], refined: pycolmap.Recons
     a_held, a_refined = agreement(held[0], frame), agreement(refined, frame)
     if a_held is None or a_refined is None:
         return False, "no GPS tags on the registered photos"
+    if a_held.bent and not a_refined.bent:
+        return False, f"held at EXIF {len(a_held.outliers)} of {a_held.tagged} cameras sit far from their GPS tags"
     # Within what the tags' own noise can tell apart (the median's standard error), the EXIF value stands.
     tolerance = a_refined.expected / float(np.sqrt(max(refined.num_reg_images(), 1)))
     if a_held.median > GPS_TIE * a_refined.median + tolerance:

@@ -23,6 +23,9 @@ MIN_GPS_SPREAD_M = 2.0
 """GPS positions spread over less than this (a tripod, a hover) cannot fix the scale: they are ignored."""
 OUTLIER_SIGMAS = 3.0
 """A camera further than this many of its tag's standard deviations from the tag is reported as an outlier."""
+BENT_OUTLIER_SHARE = 0.25
+"""More outliers than this share of the tagged photos (and more than two) is not a receiver's glitch on a few tags
+but a model the photos bent or broke: a correct model leaves ~1% of honest tags beyond 3 sigma."""
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,17 @@ class GpsAgreement:
     vertical_median: float
     outliers: tuple[str, ...]  # images further than OUTLIER_SIGMAS of their tag's accuracy
     expected: float  # median 3D distance the tags' own accuracy would give
+    tagged: int  # registered images with a tag
 
     @property
     def explained(self) -> bool:
         """Whether the disagreement is no larger than the tags' accuracy allows (after leaving out outliers)."""
         return self.median <= max(2.0 * self.expected, 0.5)
+
+    @property
+    def bent(self) -> bool:
+        """Whether so many tags disagree that the model, not the tags, is the likelier cause."""
+        return len(self.outliers) > max(2, BENT_OUTLIER_SHARE * self.tagged)
 
 
 def agreement(rec: pycolmap.Reconstruction, frame: GeoFrame) -> GpsAgreement | None:
@@ -107,7 +116,7 @@ def agreement(rec: pycolmap.Reconstruction, frame: GeoFrame) -> GpsAgreement | N
     # A 3D Gaussian with these sigmas has a median distance of about 1.54 sigma (isotropic case).
     expected = float(np.median(np.sqrt(2 * sig[:, 0] ** 2 + sig[:, 1] ** 2)) * 0.89)
     return GpsAgreement(float(np.median(np.linalg.norm(d, axis=1))), float(np.median(np.linalg.norm(d[:, :2], axis=1))),
-                        float(np.median(np.abs(d[:, 2]))), outliers, expected)
+                        float(np.median(np.abs(d[:, 2]))), outliers, expected, len(names))
 
 
 def align_to_gps(rec: pycolmap.Reconstruction, frame: GeoFrame) -> None:

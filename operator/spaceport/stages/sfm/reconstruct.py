@@ -10,7 +10,7 @@ import pycolmap
 
 from spaceport.api.sfm import SfmOptions
 from spaceport.stages.cpus import usable_cpus
-from spaceport.stages.sfm.georef import GeoFrame, agreement, align_to_gps
+from spaceport.stages.sfm.georef import OUTLIER_SIGMAS, GeoFrame, agreement, align_to_gps
 from spaceport.stages.sfm.inputs import Photo, is_ordered
 
 log = logging.getLogger("spaceport.stages.sfm")
@@ -128,6 +128,9 @@ def unusable(models: list[pycolmap.Reconstruction], frame: GeoFrame | None, n_im
     fit = agreement(models[0], frame) if frame is not None else None
     if fit is not None and not fit.explained:
         return f"disagrees with GPS by {fit.median:.1f} m (median; the tags' accuracy allows {fit.expected:.1f} m)"
+    if fit is not None and fit.bent:
+        return (f"places {len(fit.outliers)} of {fit.tagged} cameras beyond {OUTLIER_SIGMAS:g} standard deviations of "
+                f"their GPS tags")
     return None
 
 

@@ -141,10 +141,10 @@ def _map(ctx: StageContext, database: Path, images: Path, out: Path, photos: lis
     the focal length. Raises BadInputError when too few photos register.
 
     The chosen mapper maps refining the focal length (or holding it, with ``focalLength: exif``); when its model
-    registers under 90% of the photos or disagrees with GPS, the other mapper tries and the model with more
-    registered photos is kept. Then, in ``auto``, a flat scene seen from above is mapped again with the EXIF
-    focal length held, and GPS decides between the two (focal.py says why).
-    """
+    registers under 90% of the photos or disagrees with GPS (its median, or a quarter of the tags), the other mapper
+    tries, and its model is kept if it passes those checks or registers more photos. Then, in ``auto``, a flat scene
+    seen from above is mapped again with the EXIF focal length held, and GPS decides between the two (focal.py says
+    why)."""
     opts: SfmOptions = ctx.options
     all_priors = all(p.focal_px is not None for p in photos)
     keep = opts.focal_length == "exif" and all_priors
@@ -164,7 +164,8 @@ def _map(ctx: StageContext, database: Path, images: Path, out: Path, photos: lis
         other = "global" if mapper == "incremental" else "incremental"
         ctx.log.info("%s mapping %s; trying %s mapping", mapper, problem, other)
         second = attempt(other, False)
-        if second and (not models or second[0].num_reg_images() > models[0].num_reg_images()):
+        usable = reconstruct.unusable(second, frame, len(photos), FALLBACK_REGISTERED) is None
+        if second and (not models or usable or second[0].num_reg_images() > models[0].num_reg_images()):
             models, mapper, keep = second, other, False
     outcome = _focal_outcome(opts, keep, all_priors, frame)
     if models and opts.focal_length == "auto" and all_priors and frame is not None:
