@@ -10,6 +10,7 @@ from spaceport.api.common import ApiModel
 
 SogFormat = Literal["sog", "sog-unbundled", "sogs-v1"]
 Ordering = Literal["auto", "plas", "morton"]
+Streamed = Literal["auto", "always", "never"]
 
 
 class CompressOptions(ApiModel):
@@ -47,6 +48,37 @@ class CompressOptions(ApiModel):
     )
     quality_max_side: int = Field(
         default=480, ge=16, le=8192, description="Longest side, in pixels, of the quality renders.",
+    )
+    streamed: Streamed = Field(
+        default="auto",
+        description="Also write a streamed, level-of-detail SOG (lod/lod-meta.json and its chunk folders), which "
+        "the viewer page then streams instead of loading scene.sog whole: auto when the scene has more than "
+        "streamedMinSplats splats, always, or never.",
+    )
+    streamed_min_splats: int = Field(
+        default=1_000_000, ge=0,
+        description="With streamed auto, scenes with more splats than this are also written streamed "
+        "(PlayCanvas serves scenes above about a million Gaussians streamed).",
+    )
+    lod_levels: int = Field(
+        default=0, ge=0, le=12,
+        description="Levels of the streamed SOG: level 0 holds every splat, each next one about half of the "
+        "one before (nearby pairs merged into one Gaussian); 0 halves until the coarsest level holds at most "
+        "262,144 splats (at least 2 levels).",
+    )
+    lod_chunk_splats: int = Field(
+        default=524_288, ge=256,
+        description="Splats per chunk of the streamed SOG, about (splat-transform's --lod-chunk-count, 512K).",
+    )
+    lod_chunk_extent: float = Field(
+        default=16.0, gt=0,
+        description="Widest side of a chunk of the streamed SOG, in scene units, about (splat-transform's "
+        "--lod-chunk-extent, 16 m).",
+    )
+    lod_chunk_min_splats: int = Field(
+        default=8192, ge=0,
+        description="A chunk with fewer splats than this is not split for its extent (splat-transform's "
+        "--lod-chunk-min, 8K): sparse sky and background stay one chunk.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Device for k-means and PLAS (auto: CUDA when present)."

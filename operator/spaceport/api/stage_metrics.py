@@ -113,3 +113,10 @@ class CompressMetrics(StageMetrics):
     quality_renderer: str | None = None
     psnr_drop_db: float | None = None
     psnr_drop_views: int | None = None
+    scene_format: str | None = Field(
+        default=None, description="What the viewer page shows: sog (scene.sog, loaded whole) or sog-streamed "
+        "(lod/lod-meta.json, streamed by level of detail).")
+    streamed_bytes: int | None = Field(default=None, description="All files of the streamed SOG.")
+    lod_counts: list[int] = Field(default_factory=list, description="Splats per level of the streamed SOG.")
+    lod_chunks: int | None = Field(default=None, description="Chunk folders (unbundled SOGs) of the streamed SOG.")
+    lod_leaves: int | None = Field(default=None, description="Leaves of the streamed SOG's spatial tree.")

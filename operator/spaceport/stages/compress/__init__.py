@@ -1,9 +1,11 @@
-"""Compression stage: the trained ``splats.ply`` → PlayCanvas SOG v2 (bundled and unbundled) and SOGS v1.
+"""Compression stage: the trained ``splats.ply`` → PlayCanvas SOG v2 (bundled and unbundled), SOGS v1, and
+the streamed, level-of-detail SOG for large scenes.
 
 Input (the train output folder): ``splats.ply``, ``cameras.json`` (for the quality renders), and
 ``georef.json`` when the scene is georeferenced. Output: ``scene.sog``, ``sog/`` (meta.json + WebPs),
-``sogs-v1/`` when asked. Everything is built in scratch and uploaded file by file (each upload is
-atomic), so a failure never leaves a partial ``.sog``.
+``sogs-v1/`` when asked, ``lod/`` (lod-meta.json + one unbundled SOG per chunk) when the scene is streamed.
+Everything is built in scratch and uploaded file by file (each upload is atomic), so a failure never leaves a
+partial ``.sog``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import numpy as np
 from spaceport.api.compress import CompressOptions
 from spaceport.api.stages import COMPRESS, TRAIN
 from spaceport.cameras import Camera, load_cameras
-from spaceport.contract import BadInputError, StageContext, StageOutput
+from spaceport.contract import BadInputError, ProgressReporter, StageContext, StageOutput
 from spaceport.splats import GaussianScene, PlyFormatError, read_ply
-from spaceport.stages.compress.pipeline import Encoded, encode_scene, keep_bands, resolve_device
+from spaceport.stages.compress.pipeline import Encoded, encode_scene, keep_bands, resolve_device, wants_streamed
 from spaceport.stages.compress.sog import META, bundle, decode_v2
 from spaceport.storage import Store
 
@@ -123,11 +125,16 @@ def run_compress(ctx: StageContext) -> StageOutput:
     extra = {"spaceport": {"georef": georef}} if georef else None
     read_s = time.perf_counter() - t0
 
-    encode_progress = progress.span(0.05, 0.8)
+    streamed = wants_streamed(options, scene.count)
+    encode_progress = progress.span(0.05, 0.5 if streamed else 0.8)
     encoded = encode_scene(scene, options, extra=extra, progress=lambda f, m: encode_progress.update(f, m))
     out = ctx.scratch / "out"
     sog_bytes = write_formats(out, options, encoded)
     metrics = size_metrics(scene, encoded, ply_size, len(sog_bytes), dropped)
+    if "sog" in options.formats:
+        metrics["sceneFormat"] = "sog"
+    if streamed:
+        metrics.update(write_streamed_format(out, options, scene, extra, progress.span(0.5, 0.8), encoded.durations))
     if georef:
         metrics["georef"] = georef
 
@@ -137,8 +144,10 @@ def run_compress(ctx: StageContext) -> StageOutput:
     durations.update(readSeconds=round(read_s, 3), qualitySeconds=round(time.perf_counter() - t, 3))
 
     progress.update(0.95, "compress: uploading")
-    # meta.json last in each folder: a reader that sees it finds every texture it names
-    files = sorted((p for p in out.rglob("*") if p.is_file()), key=lambda p: (p.name == META, str(p)))
+    # meta.json last in each folder: a reader that sees it finds every texture it names; lod-meta.json after
+    # every chunk's meta.json
+    files = sorted((p for p in out.rglob("*") if p.is_file()),
+                   key=lambda p: (p.name == OUT.lod_meta, p.name == META, str(p)))
     for path in files:
         ctx.output.upload_file(path, path.relative_to(out).as_posix())
     shutil.rmtree(out, ignore_errors=True)
@@ -151,6 +160,8 @@ def run_compress(ctx: StageContext) -> StageOutput:
         outputs["sogUnbundled"] = ctx.output.uri_of(f"{OUT.sog_unbundled}/{OUT.meta}")
     if encoded.v1_files is not None:
         outputs["sogsV1"] = ctx.output.uri_of(f"{OUT.sogs_v1}/{OUT.meta}")
+    if streamed:
+        outputs["sogStreamed"] = ctx.output.uri_of(f"{OUT.streamed}/{OUT.lod_meta}")
     # The viewer page beside scene.sog is the registry's publish step (COMPRESS.publish), which frames the scene
     # by its splat centres.
     return StageOutput(metrics=COMPRESS.metrics.model_validate(metrics), outputs=outputs,
@@ -172,6 +183,24 @@ def write_formats(out: Path, options: CompressOptions, encoded: Encoded) -> byte
         for name, data in encoded.v1_files.items():
             (out / OUT.sogs_v1 / name).write_bytes(data)
     return sog_bytes
+
+
+def write_streamed_format(out: Path, options: CompressOptions, scene: GaussianScene, extra: dict[str, Any] | None,
+                          progress: ProgressReporter, durations: dict[str, float]) -> dict[str, Any]:
+    """The streamed SOG into ``out/lod``; returns its metrics (``durations`` gains its steps)."""
+    from spaceport.stages.compress.decimate import auto_levels, lod_levels
+    from spaceport.stages.compress.streamed import write_streamed
+
+    t = time.perf_counter()
+    progress.update(0.0, "streamed SOG: levels of detail")
+    levels = lod_levels(scene, options.lod_levels or auto_levels(scene.count))
+    durations["decimateSeconds"] = time.perf_counter() - t
+    t = time.perf_counter()
+    result = write_streamed(levels, options, out / OUT.streamed, device=resolve_device(options.device), extra=extra,
+                            progress=lambda f, m: progress.update(f, m))
+    durations["streamedSeconds"] = time.perf_counter() - t
+    return {"sceneFormat": "sog-streamed", "streamedBytes": result.bytes, "lodCounts": result.counts,
+            "lodChunks": result.units, "lodLeaves": result.leaves}
 
 
 def size_metrics(scene: GaussianScene, encoded: Encoded, ply_size: int, sog_size: int,

@@ -51,6 +51,11 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def wants_streamed(options: CompressOptions, count: int) -> bool:
+    """Whether a scene of ``count`` splats is also written as a streamed SOG."""
+    return options.streamed == "always" or (options.streamed == "auto" and count > options.streamed_min_splats)
+
+
 def keep_bands(scene: GaussianScene, bands: int) -> GaussianScene:
     k = SH_COEFFS_FOR_DEGREE[min(bands, scene.sh_degree)]
     if k == scene.shN.shape[1]:
