@@ -133,6 +133,9 @@ def summary_table(run: LocalRun) -> Table:
     table.add_row("Run folder", run.store.uri)
     if compress.exists(files.sog):
         table.add_row("Scene", compress.uri_of(files.sog))
+    streamed = f"{files.streamed}/{files.lod_meta}"
+    if compress.exists(streamed):
+        table.add_row("Streamed scene", compress.uri_of(streamed))
     if compress.exists(files.viewer):
         table.add_row("Viewer", compress.uri_of(files.viewer))
         local = compress.local_path()

@@ -221,11 +221,12 @@ def finish_viewer(run: LocalRun) -> None:
     The compress stage writes the page; this adds it for outputs of a compress stage that did not
     (and is harmless when the viewer's assets are missing: the run's result stays usable).
     """
-    from spaceport.viewer import ViewerAssetsNotFound, update_metrics, write_viewer
+    from spaceport.viewer import ViewerAssetsNotFound, scene_file, update_metrics, write_viewer
 
     compress = run.stage_store(COMPRESS.name)
     durations = {s: r.duration_seconds for s, r in run.results.items()}
-    if compress.exists(COMPRESS.files.sog) and not compress.exists(COMPRESS.files.viewer):
+    scene = scene_file(compress)
+    if scene is not None and not compress.exists(COMPRESS.files.viewer):
         train = run.stage_store(TRAIN.name)
         means = None
         if train.exists(TRAIN.files.ply):  # places the viewer's orbit point on the scene
@@ -234,7 +235,7 @@ def finish_viewer(run: LocalRun) -> None:
             with contextlib.suppress(PlyFormatError, StorageError):
                 means = read_ply(train.read_bytes(TRAIN.files.ply)).means
         try:
-            write_viewer(compress, COMPRESS.files.sog, source=train, means=means, metrics=run_metrics(run),
+            write_viewer(compress, scene, source=train, means=means, metrics=run_metrics(run),
                          durations=durations)
         except ViewerAssetsNotFound as e:
             logging.getLogger("spaceport.run").warning("no viewer page: %s", e)

@@ -1,4 +1,5 @@
-"""A static web viewer next to every compressed scene: PlayCanvas's supersplat-viewer opening our `.sog`.
+"""A static web viewer next to every compressed scene: PlayCanvas's supersplat-viewer opening our `.sog`, or
+streaming our streamed SOG (``lod/lod-meta.json``) when the compress stage wrote one.
 
 ``write_viewer(store)`` puts into a compress output folder::
 
@@ -35,6 +36,8 @@ ASSETS_ENV = "SPACEPORT_VIEWER_ASSETS"
 PACKAGE = "@playcanvas/supersplat-viewer"
 ASSET_FILES = ("index.js", "index.css")
 PAGE_FILES = (COMPRESS.files.viewer, COMPRESS.files.viewer_settings, COMPRESS.files.viewer_metrics, *ASSET_FILES)
+STREAMED_INDEX = f"{COMPRESS.files.streamed}/{COMPRESS.files.lod_meta}"
+"""The streamed SOG's index in a compress output folder, which the page streams when it is there."""
 REPO_ASSETS = Path(__file__).resolve().parents[3] / "node_modules" / PACKAGE / "public"
 """Where `npm ci` in a source checkout puts the viewer."""
 
@@ -71,6 +74,11 @@ def _read_json(store: Store | None, key: str) -> Any:
         return None
 
 
+def scene_file(store: Store) -> str | None:
+    """The scene a compress output folder's page shows: its streamed SOG when it has one, else scene.sog."""
+    return next((key for key in (STREAMED_INDEX, COMPRESS.files.sog) if store.exists(key)), None)
+
+
 def start_pose(cameras: list[dict[str, Any]], means: np.ndarray | None = None,
                scene_rotation: np.ndarray | None = None, georef: dict[str, Any] | None = None) -> ViewPose | None:
     """The start camera (viewer world) for trained cameras (cameras.json entries): see framing.py.
@@ -94,7 +102,8 @@ def write_viewer(
     assets: str | Path | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
-    """Write the viewer page next to ``sog_name`` in ``target``; returns ``{"viewer": URI of index.html}``.
+    """Write the viewer page next to ``sog_name`` (a .sog, or a streamed SOG's lod-meta.json, relative to the
+    folder) in ``target``; returns ``{"viewer": URI of index.html}``.
 
     ``source`` is the training output (the compress stage's input): its cameras.json and georef.json give
     the start view and the up axis the viewer orbits about (framing.py), georef.json is copied, its
@@ -154,5 +163,5 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-__all__ = ["ASSETS_ENV", "PAGE_FILES", "ViewPose", "ViewerAssetsNotFound", "find_assets", "start_pose",
-           "update_metrics", "write_viewer"]
+__all__ = ["ASSETS_ENV", "PAGE_FILES", "STREAMED_INDEX", "ViewPose", "ViewerAssetsNotFound", "find_assets",
+           "scene_file", "start_pose", "update_metrics", "write_viewer"]

@@ -4,6 +4,9 @@ The page is ours (the package's own ``index.html`` is for its standalone build);
 ``createViewer`` from the package's ``index.js`` copied beside it. Every URL is relative, so the folder
 works from ``spaceport view``, from any static web server and from an S3 bucket served as a website.
 
+The scene is a ``.sog`` (loaded whole) or a streamed SOG's ``lod-meta.json`` (the engine streams its chunks by
+level of detail, coarsest first).
+
 URL parameters (besides the viewer's own ``?noui``, ``?noanim``, ``?webgl``):
 ``?content=URL`` and ``?settings=URL`` replace the defaults, ``?nometrics`` hides the panel.
 ``window.spaceportReady`` becomes true once the first frame of the scene has been drawn (tests wait on it).
@@ -74,6 +77,8 @@ const LABELS = [
   ['plyBytes', 'PLY size', (v) => bytes(v)],
   ['sogBytes', 'SOG size', (v) => bytes(v)],
   ['compressionRatio', 'Compression ratio', (v) => `${Number(v).toFixed(1)}\\u00d7`],
+  ['streamedBytes', 'Streamed SOG size', (v) => bytes(v)],
+  ['lodCounts', 'Levels of detail', (v) => `${v.length} (coarsest ${Number(v[v.length - 1]).toLocaleString('en')})`],
 ];
 const bytes = (n) => {
   const units = ['B', 'KB', 'MB', 'GB'];
@@ -113,8 +118,11 @@ const showError = (text) => {
 if (location.protocol === 'file:') {
   showError('Browsers do not load this page from a file: serve the folder, e.g. `spaceport view DIR`.');
 }
-const contents = fetch(contentUrl);
-contents.then(
+// A streamed SOG (lod-meta.json): the engine fetches the index itself and ignores a prefetched response, so
+// the page only asks whether it is there.
+const streamed = new URL(contentUrl, location.href).pathname.split('/').pop().toLowerCase() === 'lod-meta.json';
+const contents = streamed ? undefined : fetch(contentUrl);
+(contents ?? fetch(contentUrl, { method: 'HEAD' })).then(
   (r) => { if (!r.ok) showError(`Cannot load the scene ${contentUrl}: HTTP ${r.status}`); },
   (e) => showError(`Cannot load the scene ${contentUrl}: ${e}`),
 );

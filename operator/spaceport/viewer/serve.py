@@ -41,7 +41,7 @@ def find_viewer_dir(path: str | Path) -> Path:
         if (c / files.viewer).is_file():
             return c.resolve()
     hint = f" (it has a scene but no viewer page: re-run the {last} stage)" if any(
-        (c / files.sog).is_file() for c in candidates) else ""
+        (c / files.sog).is_file() or (c / files.streamed / files.lod_meta).is_file() for c in candidates) else ""
     raise BadInputError(f"no viewer ({files.viewer}) in {root}, its {last}/ or {RUNS_DIR}/*/{last}/{hint}")
 
 
