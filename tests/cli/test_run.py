@@ -45,15 +45,20 @@ def leftovers(folder: Path) -> list[Path]:
 @pytest.mark.slow
 def test_run_then_resume_skips_finished_stages(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
+    # streamed whatever the size (the threshold is for scenes far larger than this one): the page streams it
+    streamed = {**TINY, "compress": {**TINY["compress"], "streamed": "always", "lodLevels": 2}}
     argv = [*SPACEPORT, "run", str(photos), "--out", str(out), "--preset", "draft",
-            "--config", str(config_file(tmp_path, TINY))]
+            "--config", str(config_file(tmp_path, streamed))]
     first = subprocess.run(argv, capture_output=True, text=True, timeout=170)
     assert first.returncode == EXIT_OK, first.stderr[-3000:]
     compress = out / "runs" / "1" / "compress"
-    for name in ("scene.sog", "index.html", "settings.json", "metrics.json", "index.js", "result.json"):
+    for name in ("scene.sog", "lod/lod-meta.json", "index.html", "settings.json", "metrics.json", "index.js",
+                 "result.json"):
         assert (compress / name).is_file(), name
+    assert '"content": "./lod/lod-meta.json"' in (compress / "index.html").read_text()
     summary = first.stdout + first.stderr
-    for row in ("Registered images", "Gaussians", "SOG size", "Compression ratio", "sfm time", "Viewer"):
+    for row in ("Registered images", "Gaussians", "SOG size", "Compression ratio", "sfm time", "Viewer",
+                "Streamed scene"):
         assert row in summary, row
     results = {s: (out / "runs" / "1" / s / "result.json").read_text() for s in ("sfm", "train", "compress")}
     metrics = json.loads((compress / "metrics.json").read_text())["metrics"]

@@ -165,6 +165,62 @@ def test_chromium_matches_our_own_render_from_the_same_camera(viewer_dir: Path, 
     assert psnr > mirrored + 8
 
 
+@pytest.fixture
+def streamed_viewer_dir(tmp_path: Path, train_output: LocalStore) -> Path:
+    """The pattern scene as our streamed SOG (3 levels, chunks made small so that it has several) with its page."""
+    from spaceport.api import CompressOptions
+    from spaceport.stages.compress.decimate import lod_levels
+    from spaceport.stages.compress.streamed import write_streamed
+    from tests.viewer.conftest import pattern_scene
+
+    out = tmp_path / "compress"
+    options = CompressOptions(lod_chunk_splats=1024, lod_chunk_extent=1.0, lod_chunk_min_splats=256)
+    result = write_streamed(lod_levels(pattern_scene(), 3), options, out / "lod")
+    assert result.units > 3
+    write_viewer(LocalStore(out), "lod/lod-meta.json", source=train_output)
+    return out
+
+
+@needs_chromium
+def test_chromium_streams_the_streamed_sog_and_draws_it_like_our_render(streamed_viewer_dir: Path) -> None:
+    from spaceport.stages.train.render import Camera, render
+    from tests.viewer.conftest import pattern_scene
+
+    server, url = serve_in_thread(streamed_viewer_dir)
+    try:
+        with Chromium(WIDTH, HEIGHT) as browser:
+            browser.open(f"{url}?noui&nometrics")
+            browser.wait_for("window.spaceportReady", timeout=90)  # revealed at the coarsest level
+            coarse = browser.evaluate("window.spaceportViewer.app.stats.frame.gsplats")
+            # then the finest level streams in: every splat of level 0 drawn
+            browser.wait_for("window.spaceportViewer.app.stats.frame.gsplats === 4000", timeout=60)
+            shot = browser.screenshot()
+            # what was downloaded (the page's own check that the index is there is a HEAD: no body)
+            fetched = browser.evaluate("performance.getEntriesByType('resource')"
+                                       ".filter((e) => e.decodedBodySize > 0).map((e) => e.name)")
+    finally:
+        server.shutdown()
+        server.server_close()
+    names = [name.split("/", 3)[-1] for name in fetched]
+    assert names.count("lod/lod-meta.json") == 1, names  # downloaded once: the page does not prefetch the index
+    assert any(n.startswith("lod/0_") for n in names) and any(n.startswith("lod/2_") for n in names), names
+    initial = json.loads((streamed_viewer_dir / "settings.json").read_text())["cameras"][0]["initial"]
+    pose = ViewPose(tuple(initial["position"]), tuple(initial["target"]), initial["fov"])
+    fx, fy, cx, cy = pose.intrinsics(WIDTH, HEIGHT)
+    turn = np.eye(4)
+    turn[:3, :3] = turn_to_viewer(np.array([0.0, 0.0, 1.0]))
+    ours = render(pattern_scene(), Camera("viewer", WIDTH, HEIGHT, fx, fy, cx, cy, pose.world_to_camera() @ turn))
+    psnr = 10 * np.log10(1 / np.mean((shot - ours) ** 2))
+    mirrored = 10 * np.log10(1 / np.mean((shot[:, ::-1] - ours) ** 2))
+    lit = (shot.max(axis=2) > 0.2).mean()
+    assert lit > 0.15, f"only {lit:.1%} of the page is lit: the streamed scene was not drawn"
+    # Measured: see the report in docs/architecture.md (the finest level is the whole scene, as in the .sog test)
+    print(f"streamed: viewer vs our render {psnr:.1f} dB, mirrored {mirrored:.1f} dB, lit {lit:.1%}, "
+          f"first drawn {coarse} splats")
+    assert psnr > 25, f"viewer vs our render: {psnr:.1f} dB (mirrored: {mirrored:.1f})"
+    assert psnr > mirrored + 8
+
+
 def test_viewer_in_s3_is_served_with_web_content_types(scene_files: dict[str, Path], train_output: LocalStore) -> None:
     """A bucket served as a static website hands out objects with their stored Content-Type."""
     import boto3

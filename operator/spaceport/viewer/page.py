@@ -7,7 +7,8 @@ works from ``spaceport view``, from any static web server and from an S3 bucket 
 The scene is a ``.sog`` (loaded whole) or a streamed SOG's ``lod-meta.json`` (the engine streams its chunks by
 level of detail, coarsest first).
 
-URL parameters (besides the viewer's own ``?noui``, ``?noanim``, ``?webgl``):
+URL parameters (besides the viewer's own ``?noui``, ``?noanim``, ``?webgl``, and ``?fullload``: a streamed
+scene is revealed only once its finest levels have loaded, for screenshots):
 ``?content=URL`` and ``?settings=URL`` replace the defaults, ``?nometrics`` hides the panel.
 ``window.spaceportReady`` becomes true once the first frame of the scene has been drawn (tests wait on it).
 
@@ -137,6 +138,7 @@ window.spaceportViewer = await createViewer({
   noanim: flag('noanim'),
   nofx: flag('nofx'),
   ministats: flag('ministats'),
+  fullload: flag('fullload'),
   renderer: flag('webgl') ? 'webgl' : 'webgpu',
   exposeGlobals: true,
 });
