@@ -23,6 +23,8 @@ ROUNDS = 4
 EPS_COV = 1e-8
 """Added to the merged covariance's diagonal (splat-transform's regulariser)."""
 MAX_OPACITY = 0.9999
+BLOCK = 1 << 20
+"""Pairs merged at once (the merge's float64 temporaries take ~0.5 KB a pair)."""
 COARSEST = 262_144
 """Splats the coarsest level holds at most when the number of levels is chosen automatically."""
 
@@ -142,9 +144,9 @@ def merge(scene: GaussianScene, i: np.ndarray, j: np.ndarray) -> GaussianScene:
                          average(scene.sh0), average(scene.shN), scene.model)
 
 
-def concat(a: GaussianScene, b: GaussianScene) -> GaussianScene:
-    return GaussianScene(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in
-                           ("means", "scales", "quats", "opacities", "sh0", "shN")), a.model)
+def concat(*scenes: GaussianScene) -> GaussianScene:
+    return GaussianScene(*(np.concatenate([getattr(s, f) for s in scenes]) for f in
+                           ("means", "scales", "quats", "opacities", "sh0", "shN")), scenes[0].model)
 
 
 def decimate(scene: GaussianScene, target: int) -> GaussianScene:
@@ -156,7 +158,8 @@ def decimate(scene: GaussianScene, target: int) -> GaussianScene:
             break
         kept = np.ones(scene.count, bool)
         kept[i] = kept[j] = False
-        scene = concat(scene.subset(kept), merge(scene, i, j))
+        merged = [merge(scene, i[k:k + BLOCK], j[k:k + BLOCK]) for k in range(0, len(i), BLOCK)]
+        scene = concat(scene.subset(kept), *merged)
     return scene
 
 

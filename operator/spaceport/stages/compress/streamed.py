@@ -29,7 +29,7 @@ from spaceport.api.compress import CompressOptions
 from spaceport.api.stages import COMPRESS
 from spaceport.splats import GaussianScene
 from spaceport.stages.compress import sog
-from spaceport.stages.compress.decimate import rotations
+from spaceport.stages.compress.decimate import BLOCK, rotations
 from spaceport.stages.compress.ordering import morton_order
 from spaceport.stages.compress.palette import build_palette
 
@@ -60,8 +60,11 @@ class StreamedResult:
 
 def half_extents(scene: GaussianScene) -> np.ndarray:
     """Half the axis-aligned box of each splat's 1-sigma ellipsoid."""
-    rot = rotations(scene.quats)
-    return (np.abs(rot) * np.exp(scene.scales.astype(np.float64))[:, None, :]).sum(-1)
+    out = np.empty((scene.count, 3))
+    for k in range(0, scene.count, BLOCK):
+        rot = rotations(scene.quats[k:k + BLOCK])
+        out[k:k + BLOCK] = (np.abs(rot) * np.exp(scene.scales[k:k + BLOCK].astype(np.float64))[:, None, :]).sum(-1)
+    return out
 
 
 def _round(value: float) -> float:
