@@ -244,15 +244,18 @@ def test_viewer_in_s3_is_served_with_web_content_types(scene_files: dict[str, Pa
 @needs_chromium
 def test_a_missing_scene_is_reported_on_the_page(viewer_dir: Path) -> None:
     server, url = serve_in_thread(viewer_dir)
+    texts = []
     try:
         with Chromium(WIDTH, HEIGHT) as browser:
-            browser.open(f"{url}?content=./missing.sog")
-            browser.wait_for("!document.getElementById('spaceport-error').hidden", timeout=30)
-            text = browser.evaluate("document.getElementById('spaceport-error').textContent")
+            for name in ("./missing.sog", "./lod/lod-meta.json"):  # a streamed SOG's index is asked for with HEAD
+                browser.open(f"{url}?content={name}")
+                browser.wait_for("!document.getElementById('spaceport-error').hidden", timeout=30)
+                texts.append(browser.evaluate("document.getElementById('spaceport-error').textContent"))
     finally:
         server.shutdown()
         server.server_close()
-    assert text == "Cannot load the scene ./missing.sog: HTTP 404"
+    assert texts == ["Cannot load the scene ./missing.sog: HTTP 404",
+                     "Cannot load the scene ./lod/lod-meta.json: HTTP 404"]
 
 
 def test_start_pose_follows_a_scene_turned_for_the_viewer() -> None:
