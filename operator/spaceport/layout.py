@@ -31,7 +31,11 @@ SPEC_FIELDS_KEPT_OUT = frozenset({"suspend", "retries", "queue_name", "priority_
 """Spec fields that do not change results: toggling them keeps the run (so does any stage's scheduling)."""
 
 
-LATER_OPTIONS: dict[str, dict[str, Any]] = {TRAIN.name: {"sky": "auto", "vignetting": False, "max_elongation": 0.0}}
+LATER_OPTIONS: dict[str, dict[str, Any]] = {
+    TRAIN.name: {"sky": "auto", "vignetting": False, "max_elongation": 0.0},
+    COMPRESS.name: {"streamed": "auto", "streamed_min_splats": 1_000_000, "lod_levels": 0, "lod_chunk_splats": 524_288,
+                    "lod_chunk_extent": 16.0, "lod_chunk_min_splats": 8192},
+}
 """Stage options (Python names) added after run keys were first written, with their defaults: left out of a key
 while at the default, so that a Reconstruction made before they existed keeps its key (and its finished run) after
 an upgrade instead of starting over; set to anything else, they change the key as every option does."""
