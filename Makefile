@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/python bench/sfm.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/compress.py
+	$(BIN)/python bench/streamed.py
 	$(BIN)/python bench/operator_latency.py
 	$(BIN)/python bench/operator_load.py
 

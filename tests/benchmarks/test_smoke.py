@@ -129,3 +129,15 @@ def test_operator(script: str) -> None:
     else:
         for storage in r.values():
             assert storage["burstExactlyOneJob"] == storage["burst"] and positive(storage["sequentialP50Ms"])
+
+
+def test_streamed() -> None:
+    r = run_smoke("streamed.py")
+    c = r["compress"]
+    assert c["lodCounts"] == [6000, 3000, 1500] and c["lodChunks"] > 3
+    assert 0 < c["firstViewBytes"] < c["streamedBytes"] and c["sogBytes"] > 0
+    for step in ("decimateSeconds", "streamedSeconds"):
+        assert positive(c["durations"][step]), step
+    if r["browser"]:  # timed where Chromium is installed (make test installs it)
+        assert r["browser"]["streamed"]["firstFrameSplats"] == 1500  # revealed at the coarsest level
+        assert r["browser"]["sog"]["firstFrameSplats"] == 6000
