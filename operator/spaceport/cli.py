@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 picks a free one)")
     p.set_defaults(func=cmd_view)
 
-    p = sub.add_parser("inspect", help="print what a .ply, .sog or SOG meta.json holds")
+    p = sub.add_parser("inspect", help="print what a .ply, .sog, SOG meta.json or streamed lod-meta.json holds")
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inspect)

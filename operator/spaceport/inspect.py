@@ -1,4 +1,5 @@
-"""`spaceport inspect FILE`: what a 3DGS .ply, a .sog bundle or a SOG meta.json holds."""
+"""`spaceport inspect FILE`: what a 3DGS .ply, a .sog bundle, a SOG meta.json or a streamed SOG's lod-meta.json
+holds."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def inspect_file(path: str | Path) -> dict[str, Any]:
     elif name.endswith(".json"):
         info = _inspect_meta_file(p)
     else:
-        raise BadInputError(f"{p}: cannot inspect this kind of file; give a .ply, .sog or meta.json")
+        raise BadInputError(f"{p}: cannot inspect this kind of file; give a .ply, .sog, meta.json or lod-meta.json")
     info = {"file": str(p), "bytes": p.stat().st_size, **info}
     georef = p.parent / COMPRESS.files.georef
     if georef.is_file():
@@ -90,6 +91,8 @@ def _inspect_meta_file(p: Path) -> dict[str, Any]:
         meta = json.loads(p.read_text())
     except ValueError as e:
         raise BadInputError(f"{p}: not JSON ({e})") from e
+    if isinstance(meta, dict) and "lodLevels" in meta:
+        return _inspect_lod(p, meta)
     if not isinstance(meta, dict) or "means" not in meta:
         raise BadInputError(f"{p}: not a SOG meta.json (no 'means' section)")
     files = {}
@@ -100,6 +103,21 @@ def _inspect_meta_file(p: Path) -> dict[str, Any]:
     missing = [n for n, s in files.items() if s is None]
     info = {"format": "sog (unbundled)", **describe_meta(meta), "files": files}
     if missing:
+        info["missingFiles"] = missing
+    return info
+
+
+def _inspect_lod(p: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """A streamed SOG: its levels, chunks (each an unbundled SOG) and the bound of its spatial tree."""
+    names = meta.get("filenames") or []
+    counts = meta.get("counts") or []
+    info: dict[str, Any] = {"format": "sog (streamed)", "count": counts[0] if counts else None,
+                            "lodCounts": counts, "chunks": len(names)}
+    if gen := (meta.get("asset") or {}).get("generator"):
+        info["generator"] = gen
+    if bound := (meta.get("tree") or {}).get("bound"):
+        info["bounds"] = {"min": [round(x, 4) for x in bound["min"]], "max": [round(x, 4) for x in bound["max"]]}
+    if missing := [n for n in names if not (p.parent / n).is_file()]:
         info["missingFiles"] = missing
     return info
 
@@ -153,6 +171,8 @@ def format_report(info: dict[str, Any]) -> str:
     add("size", f"{info['bytes']:,} bytes")
     if info.get("count") is not None:
         add("splats" if info.get("kind") != "point cloud" else "points", f"{info['count']:,}")
+    if counts := info.get("lodCounts"):
+        add("levels", " / ".join(f"{c:,}" for c in counts) + f" splats in {info['chunks']} chunks")
     for key in ("shDegree", "shPalette", "sogVersion", "generator", "properties"):
         if key in info:
             add(key, info[key])
@@ -165,6 +185,8 @@ def format_report(info: dict[str, Any]) -> str:
         add("scale", f"median {s['medianMax']}, max {s['max']} (largest axis, scene units)")
     for name, size in (info.get("files") or {}).items():
         add("  " + name, "missing" if size is None else f"{size:,} bytes")
+    if "lodCounts" in info and info.get("missingFiles"):
+        add("missing", ", ".join(info["missingFiles"]))
     if g := info.get("georef"):
         add("georef", f"lat {g.get('latitude')}, lon {g.get('longitude')}, alt {g.get('altitude')} "
                       f"({g.get('frame', 'ENU')} origin)")

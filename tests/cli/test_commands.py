@@ -55,11 +55,32 @@ def test_inspect_sog_and_meta_agree_with_the_ply(capsys: pytest.CaptureFixture[s
     assert info["georef"]["latitude"] == 1.5
 
 
+def test_inspect_a_streamed_sog(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from spaceport.api import CompressOptions
+    from spaceport.stages.compress.decimate import lod_levels
+    from spaceport.stages.compress.streamed import write_streamed
+    from tests.viewer.conftest import pattern_scene
+
+    options = CompressOptions(lod_chunk_splats=1024, lod_chunk_extent=1.0, lod_chunk_min_splats=256)
+    result = write_streamed(lod_levels(pattern_scene(), 2), options, tmp_path / "lod")
+    code, out, _ = run_cli(capsys, "inspect", str(tmp_path / "lod" / "lod-meta.json"))
+    assert code == EXIT_OK
+    assert "sog (streamed)" in out and f"4,000 / 2,000 splats in {result.units} chunks" in out
+    assert "missing" not in out
+    code, out, _ = run_cli(capsys, "inspect", "--json", str(tmp_path / "lod" / "lod-meta.json"))
+    info = json.loads(out)
+    assert info["lodCounts"] == [4000, 2000] and info["count"] == 4000
+    assert info["bounds"]["min"][0] < -0.9 and info["bounds"]["max"][0] > 0.9  # the pattern spans [-1, 1]
+    (tmp_path / "lod" / "0_0" / "meta.json").unlink()
+    code, out, _ = run_cli(capsys, "inspect", str(tmp_path / "lod" / "lod-meta.json"))
+    assert "missing:" in out and "0_0/meta.json" in out
+
+
 @pytest.mark.parametrize(("content", "name", "message"), [
     (None, "missing.ply", "does not exist"),
     (b"not a zip", "broken.sog", "not a .sog bundle"),
     (b"{}", "meta.json", "not a SOG meta.json"),
-    (b"hello", "notes.txt", "give a .ply, .sog or meta.json"),
+    (b"hello", "notes.txt", "give a .ply, .sog, meta.json or lod-meta.json"),
 ])
 def test_inspect_bad_files_fail_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes | None,
                                             name: str, message: str) -> None:
