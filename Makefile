@@ -33,7 +33,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 crd: setup
 	$(BIN)/spaceport crd crds/reconstructions.spaceport.dev.yaml charts/spaceport/crds/reconstructions.spaceport.dev.yaml
