@@ -10,6 +10,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from spaceport.splats import GaussianScene, read_ply, write_ply
+from spaceport.stages.compress import attributes as attr
 from spaceport.stages.compress.synthetic import orbit_cameras_json, synthetic_scene
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,3 +62,23 @@ def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     dot = np.clip(np.abs((a * b).sum(1)), 0, 1)
     return np.degrees(2 * np.arccos(dot))
+
+
+def check_decoded_sog(decoded: GaussianScene, encoded: GaussianScene, meta: dict) -> np.ndarray:
+    """A decoded SOG (or streamed chunk) against the splats encoded into it, within the codec's bounds given its
+    ``meta.json``; returns the rows of ``encoded`` the decoded splats matched."""
+    idx = match(decoded, encoded)
+    ref = encoded.subset(idx)
+    step = (np.asarray(meta["means"]["maxs"]) - np.asarray(meta["means"]["mins"])) / 65535
+    t_err = np.abs(attr.log_transform(decoded.means.astype(np.float64)) - attr.log_transform(ref.means))
+    assert np.all(t_err <= step / 2 + 1e-5 * (1 + np.abs(attr.log_transform(ref.means))))
+    # codebook attributes: each value decodes to the codebook entry nearest to it
+    assert nearest_entry_error(meta["scales"]["codebook"], ref.scales, decoded.scales) < 1e-5
+    assert nearest_entry_error(meta["sh0"]["codebook"], ref.sh0, decoded.sh0) < 1e-5
+    assert np.abs(attr.sigmoid(decoded.opacities) - attr.sigmoid(ref.opacities)).max() <= 0.5 / 255 + 1e-5
+    assert rotation_angle_deg(ref.quats, decoded.quats).max() < 1.2
+    # SH: the palette's error plus the 8-bit codebook over its entries
+    spread = np.sqrt(((ref.shN - ref.shN.mean(0)) ** 2).sum() / ref.count)
+    rmse = np.sqrt(((decoded.shN - ref.shN) ** 2).sum() / ref.count)
+    assert rmse / spread < 0.35
+    return idx

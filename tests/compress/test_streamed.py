@@ -18,9 +18,7 @@ from spaceport.stages.compress.pipeline import keep_bands
 from spaceport.stages.runner import run_stage
 from tests.compress.helpers import (
     SPLAT_TRANSFORM,
-    match,
-    nearest_entry_error,
-    rotation_angle_deg,
+    check_decoded_sog,
     small_scene,
     write_train_output,
 )
@@ -79,22 +77,6 @@ def splat_transform(*args: str) -> str:
 
 def leaves(node: dict[str, Any]) -> list[dict[str, Any]]:
     return [node] if "lods" in node else [leaf for child in node["children"] for leaf in leaves(child)]
-
-
-def check_unit(decoded: GaussianScene, level: GaussianScene, meta: dict[str, Any]) -> None:
-    """One chunk, as splat-transform decoded it, against the splats encoded into it (its own codebooks)."""
-    idx = match(decoded, level)
-    ref = level.subset(idx)
-    step = (np.asarray(meta["means"]["maxs"]) - np.asarray(meta["means"]["mins"])) / 65535
-    t_err = np.abs(attr.log_transform(decoded.means.astype(np.float64)) - attr.log_transform(ref.means))
-    assert np.all(t_err <= step / 2 + 1e-5 * (1 + np.abs(attr.log_transform(ref.means))))
-    assert nearest_entry_error(meta["scales"]["codebook"], ref.scales, decoded.scales) < 1e-5
-    assert nearest_entry_error(meta["sh0"]["codebook"], ref.sh0, decoded.sh0) < 1e-5
-    assert np.abs(attr.sigmoid(decoded.opacities) - attr.sigmoid(ref.opacities)).max() <= 0.5 / 255 + 1e-5
-    assert rotation_angle_deg(ref.quats, decoded.quats).max() < 1.2
-    spread = np.sqrt(((ref.shN - ref.shN.mean(0)) ** 2).sum() / ref.count)
-    rmse = np.sqrt(((decoded.shN - ref.shN) ** 2).sum() / ref.count)
-    assert rmse / spread < 0.35
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +148,7 @@ def test_splat_transform_reads_every_level_of_the_streamed_sog(streamed_run: tup
         for unit in units:
             unit_meta = json.loads((out / "lod" / meta["filenames"][unit]).read_text())
             part = decoded.subset(np.arange(start, start + unit_meta["count"]))
-            check_unit(part, levels[level], unit_meta)
+            check_decoded_sog(part, levels[level], unit_meta)  # a chunk against its level
             start += unit_meta["count"]
         assert start == decoded.count
     np.testing.assert_allclose(np.sort(read_ply(tmp_path / "level0.ply").means, 0), np.sort(scene.means, 0),
