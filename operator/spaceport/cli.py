@@ -86,7 +86,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     try:
         if owner and root:  # set by the operator on every stage Job
             check_owner(root, owner)
-        result = run_stage(args.name, args.input, args.output, args.config)
+        result = run_stage(args.name, args.input, args.output, args.config, part=_stage_part(args))
     except StageError as e:
         logging.getLogger("spaceport").error("%s failed: %s", args.name, e)
         # A run folder holding other inputs' files (a re-created Reconstruction on a volume, which the operator
@@ -102,6 +102,29 @@ def cmd_stage(args: argparse.Namespace) -> int:
     _write_termination_message(result.termination_message())
     print(result.model_dump_json(by_alias=True, exclude_none=True))
     return EXIT_OK
+
+
+def _stage_part(args: argparse.Namespace) -> Any:
+    """``--blocks K`` with ``--merge``, or with ``--block I`` (default: ``JOB_COMPLETION_INDEX``, which Kubernetes
+    sets in each Pod of an Indexed Job); None without ``--blocks``."""
+    from spaceport.contract import BadInputError, StagePart
+
+    if args.blocks is None:
+        if args.block is not None or args.merge:
+            raise BadInputError("--block and --merge need --blocks")
+        return None
+    if args.merge:
+        if args.block is not None:
+            raise BadInputError("--merge and --block exclude each other")
+        return StagePart(args.blocks)
+    index = args.block
+    if index is None:
+        text = os.environ.get("JOB_COMPLETION_INDEX")
+        if text is None or not text.isdigit():
+            raise BadInputError(f"--blocks {args.blocks}: which block? give --block or run as an Indexed Job "
+                                f"(JOB_COMPLETION_INDEX={text!r})")
+        index = int(text)
+    return StagePart(args.blocks, index)
 
 
 def _load_config(path: str | None) -> dict[str, Any] | None:
@@ -211,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="input URI: s3://bucket/prefix or a path")
     p.add_argument("--output", required=True, help="output URI of this stage")
     p.add_argument("--config", help="the stage's options: a JSON string or a JSON/YAML file")
+    p.add_argument("--blocks", type=int, help="train: partitioned training in this many blocks (see --block, --merge)")
+    p.add_argument("--block", type=int, help="train --blocks: train this block (0-based) into OUTPUT/blocks/<n>; "
+                   "default: $JOB_COMPLETION_INDEX")
+    p.add_argument("--merge", action="store_true", help="train --blocks: merge the trained blocks into OUTPUT")
     p.set_defaults(func=cmd_stage)
 
     p = sub.add_parser("run", help="run the whole pipeline locally, no cluster needed")

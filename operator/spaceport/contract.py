@@ -269,6 +269,29 @@ class ProgressReporter:
 OptionsT = TypeVar("OptionsT", bound=ApiModel)
 
 
+@dataclass(frozen=True)
+class StagePart:
+    """Partitioned training: one block of ``blocks`` (``block`` its index, 0-based), or the merge of all of them
+    (``block`` None). A block writes into ``blocks/<index>/`` under the training folder; the merge into the training
+    folder itself, which then holds what a single training would have written."""
+
+    blocks: int
+    block: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.blocks < 2:
+            raise BadInputError(f"--blocks {self.blocks}: partitioned training needs 2 blocks or more")
+        if self.block is not None and not 0 <= self.block < self.blocks:
+            raise BadInputError(f"block index {self.block} is outside 0..{self.blocks - 1} (--blocks {self.blocks})")
+
+    @property
+    def merge(self) -> bool:
+        return self.block is None
+
+    def describe(self) -> str:
+        return f"merge of {self.blocks} blocks" if self.block is None else f"block {self.block} of {self.blocks}"
+
+
 @dataclass
 class StageContext(Generic[OptionsT]):
     """Everything a stage function may touch."""
@@ -281,6 +304,8 @@ class StageContext(Generic[OptionsT]):
     scratch: Path
     log: logging.Logger
     warnings: list[str] = field(default_factory=list)
+    part: StagePart | None = None
+    """Partitioned training only: which block this is, or the merge (None: the whole stage)."""
 
     def warn(self, message: str) -> None:
         self.log.warning(message)

@@ -80,6 +80,10 @@ class TrainMetrics(StageMetrics):
     vignetting_corner_gain: list[float] | None = None
     """Per camera, the learned vignetting gain in the farthest corner (1.0: none)."""
     resumed_from_step: int | None = None
+    blocks: int | None = None
+    """Partitioned training: how many blocks were trained and merged (absent: one training)."""
+    block: int | None = None
+    """In a block's own result: which block it is."""
 
     @model_validator(mode="before")
     @classmethod

@@ -56,6 +56,13 @@ class TrainFiles:
     """Held-out photos at the trained resolution (``holdout/<image name>.png``)."""
     georef: str = "georef.json"
     checkpoints: str = "checkpoints"
+    blocks: str = "blocks"
+    """Partitioned training: one folder per block (``blocks/<index>/``, each a training stage folder of its own:
+    splats.ply, checkpoints, progress.json, result.json); the merge writes the files above beside it."""
+
+    def block(self, index: int) -> str:
+        """Block ``index``'s folder, relative to the training folder."""
+        return f"{self.blocks}/{index}"
 
 
 @dataclass(frozen=True)

@@ -147,3 +147,25 @@ class TrainOptions(ApiModel):
         return start, until, every
 
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Random seed (view order, densification).")
+    blocks: int = Field(
+        default=0, ge=0, le=256,
+        description="Spatial blocks trained separately and merged (partitioned training, one Job index per block): "
+                    "0 picks from the SfM model (one block up to blockMaxImages registered photos, else enough "
+                    "blocks that each holds about that many), 1 never partitions, 2 and more that many.",
+    )
+    block_max_images: int = Field(
+        default=1000, ge=8, le=1_000_000,
+        description="With blocks 0: the most registered photos trained as one block. Each photo is seen "
+                    "iterations / photos times, and a block's photos are held in memory.",
+    )
+    block_overlap: float = Field(
+        default=0.25, ge=0, le=1.0,
+        description="Each block trains on the photos and SfM points of its region widened by this fraction of its "
+                    "size on every side; the merge keeps only the Gaussians inside each block's own region.",
+    )
+
+    def block_count(self, registered_images: int) -> int:
+        """How many blocks a model of ``registered_images`` photos is trained in (1: not partitioned)."""
+        if self.blocks:
+            return self.blocks
+        return max(1, -(-registered_images // self.block_max_images))

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from spaceport.api import PIPELINE, describe_validation_error
+from spaceport.api import PIPELINE, TRAIN, describe_validation_error
 from spaceport.api.stage_metrics import StageMetrics
 from spaceport.api.stages import ATTEMPT_FILE, PROGRESS_FILE, RESULT_FILE, RUNS_DIR, AnyStage
 from spaceport.api.stages import stage as stage_spec
@@ -25,6 +25,7 @@ from spaceport.contract import (
     StageContext,
     StageError,
     StageFunction,
+    StagePart,
     StageResult,
     StaleOutputError,
     claim_owner,
@@ -89,8 +90,10 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def fingerprint(stage: str, options: BaseModel, input: Store) -> tuple[str, dict[str, str]]:
-    """What a stage's result depends on: its effective options and what it reads.
+def fingerprint(stage: str, options: BaseModel, input: Store,
+                part: StagePart | None = None) -> tuple[str, dict[str, str]]:
+    """What a stage's result depends on: its effective options and what it reads (and, for partitioned training,
+    which part it is).
 
     Upstream is the previous stage's result.json (its bytes: a rerun upstream stage makes new files even
     with equal options) or, for the first stage, the photo listing (names and sizes).
@@ -101,6 +104,8 @@ def fingerprint(stage: str, options: BaseModel, input: Store) -> tuple[str, dict
         parts["upstream"] = _digest(input.read_bytes(RESULT_FILE))
     else:
         parts["upstream"] = _digest(json.dumps(input.list_sizes(), sort_keys=True).encode())
+    if part is not None:
+        parts["part"] = _digest(json.dumps([part.blocks, part.block]).encode())
     whole = _digest(json.dumps({"stage": stage, **parts}, sort_keys=True).encode())
     return whole, parts
 
@@ -144,18 +149,26 @@ def run_stage(
     *,
     listener: ProgressListener | None = None,
     scratch_dir: str | Path | None = None,
+    part: StagePart | None = None,
 ) -> StageResult:
     """Run ``stage`` once. A stage completed for the same inputs (result.json with an equal fingerprint) is not
     run again; one completed (or begun) for other inputs raises :class:`StaleOutputError` (exit 2) and is kept.
+
+    ``part``: one block of partitioned training, written into ``blocks/<index>/`` under ``output``, or their
+    merge, written into ``output`` (the training stage only).
 
     Raises :class:`StageError`; storage failures are mapped to bad input (missing or forbidden
     things) or retryable errors (anything else).
     """
     options = parse_options(stage, config)
+    if part is not None and stage != TRAIN.name:
+        raise BadInputError(f"--blocks: only the {TRAIN.name} stage is trained in blocks, not {stage}")
     in_store = input if isinstance(input, Store) else open_store(input)
     out_store = output if isinstance(output, Store) else open_store(output)
+    if part is not None and part.block is not None:
+        out_store = out_store.child(TRAIN.files.block(part.block))
     try:
-        wanted, parts = fingerprint(stage, options, in_store)
+        wanted, parts = fingerprint(stage, options, in_store, part)
     except StorageError as e:
         raise _classify(e, "input") from e
     try:
@@ -179,7 +192,7 @@ def run_stage(
         progress.update(0.0, f"{stage}: starting", force=True)
         with tempfile.TemporaryDirectory(prefix=f"spaceport-{stage}-", dir=scratch_dir) as tmp:
             ctx = StageContext(stage, in_store, out_store, options, progress, Path(tmp),
-                               logging.getLogger(f"spaceport.stages.{stage}"))
+                               logging.getLogger(f"spaceport.stages.{stage}"), part=part)
             produced = stage_function(stage)(ctx)
             metrics = _metrics(stage, produced.metrics)
             publish = stage_spec(stage).publish
