@@ -24,10 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spaceport.api import COMPRESS, STAGES, TRAIN
+from spaceport.api import COMPRESS, SFM, STAGES, TRAIN, TrainOptions
 from spaceport.api.presets import DEFAULT_PRESET, PRESETS, apply_preset
 from spaceport.api.stages import RUN_FILE, RUNS_DIR
-from spaceport.contract import BadInputError, ProgressRecord, StageResult, StaleOutputError
+from spaceport.contract import (
+    BadInputError,
+    ProgressListener,
+    ProgressRecord,
+    StagePart,
+    StageResult,
+    StaleOutputError,
+)
 from spaceport.layout import merge_metrics, options_run_key, run_folder, run_numbers
 from spaceport.stages.runner import parse_options, read_result, run_stage
 from spaceport.storage import StorageError, Store, open_store
@@ -203,11 +210,48 @@ def _run_stages(source: Store, run: LocalRun, listener: StageListener | None,
         elif on_stage_start:
             on_stage_start(stage)
         stage_listener = (lambda rec, s=stage: listener(s, rec)) if listener else None
-        result = run_stage(stage, previous, stage_out, run.options[stage], listener=stage_listener)
+        blocks = _block_count(run, stage)
+        if blocks > 1:
+            result = run_blocks(previous, stage_out, run.options[stage], blocks, stage_listener)
+        else:
+            result = run_stage(stage, previous, stage_out, run.options[stage], listener=stage_listener)
         run.results[stage] = result
         if on_stage_done:
             on_stage_done(stage, result)
         previous = stage_out
+
+
+def _block_count(run: LocalRun, stage: str) -> int:
+    """Training's blocks, from its options and the SfM model's registered photos (1: one training)."""
+    if stage != TRAIN.name or SFM.name not in run.results:
+        return 1
+    registered = int(run.results[SFM.name].metrics.get("registeredImages") or 0)
+    return TrainOptions.model_validate(run.options[stage]).block_count(registered)
+
+
+BLOCKS_SHARE = 0.9
+"""Of training's progress in a partitioned run: the blocks (one after another); the merge takes the rest."""
+
+
+def run_blocks(sfm: Store, train: Store, options: dict[str, Any], blocks: int,
+               listener: ProgressListener | None) -> StageResult:
+    """Partitioned training on this machine: the blocks one after another, then their merge, with the code and
+    the folders of the cluster's Indexed Job and merge Job. A merge already done for these inputs is kept."""
+
+    def scaled(start: float, width: float, label: str) -> ProgressListener | None:
+        if listener is None:
+            return None
+        return lambda rec: listener(rec.model_copy(update={"fraction": start + width * rec.fraction,
+                                                           "message": f"{label}: {rec.message}"}))
+
+    merge = StagePart(blocks)
+    if read_result(train) is None:
+        for index in range(blocks):
+            run_stage(TRAIN.name, sfm, train, options, part=StagePart(blocks, index),
+                      listener=scaled(BLOCKS_SHARE * index / blocks, BLOCKS_SHARE / blocks,
+                                      f"block {index + 1} of {blocks}"))
+    return run_stage(TRAIN.name, sfm, train, options, part=merge,
+                     listener=scaled(BLOCKS_SHARE, 1 - BLOCKS_SHARE, "merge"))
 
 
 def run_metrics(run: LocalRun) -> dict[str, Any]:

@@ -86,6 +86,14 @@ class GaussianScene:
         return np.all(np.isfinite(np.concatenate(parts, axis=1)), axis=1)
 
 
+def concat(*scenes: GaussianScene) -> GaussianScene:
+    """One scene of all the splats of ``scenes`` (same SH degree and model)."""
+    if len({s.model for s in scenes}) > 1 or len({s.sh_degree for s in scenes}) > 1:
+        raise ValueError("scenes of different SH degrees or rendering models cannot be joined")
+    return GaussianScene(*(np.concatenate([getattr(s, f) for s in scenes]) for f in
+                           ("means", "scales", "quats", "opacities", "sh0", "shN")), scenes[0].model)
+
+
 def ply_bytes(scene: GaussianScene) -> bytes:
     """Serialise as a binary little-endian 3DGS PLY."""
     n, k = scene.count, scene.shN.shape[1]

@@ -141,3 +141,12 @@ def test_streamed() -> None:
     if r["browser"]:  # timed where Chromium is installed (make test installs it)
         assert r["browser"]["streamed"]["firstFrameSplats"] == 1500  # revealed at the coarsest level
         assert r["browser"]["sog"]["firstFrameSplats"] == 6000
+
+
+def test_blocks() -> None:
+    r = run_smoke("blocks.py")
+    assert r["blocks"] == 2 and r["stepsPerBlock"] == 60
+    for side in ("whole", "merged"):
+        assert r[side]["psnr"] > 10 and r[side]["gaussians"] > 0 and positive(r[side]["seconds"]), side
+    assert r["psnrDifferenceDb"] == round(r["merged"]["psnr"] - r["whole"]["psnr"], 3)
+    assert positive(r["secondsRatio"]) and len(r["pngs"]) == 2  # written, then removed with the smoke's folder

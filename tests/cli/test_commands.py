@@ -222,3 +222,26 @@ def test_same_options_continue_the_run_and_changed_options_start_a_new_one(tmp_p
     back = open_run(out, resolve_options({"train": {"iterations": 3000}}, preset="draft"))  # same as draft's
     assert (first.number, again.number, changed.number, back.number) == (1, 1, 2, 1)
     assert json.loads(out.read_text("runs/2/run.json"))["options"]["train"]["iterations"] == 123
+
+
+@pytest.mark.parametrize(("flags", "env", "message"), [
+    (["--block", "0"], None, "--block and --merge need --blocks"),
+    (["--blocks", "2"], None, "--blocks 2: which block? give --block or run as an Indexed Job "
+                              "(JOB_COMPLETION_INDEX=None)"),
+    (["--blocks", "2", "--merge", "--block", "1"], None, "--merge and --block exclude each other"),
+    (["--blocks", "3"], "3", "block index 3 is outside 0..2 (--blocks 3)"),
+    (["--blocks", "1", "--merge"], None, "--blocks 1: partitioned training needs 2 blocks or more"),
+])
+def test_stage_block_flags_are_checked_before_any_work(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, flags: list[str],
+                                                      env: str | None, message: str) -> None:
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    if env is not None:
+        monkeypatch.setenv("JOB_COMPLETION_INDEX", env)
+    monkeypatch.setenv("SPACEPORT_TERMINATION_LOG", str(tmp_path / "termination"))
+    code, _, _ = run_cli(capsys, "stage", "train", "--input", str(tmp_path / "sfm"), "--output",
+                         str(tmp_path / "train"), *flags)
+    assert code == EXIT_BAD_INPUT
+    record = json.loads((tmp_path / "termination").read_text())  # what the operator reads
+    assert record["reason"] == "BadInput" and record["message"] == message
+    assert not (tmp_path / "train").exists()

@@ -45,8 +45,10 @@ def leftovers(folder: Path) -> list[Path]:
 @pytest.mark.slow
 def test_run_then_resume_skips_finished_stages(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    # streamed whatever the size (the threshold is for scenes far larger than this one): the page streams it
-    streamed = {**TINY, "compress": {**TINY["compress"], "streamed": "always", "lodLevels": 2}}
+    # streamed whatever the size (the threshold is for scenes far larger than this one): the page streams it;
+    # trained in two blocks, one after another, then merged (what the cluster runs as an Indexed Job and a merge)
+    streamed = {**TINY, "train": {**TINY["train"], "blocks": 2},
+                "compress": {**TINY["compress"], "streamed": "always", "lodLevels": 2}}
     argv = [*SPACEPORT, "run", str(photos), "--out", str(out), "--preset", "draft",
             "--config", str(config_file(tmp_path, streamed))]
     first = subprocess.run(argv, capture_output=True, text=True, timeout=170)
@@ -61,6 +63,10 @@ def test_run_then_resume_skips_finished_stages(photos: Path, tmp_path: Path) -> 
                 "Streamed scene"):
         assert row in summary, row
     results = {s: (out / "runs" / "1" / s / "result.json").read_text() for s in ("sfm", "train", "compress")}
+    assert json.loads(results["train"])["metrics"]["blocks"] == 2
+    for block in ("0", "1"):
+        assert json.loads((out / "runs" / "1" / "train" / "blocks" / block / "result.json").read_text())[
+            "metrics"]["block"] == int(block)
     metrics = json.loads((compress / "metrics.json").read_text())["metrics"]
     assert metrics.get("registeredImages") and metrics.get("gaussians")
     # The operator's status code reads the names these real stages wrote (stage metrics -> status.metrics).

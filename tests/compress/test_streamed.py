@@ -36,7 +36,7 @@ def one_splat(mean: tuple[float, float, float], scale: float, opacity: float, co
 
 
 def test_a_merged_pair_keeps_the_pairs_moments() -> None:
-    from spaceport.stages.compress.decimate import concat
+    from spaceport.splats import concat
 
     pair = concat(one_splat((0, 0, 0), 0.1, 0.5, 1.0), one_splat((0.4, 0, 0), 0.1, 0.5, -1.0))
     merged = merge(pair, np.array([0]), np.array([1]))

@@ -141,6 +141,28 @@ def check_output(stage: str, out: Store, wanted: str, parts: dict[str, str]) -> 
     return None
 
 
+def check_blocks(stage: str, options: BaseModel, input: Store, output: Store, part: StagePart) -> None:
+    """Before a merge: every block trained, each from this input with these options (its fingerprint), so that
+    a merged result never joins blocks made from something else. Raises :class:`BadInputError` naming them."""
+    missing, other = [], []
+    try:
+        for index in range(part.blocks):
+            done = read_result(output.child(TRAIN.files.block(index)))
+            if done is None:
+                missing.append(index)
+            elif done.fingerprint != fingerprint(stage, options, input, StagePart(part.blocks, index))[0]:
+                other.append(index)
+    except StorageError as e:
+        raise _classify(e, "output") from e
+    where = output.uri_of(TRAIN.files.blocks)
+    if missing:
+        raise BadInputError(f"cannot merge {part.blocks} blocks: block(s) {', '.join(map(str, missing))} have no "
+                            f"result.json under {where}; train them first (--blocks {part.blocks} --block N)")
+    if other:
+        raise BadInputError(f"cannot merge {part.blocks} blocks: block(s) {', '.join(map(str, other))} under {where} "
+                            "were trained from another SfM model or other options; train them again")
+
+
 def run_stage(
     stage: str,
     input: str | Store,
@@ -178,6 +200,8 @@ def run_stage(
     if done is not None:
         log.info("%s already complete in %s for these inputs; not run again", stage, out_store.uri)
         return done
+    if part is not None and part.merge:
+        check_blocks(stage, options, in_store, out_store, part)
     started, t0 = now_iso(), time.monotonic()
     try:  # the first progress.json doubles as a check that the output is writable, before any work
         out_store.write_text(PROGRESS_FILE, ProgressRecord(fraction=0.0, message=f"{stage}: starting",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from spaceport.splats import GaussianScene
+from spaceport.splats import GaussianScene, concat
 from spaceport.stages.compress.attributes import logit, sigmoid
 
 NEIGHBOURS = 8
@@ -142,11 +142,6 @@ def merge(scene: GaussianScene, i: np.ndarray, j: np.ndarray) -> GaussianScene:
     return GaussianScene(mean.astype(np.float32), log_scales.astype(np.float32),
                          quaternions(eigvec).astype(np.float32), logit(new_alpha).astype(np.float32),
                          average(scene.sh0), average(scene.shN), scene.model)
-
-
-def concat(*scenes: GaussianScene) -> GaussianScene:
-    return GaussianScene(*(np.concatenate([getattr(s, f) for s in scenes]) for f in
-                           ("means", "scales", "quats", "opacities", "sh0", "shN")), scenes[0].model)
 
 
 def decimate(scene: GaussianScene, target: int) -> GaussianScene:

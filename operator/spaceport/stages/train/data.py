@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,34 @@ def read_photo(path: Path, width: int, height: int) -> np.ndarray:
         return np.asarray(rgb, np.uint8).copy()
 
 
-def load_dataset(store: Store, scratch: Path, *, holdout_every: int, downscale: float,
-                 max_image_size: int | None = None) -> Dataset:
+@dataclass
+class Model:
+    """The SfM model as training sees it, before any pixel is read: cameras at the training size (held-out ones
+    marked, every ``holdout_every``-th by name over the whole model), SfM points and which image saw which."""
+
+    cameras: list[Camera]
+    points: np.ndarray  # [P, 3] float64
+    colors: np.ndarray  # [P, 3] float32, 0..1
+    georef: bytes | None
+    observed: dict[str, np.ndarray]
+    photos: Path
+    """The folder of the undistorted images."""
+    store: Store
+
+    def select(self, cameras: np.ndarray, points: np.ndarray) -> Model:
+        """The model restricted to the cameras and points where the masks are True (point indices remapped in
+        ``observed``; a camera's observations of points left out are dropped)."""
+        remap = np.full(len(self.points), -1, np.int64)
+        remap[points] = np.arange(int(points.sum()))
+        kept = [c for c, keep in zip(self.cameras, cameras, strict=True) if keep]
+        observed = {c.name: remap[self.observed[c.name]] for c in kept}
+        return Model(kept, self.points[points], self.colors[points], self.georef,
+                     {name: ids[ids >= 0] for name, ids in observed.items()}, self.photos, self.store)
+
+
+def load_model(store: Store, scratch: Path, *, holdout_every: int, downscale: float,
+               max_image_size: int | None = None) -> Model:
+    """The SfM model in ``store`` (downloaded into ``scratch`` when remote); clear errors for a broken one."""
     import pycolmap
 
     root = local_input(store, scratch)
@@ -103,32 +130,58 @@ def load_dataset(store: Store, scratch: Path, *, holdout_every: int, downscale: 
         raise BadInputError(f"{store.uri_of(f'{sparse}/{MODEL_FILES[2]}')}: no 3D points to start from")
     # With one or two images, holding one out would leave too little to train on.
     hold = holdout_every if holdout_every > 0 and len(images) >= 3 else 0
-    views = []
+    cameras = []
     for i, im in enumerate(images):
         cam = im.camera
         if cam.model.name not in PINHOLE_MODELS:
             raise BadInputError(f"{store.uri_of(f'{sparse}/{MODEL_FILES[0]}')}: camera {cam.camera_id} is "
                                 f"{cam.model.name}; training needs undistorted PINHOLE cameras")
-        path = root / photos / im.name
-        if not path.is_file():
-            raise BadInputError(f"image {store.uri_of(f'{photos}/{im.name}')} named in the SfM model is missing")
         world_to_camera = np.vstack([np.asarray(im.cam_from_world().matrix(), np.float64), [0, 0, 0, 1]])
         camera = Camera(im.name, cam.width, cam.height, float(cam.focal_length_x), float(cam.focal_length_y),
                         float(cam.principal_point_x), float(cam.principal_point_y), world_to_camera,
                         held_out=hold > 0 and i % hold == 0)
         factor = training_scale(camera.width, camera.height, downscale, max_image_size)
-        if factor < 1:
-            camera = camera.scaled(factor)
-        try:
-            pixels = torch.from_numpy(read_photo(path, camera.width, camera.height))
-        except OSError as e:
-            raise BadInputError(f"image {store.uri_of(f'{photos}/{im.name}')} cannot be read ({e})") from e
-        views.append(View(camera, pixels))
+        cameras.append(camera.scaled(factor) if factor < 1 else camera)
     ids = list(rec.points3D.keys())
     points = np.array([rec.points3D[i].xyz for i in ids], np.float64).reshape(-1, 3)
     colors = np.array([rec.points3D[i].color for i in ids], np.float32).reshape(-1, 3) / 255.0
     georef = (root / georef_file).read_bytes() if (root / georef_file).is_file() else None
-    return Dataset(views, points, colors, georef, observations(images, ids))
+    return Model(cameras, points, colors, georef, observations(images, ids), root / photos, store)
+
+
+def load_views(model: Model, cameras: list[Camera] | None = None) -> list[View]:
+    """The photos of ``cameras`` (default: all the model's) at their training size."""
+    views = []
+    for camera in model.cameras if cameras is None else cameras:
+        path = model.photos / camera.name
+        where = model.store.uri_of(f"{SFM.files.images}/{camera.name}")
+        if not path.is_file():
+            raise BadInputError(f"image {where} named in the SfM model is missing")
+        try:
+            views.append(View(camera, torch.from_numpy(read_photo(path, camera.width, camera.height))))
+        except OSError as e:
+            raise BadInputError(f"image {where} cannot be read ({e})") from e
+    return views
+
+
+def dataset_of(model: Model) -> Dataset:
+    """The model with every photo it names loaded."""
+    return Dataset(load_views(model), model.points, model.colors, model.georef, model.observed)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """``[H, W, 3]`` uint8 pixels as a PNG file."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def load_dataset(store: Store, scratch: Path, *, holdout_every: int, downscale: float,
+                 max_image_size: int | None = None) -> Dataset:
+    return dataset_of(load_model(store, scratch, holdout_every=holdout_every, downscale=downscale,
+                                 max_image_size=max_image_size))
 
 
 def observations(images: list[Any], point_ids: list[int]) -> dict[str, np.ndarray]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import resource
@@ -23,8 +22,9 @@ from spaceport.splats import ply_bytes
 from spaceport.stages.cpus import usable_cpus
 from spaceport.stages.heap import keep_freed_memory
 from spaceport.stages.train import checkpoint
+from spaceport.stages.train.blocks import block_training, merge_blocks
 from spaceport.stages.train.cuda_env import cuda_problem, driver_version
-from spaceport.stages.train.data import Dataset, load_dataset
+from spaceport.stages.train.data import Dataset, load_dataset, png_bytes
 from spaceport.stages.train.loop import Trainer, TrainingDiverged
 from spaceport.stages.train.metrics import LpipsScore, lpips_scorer
 from spaceport.stages.train.precompile import Precompile
@@ -83,7 +83,7 @@ class StopRequest:
 def run_train(ctx: StageContext) -> StageOutput:
     device = pick_device(ctx.options.device, ctx.warn)
     if device != "cpu":
-        return _run(ctx, device)
+        return _dispatch(ctx, device)
     # On CPU the compiled kernels own the cores. torch's own thread pool, spinning between its many small
     # ops, fights them for the same cores (measured: SSIM 40x slower with two torch threads beside numba).
     # The kernels' thread pool fits the CPUs this container may use (its cgroup limit), not the node's cores:
@@ -97,16 +97,30 @@ def run_train(ctx: StageContext) -> StageOutput:
         # each step frees and allocates the same large buffers: fresh pages from the kernel would cost
         # a quarter of a step (spaceport.stages.heap)
         with keep_freed_memory():
-            return _run(ctx, device)
+            return _dispatch(ctx, device)
     finally:
         torch.set_num_threads(threads)
         numba.set_num_threads(kernel_threads)
 
 
-def _prepare(ctx: StageContext, options: TrainOptions, device: str) -> tuple[Trainer, Dataset]:
+def _dispatch(ctx: StageContext, device: str) -> StageOutput:
+    """The whole scene, one block of it, or the merge of the blocks (``ctx.part``)."""
+    options: TrainOptions = ctx.options
+    part = ctx.part
+    if part is None:
+        return _run(ctx, device, options, lambda: load_dataset(
+            ctx.input, ctx.scratch, holdout_every=options.holdout_every, downscale=options.downscale,
+            max_image_size=options.max_image_size))
+    if part.block is None:
+        return merge_blocks(ctx, device)
+    block_options, load = block_training(ctx, part.blocks, part.block)
+    return _run(ctx, device, block_options, load, {"block": part.block})
+
+
+def _prepare(ctx: StageContext, options: TrainOptions, device: str,
+             load: Callable[[], Dataset]) -> tuple[Trainer, Dataset]:
     """The dataset and the initial model (no compiled kernel runs here: see Precompile)."""
-    data = load_dataset(ctx.input, ctx.scratch, holdout_every=options.holdout_every, downscale=options.downscale,
-                        max_image_size=options.max_image_size)
+    data = load()
     centres = np.stack([v.camera.centre for v in data.views])
     if options.init_stereo_points:
         ctx.progress.update(LOAD_SHARE / 2, f"train: stereo seeds from {len(data.train or data.views)} views",
@@ -114,8 +128,8 @@ def _prepare(ctx: StageContext, options: TrainOptions, device: str) -> tuple[Tra
     return Trainer(data, options, device, scene_extent(centres)), data
 
 
-def _run(ctx: StageContext, device: str) -> StageOutput:
-    options: TrainOptions = ctx.options
+def _run(ctx: StageContext, device: str, options: TrainOptions, load: Callable[[], Dataset],
+         extra: dict[str, Any] | None = None) -> StageOutput:
     # gsplat JIT-builds its CUDA extension on first use; never into the (read-only) image filesystem
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ctx.scratch / "torch_extensions"))
     ctx.progress.update(0.0, "train: loading the SfM model and images", force=True)
@@ -123,7 +137,7 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
         torch.cuda.reset_peak_memory_stats()  # peakMemoryBytes is this stage's, not the process's so far
     precompile = Precompile() if device == "cpu" else None
     try:
-        trainer, data = _prepare(ctx, options, device)
+        trainer, data = _prepare(ctx, options, device, load)
     except BaseException:
         if precompile is not None:
             precompile.cancel()
@@ -198,6 +212,7 @@ def _run(ctx: StageContext, device: str) -> StageOutput:
         "imageWidth": max(v.camera.width for v in data.views),  # the largest trained at
         "imageHeight": max(v.camera.height for v in data.views),
         "device": device,
+        **(extra or {}),
     }
     if trainer.free_space is not None:
         metrics["floatersRemoved"] = trainer.floaters_removed
@@ -219,14 +234,6 @@ def lpips_for(ctx: StageContext, device: str) -> LpipsScore | None:
     if score is None and device.startswith("cuda"):
         ctx.warn(f"no LPIPS: {why}")
     return score
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def write_outputs(ctx: StageContext, trainer: Trainer, data: Dataset) -> dict[str, str]:
