@@ -44,6 +44,9 @@ async def test_blocks_train_as_an_indexed_job_a_killed_block_is_retried_alone_th
     assert container["args"][-2:] == ["--blocks", "4"] and container["resources"]["limits"]["nvidia.com/gpu"] == 1
     status = await cluster.wait_status("site", lambda s: len(blocks(s)) == 4, "4 blocks in status")
     assert status["stages"]["train"]["mergeJob"] == "site-r1-train-merge"
+    events = await cluster.wait_events("site", {"Partitioned"})
+    assert [e["message"] for e in events if e["reason"] == "Partitioned"] == [
+        "train: 4 blocks, one index each of Job site-r1-train, then merged by Job site-r1-train-merge"]
 
     # Blocks 0 and 1 train (parallelism 2) and report progress.
     await cluster.patch_job_status("site-r1-train", {"active": 2, "startTime": "2026-11-25T15:00:00Z"})

@@ -134,6 +134,18 @@ def plan(status: ReconstructionStatus, spec: ReconstructionSpec, stage: str,
     return status.model_copy(update={"stages": {**status.stages, stage: planned}})
 
 
+def retried(old: StageStatus, new: StageStatus, name: str, run: int, stage: str) -> StageStatus:
+    """A partitioned stage's next attempt keeps its blocks and the ones that succeeded (the stage skips them): a new
+    Indexed Job for the others, or, every block done (the merge failed), a new merge Job alone."""
+    if not old.blocks:
+        return new
+    done = merging(old)
+    kept = [b if b.phase == Phase.SUCCEEDED else BlockStatus(index=b.index) for b in old.blocks]
+    return new.model_copy(update={"blocks": kept, "job": old.job if done else new.job,
+                                  "merge_job": job_name(name, run, stage, new.attempt or 1, MERGE),
+                                  "usage": old.usage if done else None})
+
+
 def merging(sst: StageStatus) -> bool:
     """A partitioned stage whose blocks have all succeeded: its merge Job is (to be) running."""
     return bool(sst.blocks) and all(b.phase == Phase.SUCCEEDED for b in sst.blocks)

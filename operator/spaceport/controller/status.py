@@ -20,10 +20,10 @@ from spaceport.api import (
     ReconstructionSpec,
     ReconstructionStatus,
 )
-from spaceport.api.reconstruction import BlockStatus, StageStatus
+from spaceport.api.reconstruction import StageStatus
 from spaceport.contract import OutputInUseError
 from spaceport.controller import blocks
-from spaceport.controller.naming import MERGE, job_name
+from spaceport.controller.naming import job_name
 from spaceport.controller.observe import JobView, Observation
 from spaceport.controller.usage import add_usage
 from spaceport.layout import join, merge_metrics, overall_fraction, run_uri, spec_run_key, stage_uri
@@ -99,8 +99,8 @@ def retry_run(status: ReconstructionStatus, name: str, value: str, generation: i
         return status.model_copy(update={"retry": value})
     stages = dict(status.stages)
     attempt = (stages[failed].attempt or 1) + 1
-    stages[failed] = _retried(stages[failed], StageStatus(job=job_name(name, status.run, failed, attempt),
-                                                          attempt=attempt), name, status.run, failed)
+    fresh = StageStatus(job=job_name(name, status.run, failed, attempt), attempt=attempt)
+    stages[failed] = blocks.retried(stages[failed], fresh, name, status.run, failed)
     kept = [s for s in STAGES if stages.get(s, StageStatus()).phase == Phase.SUCCEEDED]
     return with_conditions(status.model_copy(update={
         "phase": Phase.PENDING, "reason": Reason.RETRYING, "stage": failed, "retry": value, "stages": stages,
@@ -109,18 +109,6 @@ def retry_run(status: ReconstructionStatus, name: str, value: str, generation: i
         "progress": overall_progress(stages), "metrics": Metrics(), "outputs": {}, "notification": None,
         "observed_generation": generation,
     }), now)
-
-
-def _retried(old: StageStatus, new: StageStatus, name: str, run: int, stage: str) -> StageStatus:
-    """A partitioned stage's next attempt keeps its blocks and the ones that succeeded (the stage skips them): a new
-    Indexed Job for the others, or, every block done (the merge failed), a new merge Job alone."""
-    if not old.blocks:
-        return new
-    done = blocks.merging(old)
-    kept = [b if b.phase == Phase.SUCCEEDED else BlockStatus(index=b.index) for b in old.blocks]
-    return new.model_copy(update={"blocks": kept, "job": old.job if done else new.job,
-                                  "merge_job": job_name(name, run, stage, new.attempt or 1, MERGE),
-                                  "usage": old.usage if done else None})
 
 
 def invalid_spec(status: ReconstructionStatus, message: str, generation: int | None,
@@ -168,18 +156,7 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
         if blocks.merging(st):
             return _merging(status, st, job, update, now)
     elif (job is not None and job.succeeded) or (job is None and obs.result is not None):
-        st = _stage_succeeded(st, obs, job, now)
-        stages[stage] = st
-        update["stages"] = stages
-        nxt = STAGES.index(stage) + 1
-        if nxt < len(STAGES):
-            update.update(phase=Phase.RUNNING, reason=Reason.STAGE_RUNNING, stage=STAGES[nxt],
-                          message=f"{stage} done; {STAGES[nxt]} next")
-        else:
-            update.update(phase=Phase.SUCCEEDED, reason=Reason.COMPLETED, message="all stages done",
-                          metrics=aggregate_metrics(stages), outputs=aggregate_outputs(spec, status.run or 0, stages))
-        update["progress"] = overall_progress(stages)
-        return with_conditions(status.model_copy(update=update), now)
+        return _succeeded(status, spec, _stage_succeeded(st, obs, job, now), update, now)
     if job is None:
         message = f"{stage}: Job {blocks.step_job(st)} disappeared before it finished and left no result.json"
         stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "finished_at": now, "message": message,
@@ -219,6 +196,23 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
     else:
         reason, message = Reason.STAGE_RUNNING, stages[stage].message or f"{stage} running"
     update.update(stages=stages, phase=phase, progress=overall_progress(stages), reason=reason, message=message)
+    return with_conditions(status.model_copy(update=update), now)
+
+
+def _succeeded(status: ReconstructionStatus, spec: ReconstructionSpec, st: StageStatus, update: dict[str, Any],
+               now: str) -> ReconstructionStatus:
+    """The stage done: the next one is current, or, after the last, the run succeeded with its metrics."""
+    stage = update["stage"]
+    stages = {**status.stages, stage: st}
+    update["stages"] = stages
+    nxt = STAGES.index(stage) + 1
+    if nxt < len(STAGES):
+        update.update(phase=Phase.RUNNING, reason=Reason.STAGE_RUNNING, stage=STAGES[nxt],
+                      message=f"{stage} done; {STAGES[nxt]} next")
+    else:
+        update.update(phase=Phase.SUCCEEDED, reason=Reason.COMPLETED, message="all stages done",
+                      metrics=aggregate_metrics(stages), outputs=aggregate_outputs(spec, status.run or 0, stages))
+    update["progress"] = overall_progress(stages)
     return with_conditions(status.model_copy(update=update), now)
 
 
@@ -368,6 +362,10 @@ def transitions(old: ReconstructionStatus, new: ReconstructionStatus) -> list[tu
             events.append(("Normal", "StageSucceeded", f"{stage} finished"))
         elif after == Phase.FAILED:
             events.append(("Warning", "StageFailed", new.message or f"{stage} failed"))
+    for stage, st in new.stages.items():
+        if st.blocks and old.run == new.run and not old.stages.get(stage, StageStatus()).blocks:
+            events.append(("Normal", "Partitioned", f"{stage}: {len(st.blocks)} blocks, one index each of Job "
+                                                    f"{st.job}, then merged by Job {st.merge_job}"))
     if new.reason == Reason.RETRYING and old.reason != Reason.RETRYING:
         events.append(("Normal", "Retrying", new.message or "retrying"))
     if new.phase != old.phase and new.phase == Phase.SUCCEEDED:
