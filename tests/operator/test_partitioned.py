@@ -142,3 +142,36 @@ async def test_a_block_that_failed_for_good_fails_the_run_and_a_retry_recreates_
     await cluster.succeed_job("site-r1-train-merge-a2", f"{run}/train", result("train", {"gaussians": 7}))
     await cluster.wait_job("site-r1-compress")
     assert "site-r1-sfm-a2" not in {j["metadata"]["name"] for j in await cluster.jobs()}
+
+
+async def test_a_restarted_operator_builds_the_same_indexed_job_and_one_merge_job(
+        cluster: Cluster, buckets: tuple[str, str]) -> None:
+    await cluster.create_recon("site", spec_for(buckets, train={"blocks": 2}))
+    run = f"s3://{buckets[1]}/site/runs/1"
+    await sfm_done(cluster, run, 12)
+    await cluster.wait_job("site-r1-train")
+
+    # Killed after writing the blocks to status but before creating the Indexed Job: the next one creates it from
+    # status, with the same K, under the same name.
+    await cluster.kill_operator()
+    await cluster.api.delete("/apis/batch/v1/namespaces/default/jobs/site-r1-train")
+    await cluster.api.patch("/apis/spaceport.dev/v1alpha1/namespaces/default/reconstructions/site/status",
+                            {"status": {"stages": {"train": {"phase": "Pending"}}}})
+    await cluster.start_operator()
+    job = await cluster.wait_job("site-r1-train")
+    assert job["spec"]["completions"] == 2
+    await cluster.wait_status("site", lambda s: s["stages"]["train"]["phase"] == "Running", "train adopted")
+
+    # Both blocks finish while no operator watches: the next one creates the merge Job, once.
+    await cluster.kill_operator()
+    await cluster.patch_job_status("site-r1-train", {
+        "active": 0, "completedIndexes": "0-1", "succeeded": 2, "startTime": "2026-11-25T15:00:00Z",
+        "completionTime": "2026-11-25T15:09:00Z", "conditions": [{"type": "Complete", "status": "True"}]})
+    await cluster.start_operator()
+    await cluster.wait_job("site-r1-train-merge")
+    await cluster.kill_operator()
+    await cluster.start_operator()
+    await cluster.succeed_job("site-r1-train-merge", f"{run}/train", result("train", {"gaussians": 5, "blocks": 2}))
+    await cluster.wait_job("site-r1-compress")
+    names = sorted(j["metadata"]["name"] for j in await cluster.jobs())
+    assert names == ["site-r1-compress", "site-r1-sfm", "site-r1-train", "site-r1-train-merge"]
