@@ -18,7 +18,7 @@ from spaceport.api import Phase, ReconstructionSpec, ReconstructionStatus, Stage
 from spaceport.api.reconstruction import Usage
 from spaceport.api.stages import TRAIN
 from spaceport.contract import FailureRecord, ProgressRecord, StageResult, parse_termination
-from spaceport.controller.blocks import BlockView, index_pods, parse_indexes, step_job
+from spaceport.controller.blocks import BlockView, IndexPods, index_pods, parse_indexes, step_job
 from spaceport.controller.jobs import CONTAINER, credentials_secret, queue_name
 from spaceport.controller.k8s import Kube
 from spaceport.controller.progress import OutputView, StorageReader
@@ -175,7 +175,7 @@ class Observer:
         pods = index_pods(self.kube.list_job_pods(ns, job.name))
         views = []
         for i in range(count):
-            view = BlockView(i, i in job.completed_indexes, i in job.failed_indexes, pods.get(i, BlockView(i).pods))
+            view = BlockView(i, i in job.completed_indexes, i in job.failed_indexes, pods.get(i, IndexPods()))
             if view.pods.live and not (view.completed or view.failed or job.suspended or holding):
                 view = replace(view, progress=self.storage.read_progress(ns, spec, join(uri, TRAIN.files.block(i))))
             views.append(view)
