@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from spaceport.api import STAGES, ReconstructionSpec
-from spaceport.controller.jobs import Owner, build_job
+from spaceport.controller.jobs import Owner, Part, build_job
 from spaceport.controller.settings import OperatorSettings
 from tests.chart.chartlib import KUBE_VERSIONS, ROOT, VARIANTS, operator_container, plain_env, render
 
@@ -95,3 +95,21 @@ def test_default_credentials_secret_reaches_stages_of_reconstructions_naming_non
                     spec, 1, "sfm", settings)
     assert _pod(job)["containers"][0]["envFrom"] == [{"secretRef": {"name": "spaceport-s3", "optional": True}}]
     kubernetes_validate.validate(job, KUBE_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("variant", ["default", "gpu-pool"])
+def test_partitioned_training_jobs_validate_strictly(variant: str) -> None:
+    """The blocks' Indexed Job (completionMode, backoffLimitPerIndex, FailIndex) and their merge Job."""
+    manifest = yaml.safe_load((ROOT / "examples" / "reconstruction.yaml").read_text())
+    manifest["spec"]["train"] = {**manifest["spec"].get("train", {}), "blocks": 4}
+    spec = ReconstructionSpec.model_validate(manifest["spec"])
+    owner = Owner(name="quarry", namespace="surveys", uid="0f9d7c3e-5b1a-4c55-9a53-7d1f0c2e8b11")
+    settings = _settings(VARIANTS[variant])
+    for part in (Part(4), Part(4, merge=True)):
+        job = build_job(owner, spec, 1, "train", settings, part=part)
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(job, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                pytest.fail(f"{job['metadata']['name']} invalid for {version} at "
+                            f"{'/'.join(map(str, e.path))}: {e.message}")

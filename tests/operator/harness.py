@@ -268,6 +268,32 @@ class Cluster:
                                      "message": message, "finishedAt": f"2026-11-25T15:0{attempt}:00Z"}}}]}
         await self.api.patch(PODS.format(ns=self.ns) + f"/{job}-{attempt}/status", {"status": status})
 
+    async def run_index_pod(self, job: str, index: int, exit_code: int | None, message: str = "",
+                            attempt: int = 0) -> None:
+        """A Pod of an Indexed Job's ``index`` (its ``attempt``-th): Running (``exit_code`` None), or ended."""
+        name = f"{job}-{index}-{attempt}"
+        labels = {"job-name": job, "batch.kubernetes.io/job-name": job,
+                  "batch.kubernetes.io/job-completion-index": str(index)}
+        await self.api.create(PODS.format(ns=self.ns), {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [{"name": "stage", "image": "x"}]}})
+        await self.end_index_pod(job, index, exit_code, message, attempt)
+
+    async def end_index_pod(self, job: str, index: int, exit_code: int | None, message: str = "",
+                            attempt: int = 0) -> None:
+        """That Pod's container: running (``exit_code`` None), or ended with ``exit_code`` and ``message``."""
+        state: dict[str, Any] = {"running": {"startedAt": "2026-11-25T15:00:00Z"}} if exit_code is None else {
+            "terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                           "message": message, "finishedAt": f"2026-11-25T15:0{attempt}:00Z"}}
+        phase = "Running" if exit_code is None else "Succeeded" if exit_code == 0 else "Failed"
+        status = {"phase": phase, "containerStatuses": [{"name": "stage", "ready": exit_code is None,
+                                                         "restartCount": 0, "image": "x", "imageID": "",
+                                                         "state": state}]}
+        await self.api.patch(PODS.format(ns=self.ns) + f"/{job}-{index}-{attempt}/status", {"status": status})
+
+    async def patch_job_status(self, job: str, status: dict[str, Any]) -> None:
+        await self.api.patch(JOBS.format(ns=self.ns) + f"/{job}/status", {"status": status})
+
     async def start_job(self, job: str) -> None:
         await self.api.patch(JOBS.format(ns=self.ns) + f"/{job}/status",
                              {"status": {"active": 1, "startTime": "2026-11-25T15:00:00Z"}})

@@ -82,13 +82,13 @@ def test_stage_decisions(phase: Phase, extra: dict[str, object], obs: Observatio
     status = at(phase, **extra)
     if expected[1] is None:  # the status stays as it was until the Job exists
         expected = (expected[0], status.reason, expected[2])
-    decision = decide.stage(status, spec(**extra), obs, 1, NOW)
+    decision = decide.stage(status, spec(**extra), obs, "site", 1, NOW)
     assert (decision.status.phase, decision.status.reason, decision.status.stage) == expected
     assert decision.actions == actions
 
 
 def test_a_later_run_deletes_the_earlier_runs_jobs_before_creating_its_own() -> None:
-    decision = decide.stage(at(Phase.PENDING, run=3), spec(), Observation("sfm", None), 1, NOW)
+    decision = decide.stage(at(Phase.PENDING, run=3), spec(), Observation("sfm", None), "site", 1, NOW)
     assert decision.actions == (DeleteJobs(keep_run=3), CreateJob("sfm"))
 
 
@@ -147,4 +147,4 @@ def test_a_run_folder_holding_other_inputs_files_moves_the_run_to_the_next_free_
     for record in (stale.model_copy(update={"next_run": None}), stale.model_copy(update={"next_run": 1}), IN_USE):
         obs = Observation("sfm", job(0, failed=True), failure=record)
         assert decide.moved(at(Phase.RUNNING), spec(), obs, "site", 1, NOW) is None
-        assert decide.stage(at(Phase.RUNNING), spec(), obs, 1, NOW).status.phase == Phase.FAILED
+        assert decide.stage(at(Phase.RUNNING), spec(), obs, "site", 1, NOW).status.phase == Phase.FAILED

@@ -112,8 +112,18 @@ class SfmSection(SfmOptions):
     scheduling: StageScheduling = Field(default_factory=StageScheduling)
 
 
+class TrainScheduling(StageScheduling):
+    """Where and how the training stage's Jobs run, and how many blocks of partitioned training at once."""
+
+    parallelism: int | None = Field(
+        default=None, ge=1, le=256,
+        description="Partitioned training (train.blocks): at most this many blocks train at once, one Pod and GPU "
+                    "each (the Indexed Job's parallelism; Kueue admits that many). Default: every block at once.",
+    )
+
+
 class TrainSection(TrainOptions):
-    scheduling: StageScheduling = Field(default_factory=StageScheduling)
+    scheduling: TrainScheduling = Field(default_factory=TrainScheduling)
 
 
 class CompressSection(CompressOptions):
@@ -145,7 +155,8 @@ class ReconstructionSpec(ApiModel):
     sfm: SfmSection = Field(default_factory=SfmSection)
     train: TrainSection = Field(default_factory=TrainSection)
     compress: CompressSection = Field(default_factory=CompressSection)
-    retries: int = Field(default=2, ge=0, le=10, description="backoffLimit of each stage's Job.")
+    retries: int = Field(default=2, ge=0, le=10, description="backoffLimit of each stage's Job (with partitioned "
+                         "training, backoffLimitPerIndex: the retries of each block).")
     suspend: bool = Field(
         default=False,
         description="Suspend the running stage's Job; false resumes. With a queueName the stage's Job is deleted "
@@ -241,6 +252,18 @@ class Usage(StatusModel):
     currency: str | None = None
 
 
+class BlockStatus(StatusModel):
+    """One spatial block of partitioned training: one index of the training stage's Indexed Job."""
+
+    index: int = Field(description="The block, and its Job completion index (blocks/<index>/ in the train folder).")
+    phase: Phase = Phase.PENDING
+    progress: float | None = Field(default=None, description="Fraction done, 0..1, from the block's progress.json.")
+    eta_seconds: float | None = None
+    message: str | None = None
+    failures: int = Field(default=0, description="Pods of this block that failed in the current Job; each failure "
+                          "is retried alone, up to spec.retries.")
+
+
 class StageStatus(StatusModel):
     job: str | None = Field(default=None, description="Name of the stage's Job, decided before it exists.")
     attempt: int | None = Field(default=None, description="Attempt of the stage: 2 and up after a retry "
@@ -256,6 +279,12 @@ class StageStatus(StatusModel):
     outputs: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list, description="What the stage skipped or worked around.")
     usage: Usage | None = Field(default=None, description="Set when the stage's Job finishes.")
+    blocks: list[BlockStatus] = Field(
+        default_factory=list,
+        description="Partitioned training: one entry per spatial block (an index of the Indexed Job named in job), "
+                    "their number decided from the SfM model before the Job exists; empty: not partitioned.")
+    merge_job: str | None = Field(default=None, description="Partitioned training: the Job that merges the blocks "
+                                  "once every block has succeeded.")
 
 
 class Metrics(StatusModel):

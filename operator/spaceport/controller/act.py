@@ -71,7 +71,7 @@ class Actor:
 
     def _create(self, owner: Owner, spec: ReconstructionSpec, run: int, action: CreateJob) -> dict[str, Any]:
         ns = owner.namespace
-        job = build_job(owner, spec, run, action.stage, self.settings, action.attempt)
+        job = build_job(owner, spec, run, action.stage, self.settings, action.attempt, action.part)
         name = job["metadata"]["name"]
         try:  # create straight away: an existing Job answers 409 and is adopted
             raw, created = self.kube.create_job(job)

@@ -12,8 +12,9 @@ from typing import Literal
 
 from spaceport.api import Phase, Reason, ReconstructionSpec, ReconstructionStatus, StageStatus
 from spaceport.contract import StaleOutputError, owner_conflict
-from spaceport.controller import notify, usage
+from spaceport.controller import blocks, notify, usage
 from spaceport.controller import status as st
+from spaceport.controller.jobs import WHOLE, Part
 from spaceport.controller.observe import HOLDABLE, Observation, creates_job
 from spaceport.controller.progress import OutputView
 from spaceport.layout import spec_run_key
@@ -22,10 +23,12 @@ from spaceport.storage import credentials_problem
 
 @dataclass(frozen=True)
 class CreateJob:
-    """Create the stage's Job (adopting one of ours that exists under its name)."""
+    """Create the stage's Job (adopting one of ours that exists under its name); ``part``: which of a partitioned
+    stage's Jobs (its blocks' Indexed Job or their merge)."""
 
     stage: str
     attempt: int = 1
+    part: Part = WHOLE
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,10 @@ def output_in_use(status: ReconstructionStatus, why: str, generation: int | None
     return Decision(new, (DeleteJobs(None),), write="last", final=True)
 
 
-def stage(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Observation, generation: int | None,
-          now: str) -> Decision:
-    """The current stage's next step: hold it (suspended in a queue), create its Job, mirror its Job's state."""
+def stage(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Observation, recon: str,
+          generation: int | None, now: str) -> Decision:
+    """The current stage's next step: hold it (suspended in a queue), create its Job, mirror its Job's state.
+    ``recon``: the Reconstruction's name, for the names of Jobs decided here (partitioned training's merge)."""
     name = obs.stage
     sst = status.stages.get(name, StageStatus())
     job = obs.job
@@ -169,12 +173,27 @@ def stage(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Observati
         # pass short between saving the new run and deleting the old one.
         run = status.run or 0
         cleanup: tuple[Action, ...] = (DeleteJobs(keep_run=run),) if run > 1 else ()
-        return Decision(status, (*cleanup, CreateJob(name, sst.attempt or 1)))
+        # Partitioned training: its blocks (and merge Job) are named in status before the Indexed Job exists.
+        planned = blocks.plan(status, spec, name, recon)
+        status = planned or status
+        return Decision(status, (*cleanup, _create(status, name)), write="first" if planned else None)
     actions: tuple[Action, ...] = ()
     if job is not None and not obs.queue and not job.finished and job.suspended != spec.suspend:
         actions = (PatchSuspend(job.name, spec.suspend),)
         obs = replace(obs, job=replace(job, suspended=spec.suspend))
-    return Decision(st.next_status(status, spec, obs, generation, now), actions)
+    new = st.next_status(status, spec, obs, generation, now)
+    if blocks.merging(new.stages.get(name, StageStatus())) and not blocks.merging(sst) \
+            and new.phase != Phase.FAILED:
+        # The blocks are done: their merge Job is created before status says so (a restart adopts it).
+        actions = (*actions, _create(new, name))
+    return Decision(new, actions)
+
+
+def _create(status: ReconstructionStatus, stage: str) -> CreateJob:
+    """The stage's Job to create now: the whole stage, its blocks' Indexed Job, or (every block done) their merge."""
+    sst = status.stages.get(stage, StageStatus())
+    part = Part(len(sst.blocks), blocks.merging(sst)) if sst.blocks else WHOLE
+    return CreateJob(stage, sst.attempt or 1, part)
 
 
 def finish(status: ReconstructionStatus, spec: ReconstructionSpec, prices: Prices, now: str) -> Decision:

@@ -10,7 +10,7 @@ from typing import Any
 from spaceport.api import FIRST, GROUP, KIND, STAGES, VERSION, Location, ReconstructionSpec, is_s3_uri
 from spaceport.api.stages import upstream
 from spaceport.contract import EXIT_BAD_INPUT
-from spaceport.controller.naming import LABEL_RECON, LABEL_RUN, LABEL_STAGE, job_name, label_value
+from spaceport.controller.naming import LABEL_RECON, LABEL_RUN, LABEL_STAGE, MERGE, job_name, label_value
 from spaceport.controller.settings import OperatorSettings
 from spaceport.layout import join, stage_uri
 
@@ -125,9 +125,31 @@ def placement(spec: ReconstructionSpec, stage: str,
     return stripped, settings.pool_for(donor) if donor else {}
 
 
+@dataclass(frozen=True)
+class Part:
+    """Which of a stage's Jobs: the whole stage (``blocks`` 1), the Indexed Job of its ``blocks`` spatial blocks
+    (partitioned training), or the Job that merges them (``merge``)."""
+
+    blocks: int = 1
+    merge: bool = False
+
+    def args(self) -> list[str]:
+        if self.blocks < 2:
+            return []
+        return ["--blocks", str(self.blocks), *(["--merge"] if self.merge else [])]
+
+    @property
+    def indexed(self) -> bool:
+        return self.blocks > 1 and not self.merge
+
+
+WHOLE = Part()
+
+
 def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
-              settings: OperatorSettings, attempt: int = 1) -> dict[str, Any]:
-    """The Job that runs ``stage`` of run ``run``. Same arguments, same dict: a restart rebuilds it identically."""
+              settings: OperatorSettings, attempt: int = 1, part: Part = WHOLE) -> dict[str, Any]:
+    """The Job that runs ``stage`` of run ``run`` (or ``part`` of it). Same arguments, same dict: a restart
+    rebuilds it identically."""
     scheduling = getattr(spec, stage).scheduling
     labels = job_labels(owner, run, stage)
     queue = queue_name(spec, settings)
@@ -149,8 +171,11 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]
         },
-        "template": {"metadata": {"labels": dict(labels)}, "spec": _pod_spec(owner, spec, run, stage, settings)},
+        "template": {"metadata": {"labels": dict(labels)},
+                     "spec": _pod_spec(owner, spec, run, stage, settings, part)},
     }
+    if part.indexed:
+        _index(job_spec, part.blocks, getattr(scheduling, "parallelism", None), spec.retries)
     if scheduling.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = scheduling.active_deadline_seconds
 
@@ -158,7 +183,7 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(owner.name, run, stage, attempt),
+            "name": job_name(owner.name, run, stage, attempt, MERGE if part.merge else None),
             "namespace": owner.namespace,
             "labels": job_labels_all,
             "annotations": {"spaceport.dev/reconstruction-name": owner.name},
@@ -168,8 +193,22 @@ def build_job(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
     }
 
 
+def _index(job_spec: dict[str, Any], blocks: int, parallelism: int | None, retries: int) -> None:
+    """Make the Job an Indexed Job of ``blocks`` completions, each retried alone (backoffLimitPerIndex).
+
+    backoffLimit is left out: with backoffLimitPerIndex it defaults to 2147483647 (a small one would end the whole
+    Job on a few failures of one block). A bad input (exit 2) fails its index at once (FailIndex); the other blocks
+    go on, so that a retry after fixing it redoes only that block; the Job fails once every index has ended."""
+    del job_spec["backoffLimit"]
+    job_spec.update(completionMode="Indexed", completions=blocks, parallelism=min(parallelism or blocks, blocks),
+                    backoffLimitPerIndex=retries)
+    for rule in job_spec["podFailurePolicy"]["rules"]:
+        if rule["action"] == "FailJob":
+            rule["action"] = "FailIndex"
+
+
 def _pod_spec(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
-              settings: OperatorSettings) -> dict[str, Any]:
+              settings: OperatorSettings, part: Part = WHOLE) -> dict[str, Any]:
     """The stage Pod: its container, volumes and placement (nodeSelector, tolerations)."""
     scheduling = getattr(spec, stage).scheduling
     default_resources, pool = placement(spec, stage, settings)
@@ -182,7 +221,7 @@ def _pod_spec(owner: Owner, spec: ReconstructionSpec, run: int, stage: str,
     node_selector = dict(scheduling.node_selector) or dict(pool.get("nodeSelector") or {})
     volumes, mounts = _volumes(spec, stage, settings)
     container = _container(owner, spec, run, stage, settings, image=scheduling.image or pool.get("image"))
-    container.update(resources=resources, volumeMounts=mounts)
+    container.update(resources=resources, volumeMounts=mounts, args=[*container["args"], *part.args()])
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # podFailurePolicy requires it
         "automountServiceAccountToken": False,

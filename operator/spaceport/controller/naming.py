@@ -14,10 +14,15 @@ RETRY_ANNOTATION = "spaceport.dev/retry"
 """Set to any new value on a Failed Reconstruction: its run goes on from the stage that failed."""
 
 
-def job_name(recon: str, run: int, stage: str, attempt: int = 1) -> str:
-    """``<recon>-r<n>-<stage>`` (``-a<k>`` for the k-th attempt that a retry asked for); when too long, the
-    Reconstruction's name is cut and a hash keeps it unique."""
-    tail = f"r{run}-{stage}" + (f"-a{attempt}" if attempt > 1 else "")
+MERGE = "merge"
+"""The part of partitioned training that merges the blocks: its Job is ``<recon>-r<n>-train-merge``."""
+
+
+def job_name(recon: str, run: int, stage: str, attempt: int = 1, part: str | None = None) -> str:
+    """``<recon>-r<n>-<stage>`` (``-<part>`` for a stage's second Job, the merge of partitioned training; ``-a<k>``
+    for the k-th attempt that a retry asked for); when too long, the Reconstruction's name is cut and a hash keeps
+    it unique."""
+    tail = f"r{run}-{stage}" + (f"-{part}" if part else "") + (f"-a{attempt}" if attempt > 1 else "")
     full = f"{recon}-{tail}"
     if len(full) <= MAX_NAME:
         return full

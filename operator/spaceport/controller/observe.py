@@ -9,20 +9,22 @@ reads the Secret, a finished one its result, a running one its progress.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from spaceport.api import Phase, ReconstructionSpec, ReconstructionStatus, StageStatus, is_s3_uri
 from spaceport.api.reconstruction import Usage
+from spaceport.api.stages import TRAIN
 from spaceport.contract import FailureRecord, ProgressRecord, StageResult, parse_termination
+from spaceport.controller.blocks import BlockView, IndexPods, index_pods, parse_indexes, step_job
 from spaceport.controller.jobs import CONTAINER, credentials_secret, queue_name
 from spaceport.controller.k8s import Kube
 from spaceport.controller.progress import OutputView, StorageReader
 from spaceport.controller.settings import OperatorSettings
 from spaceport.controller.usage import requested, stage_usage
-from spaceport.layout import stage_uri
+from spaceport.layout import join, stage_uri
 
 log = logging.getLogger("spaceport.operator")
 
@@ -43,6 +45,9 @@ class JobView:
     failed_at: str | None = None
     cpus: float = 0.0
     gpus: float = 0.0
+    completed_indexes: frozenset[int] = frozenset()
+    failed_indexes: frozenset[int] = frozenset()
+    """An Indexed Job's finished indexes (partitioned training's blocks)."""
 
     @classmethod
     def of(cls, job: dict[str, Any]) -> JobView:
@@ -50,6 +55,8 @@ class JobView:
         conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
         failed = conditions.get("Failed")
         cpus, gpus = requested(job)
+        # An Indexed Job holds up to its parallelism's Pods at once: reserved, an upper bound of what it used.
+        pods = max(1, int((job.get("spec") or {}).get("parallelism") or 1))
         return cls(
             name=job["metadata"]["name"],
             suspended=bool((job.get("spec") or {}).get("suspend")),
@@ -61,8 +68,10 @@ class JobView:
             start_time=status.get("startTime"),
             completion_time=status.get("completionTime"),
             failed_at=failed.get("lastTransitionTime") if failed else None,
-            cpus=cpus,
-            gpus=gpus,
+            cpus=cpus * pods,
+            gpus=gpus * pods,
+            completed_indexes=parse_indexes(status.get("completedIndexes")),
+            failed_indexes=parse_indexes(status.get("failedIndexes")),
         )
 
     def usage(self, now: str) -> Usage | None:
@@ -99,6 +108,9 @@ class Observation:
     """The Kueue LocalQueue of the Job: a suspended Job there waits for admission (Queued)."""
     secret: SecretView | None = None
     """The credentials Secret, looked at before a Job is created (None: none named, or not looked at)."""
+    blocks: tuple[BlockView, ...] | None = None
+    """Partitioned training, while its blocks train: each block as its Indexed Job, Pods and progress.json say
+    (None: not partitioned, or merging; ``job`` is then the merge Job)."""
 
 
 def creates_job(status: ReconstructionStatus, stage: str, queue: str | None) -> bool:
@@ -126,7 +138,8 @@ class Observer:
         just delivered it, used instead of a GET when it is this stage's Job."""
         sst = status.stages.get(stage, StageStatus())
         queue = queue_name(spec, self.settings)
-        job_name = sst.job or ""
+        job_name = step_job(sst) or ""
+        partitioned = bool(sst.blocks) and job_name == sst.job
         holding = bool(queue) and spec.suspend and sst.phase in HOLDABLE
         if job_seen is not None and job_seen["metadata"].get("name") == job_name:
             raw: dict[str, Any] | None = job_seen
@@ -137,6 +150,8 @@ class Observer:
         else:
             raw = self.kube.get_job(namespace, job_name)
         uri = stage_uri(spec.output.uri, status.run or 0, stage)
+        if partitioned:
+            return self._blocks(namespace, spec, stage, raw, uri, len(sst.blocks), queue, holding)
         if raw is None:  # vanished: finished before its TTL ran out while we were away?
             return Observation(stage, None, result=self.storage.read_result(namespace, spec, uri), queue=queue)
         job = JobView.of(raw)
@@ -146,6 +161,26 @@ class Observer:
             return Observation(stage, job, failure=self._failure(namespace, job.name), queue=queue)
         progress = None if job.suspended or holding else self.storage.read_progress(namespace, spec, uri)
         return Observation(stage, job, progress=progress, queue=queue)
+
+    def _blocks(self, ns: str, spec: ReconstructionSpec, stage: str, raw: dict[str, Any] | None, uri: str,
+                count: int, queue: str | None, holding: bool) -> Observation:
+        """A partitioned stage's Indexed Job, each block's Pods and, for blocks training now, their progress.json.
+        Vanished (its TTL ran out while we were away?): the blocks whose result.json storage holds are done."""
+        if raw is None:
+            done = [i for i in range(count)
+                    if self.storage.read_result(ns, spec, join(uri, TRAIN.files.block(i))) is not None]
+            return Observation(stage, None, queue=queue, blocks=tuple(BlockView(i, completed=i in done)
+                                                                      for i in range(count)))
+        job = JobView.of(raw)
+        pods = index_pods(self.kube.list_job_pods(ns, job.name))
+        views = []
+        for i in range(count):
+            view = BlockView(i, i in job.completed_indexes, i in job.failed_indexes, pods.get(i, IndexPods()))
+            if view.pods.live and not (view.completed or view.failed or job.suspended or holding):
+                view = replace(view, progress=self.storage.read_progress(ns, spec, join(uri, TRAIN.files.block(i))))
+            views.append(view)
+        failure = next((v.pods.failure for v in views if v.failed and v.pods.failure), None)
+        return Observation(stage, job, failure=failure if job.failed else None, queue=queue, blocks=tuple(views))
 
     def secret(self, namespace: str, spec: ReconstructionSpec) -> SecretView | None:
         """The storage Secret the spec names, for S3 locations; key names only."""

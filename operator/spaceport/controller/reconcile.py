@@ -174,7 +174,7 @@ class Reconciler:
             obs = self.observer.stage(pass_.owner.namespace, spec, pass_.status, stage, job_seen)
             run = pass_.status.run
             decision = decide.moved(pass_.status, spec, obs, pass_.owner.name, generation, now_iso()) \
-                or decide.stage(pass_.status, spec, obs, generation, now_iso())
+                or decide.stage(pass_.status, spec, obs, pass_.owner.name, generation, now_iso())
             made = pass_.act(spec, decision)
             if made is not None:
                 job_seen = made

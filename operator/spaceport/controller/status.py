@@ -6,6 +6,7 @@ Reconstruction. The status is built in memory and written in one place (``reconc
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from spaceport.api import (
@@ -21,8 +22,10 @@ from spaceport.api import (
 )
 from spaceport.api.reconstruction import StageStatus
 from spaceport.contract import OutputInUseError
+from spaceport.controller import blocks
 from spaceport.controller.naming import job_name
 from spaceport.controller.observe import JobView, Observation
+from spaceport.controller.usage import add_usage
 from spaceport.layout import join, merge_metrics, overall_fraction, run_uri, spec_run_key, stage_uri
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
@@ -96,7 +99,8 @@ def retry_run(status: ReconstructionStatus, name: str, value: str, generation: i
         return status.model_copy(update={"retry": value})
     stages = dict(status.stages)
     attempt = (stages[failed].attempt or 1) + 1
-    stages[failed] = StageStatus(job=job_name(name, status.run, failed, attempt), attempt=attempt)
+    fresh = StageStatus(job=job_name(name, status.run, failed, attempt), attempt=attempt)
+    stages[failed] = blocks.retried(stages[failed], fresh, name, status.run, failed)
     kept = [s for s in STAGES if stages.get(s, StageStatus()).phase == Phase.SUCCEEDED]
     return with_conditions(status.model_copy(update={
         "phase": Phase.PENDING, "reason": Reason.RETRYING, "stage": failed, "retry": value, "stages": stages,
@@ -145,32 +149,28 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
         return with_conditions(status.model_copy(update=update), now)
     if job is None and st.phase == Phase.PENDING:
         return with_conditions(status.model_copy(update=update), now)  # not created yet: the reconciler creates it
-    if (job is not None and job.succeeded) or (job is None and obs.result is not None):
-        st = _stage_succeeded(st, obs, job, now)
-        stages[stage] = st
-        update["stages"] = stages
-        nxt = STAGES.index(stage) + 1
-        if nxt < len(STAGES):
-            update.update(phase=Phase.RUNNING, reason=Reason.STAGE_RUNNING, stage=STAGES[nxt],
-                          message=f"{stage} done; {STAGES[nxt]} next")
-        else:
-            update.update(phase=Phase.SUCCEEDED, reason=Reason.COMPLETED, message="all stages done",
-                          metrics=aggregate_metrics(stages), outputs=aggregate_outputs(spec, status.run or 0, stages))
-        update["progress"] = overall_progress(stages)
-        return with_conditions(status.model_copy(update=update), now)
+    if obs.blocks is not None:  # partitioned training, its blocks' Indexed Job
+        views = obs.blocks if job is None or not job.succeeded else tuple(replace(v, completed=True)
+                                                                          for v in obs.blocks)
+        st = blocks.fold(st, views)
+        if blocks.merging(st):
+            return _merging(status, st, job, update, now)
+    elif (job is not None and job.succeeded) or (job is None and obs.result is not None):
+        return _succeeded(status, spec, _stage_succeeded(st, obs, job, now), update, now)
     if job is None:
-        message = f"{stage}: Job {st.job} disappeared before it finished and left no result.json"
+        message = f"{stage}: Job {blocks.step_job(st)} disappeared before it finished and left no result.json"
         stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "finished_at": now, "message": message,
                                               "eta_seconds": None})
         update.update(stages=stages, phase=Phase.FAILED, reason=Reason.JOB_VANISHED, message=message)
         return with_conditions(status.model_copy(update=update), now)
     if job.failed:
-        why = (obs.failure.describe() if obs.failure else None) \
+        block = blocks.failed_block(obs.blocks or ())
+        why = (blocks.describe(block) if block else None) or (obs.failure.describe() if obs.failure else None) \
             or ": ".join(p for p in (job.reason, job.message) if p) or "Job failed"
         message = f"{stage} failed: {why}"
         stages[stage] = st.model_copy(update={"phase": Phase.FAILED, "message": why, "eta_seconds": None,
                                               "finished_at": job.completion_time or st.finished_at or now,
-                                              "usage": job.usage(now)})
+                                              "usage": _usage(st, job, now)})
         # A stage that found the output owned by another Reconstruction (volumes: the operator could not look).
         in_use = obs.failure is not None and obs.failure.reason == OutputInUseError.reason
         reason = Reason.OUTPUT_IN_USE if in_use else Reason.STAGE_FAILED
@@ -185,7 +185,8 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
     if phase == Phase.RUNNING:
         st_update["started_at"] = st.started_at or job.start_time or now
     if obs.progress is not None and phase == Phase.RUNNING:
-        st_update.update(progress=obs.progress.fraction, message=obs.progress.message or st.message,
+        st_update.update(progress=blocks.stage_fraction(st, obs.progress.fraction),
+                         message=obs.progress.message or st.message,
                          eta_seconds=obs.progress.eta_seconds, progress_updated=obs.progress.updated)
     stages[stage] = st.model_copy(update=st_update)
     if phase == Phase.SUSPENDED:
@@ -195,6 +196,23 @@ def next_status(status: ReconstructionStatus, spec: ReconstructionSpec, obs: Obs
     else:
         reason, message = Reason.STAGE_RUNNING, stages[stage].message or f"{stage} running"
     update.update(stages=stages, phase=phase, progress=overall_progress(stages), reason=reason, message=message)
+    return with_conditions(status.model_copy(update=update), now)
+
+
+def _succeeded(status: ReconstructionStatus, spec: ReconstructionSpec, st: StageStatus, update: dict[str, Any],
+               now: str) -> ReconstructionStatus:
+    """The stage done: the next one is current, or, after the last, the run succeeded with its metrics."""
+    stage = update["stage"]
+    stages = {**status.stages, stage: st}
+    update["stages"] = stages
+    nxt = STAGES.index(stage) + 1
+    if nxt < len(STAGES):
+        update.update(phase=Phase.RUNNING, reason=Reason.STAGE_RUNNING, stage=STAGES[nxt],
+                      message=f"{stage} done; {STAGES[nxt]} next")
+    else:
+        update.update(phase=Phase.SUCCEEDED, reason=Reason.COMPLETED, message="all stages done",
+                      metrics=aggregate_metrics(stages), outputs=aggregate_outputs(spec, status.run or 0, stages))
+    update["progress"] = overall_progress(stages)
     return with_conditions(status.model_copy(update=update), now)
 
 
@@ -210,8 +228,27 @@ def _stage_succeeded(st: StageStatus, obs: Observation, job: JobView | None, now
     else:
         update["finished_at"] = (job.completion_time if job else None) or now
     if job is not None:
-        update["usage"] = job.usage(now)
+        update["usage"] = _usage(st, job, now)
     return st.model_copy(update=update)
+
+
+def _usage(st: StageStatus, job: JobView, now: str) -> Any:
+    """The stage's usage with its Job finished: a merge Job's adds to its blocks' Indexed Job's."""
+    return add_usage(st.usage, job.usage(now)) if st.blocks else job.usage(now)
+
+
+def _merging(status: ReconstructionStatus, st: StageStatus, job: JobView | None, update: dict[str, Any],
+             now: str) -> ReconstructionStatus:
+    """Every block trained: the stage goes on with their merge (its Job created in the same decision)."""
+    stage = update["stage"]
+    st = st.model_copy(update={
+        "phase": Phase.RUNNING, "eta_seconds": None, "usage": job.usage(now) if job is not None else st.usage,
+        "started_at": st.started_at or (job.start_time if job is not None else None) or now,
+        "message": f"{len(st.blocks)} blocks done; merging them (Job {st.merge_job})"})
+    stages = {**status.stages, stage: st}
+    update.update(stages=stages, phase=Phase.RUNNING, reason=Reason.STAGE_RUNNING, message=f"{stage}: {st.message}",
+                  progress=overall_progress(stages))
+    return with_conditions(status.model_copy(update=update), now)
 
 
 def overall_progress(stages: dict[str, StageStatus]) -> float:
@@ -325,6 +362,10 @@ def transitions(old: ReconstructionStatus, new: ReconstructionStatus) -> list[tu
             events.append(("Normal", "StageSucceeded", f"{stage} finished"))
         elif after == Phase.FAILED:
             events.append(("Warning", "StageFailed", new.message or f"{stage} failed"))
+    for stage, st in new.stages.items():
+        if st.blocks and old.run == new.run and not old.stages.get(stage, StageStatus()).blocks:
+            events.append(("Normal", "Partitioned", f"{stage}: {len(st.blocks)} blocks, one index each of Job "
+                                                    f"{st.job}, then merged by Job {st.merge_job}"))
     if new.reason == Reason.RETRYING and old.reason != Reason.RETRYING:
         events.append(("Normal", "Retrying", new.message or "retrying"))
     if new.phase != old.phase and new.phase == Phase.SUCCEEDED:

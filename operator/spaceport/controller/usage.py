@@ -58,6 +58,15 @@ def stage_usage(start: str | None, end: str | None, cpus: float, gpus: float) ->
     return Usage(wall_seconds=round(wall, 1), cpu_seconds=round(wall * cpus, 1), gpu_seconds=round(wall * gpus, 1))
 
 
+def add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
+    """Two Jobs' usage together (a stage of two Jobs: partitioned training's blocks and their merge)."""
+    if a is None or b is None:
+        return a or b
+    return Usage(wall_seconds=round(a.wall_seconds + b.wall_seconds, 1),
+                 cpu_seconds=round(a.cpu_seconds + b.cpu_seconds, 1),
+                 gpu_seconds=round(a.gpu_seconds + b.gpu_seconds, 1))
+
+
 def total(stages: Mapping[str, StageStatus], cpu_hour: float | None, gpu_hour: float | None,
           currency: str) -> Usage | None:
     parts = [s.usage for s in stages.values() if s.usage is not None]
