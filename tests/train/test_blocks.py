@@ -141,3 +141,15 @@ def test_parts_are_checked_where_they_are_given(sfm: Path, tmp_path: Path) -> No
         StagePart(1, 0)
     with pytest.raises(BadInputError, match="only the train stage is trained in blocks, not compress"):
         run_stage("compress", str(sfm), str(tmp_path), {}, part=StagePart(2, 0))
+
+
+
+def test_the_merged_scene_keeps_the_cap_with_its_most_opaque_gaussians() -> None:
+    from spaceport.stages.train.blocks import within_cap
+    from tests.train.fixtures import truth_scene
+
+    scene = truth_scene(50, 0)
+    capped = within_cap(scene, 20)
+    assert capped.count == 20 and within_cap(scene, 50) is scene
+    assert capped.opacities.min() >= np.sort(scene.opacities)[-20]
+    assert np.isin(capped.means, scene.means).all(axis=1).all()  # kept as they were, in their order

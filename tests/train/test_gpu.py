@@ -66,6 +66,19 @@ def test_densification_runs_on_cuda_to_the_cap(sfm: Path, tmp_path: Path, strate
     assert trainer.evaluate()[0] > initial + 3
 
 
+def test_blocks_train_and_merge_on_cuda(sfm: Path, tmp_path: Path) -> None:
+    """Partitioned training as the Indexed Job's Pods and the merge Job run it, on the GPU."""
+    from spaceport.contract import StagePart
+
+    options = {**gpu_plan.SCHEDULE, "device": "cuda", "blocks": 2}
+    blocks = [run_stage("train", str(sfm), str(tmp_path), options, part=StagePart(2, i)) for i in range(2)]
+    assert all(b.metrics["device"] == "cuda" and b.metrics["psnr"] > b.metrics["initialPsnr"] for b in blocks)
+    merged = run_stage("train", str(sfm), str(tmp_path), options, part=StagePart(2))
+    m = merged.metrics
+    assert m["device"] == "cuda" and m["blocks"] == 2 and m["gaussians"] > 0
+    assert m["psnr"] > max(b.metrics["initialPsnr"] for b in blocks) + 3
+
+
 @pytest.mark.parametrize("strategy", ["default", "mcmc"])
 def test_stage_trains_on_cuda(sfm: Path, tmp_path: Path, strategy: str) -> None:
     result = run_stage("train", str(sfm), str(tmp_path / "out"), {**gpu_plan.SCHEDULE, "device": "cuda",

@@ -87,6 +87,14 @@ def merged_scene(ctx: StageContext, partition: Partition) -> tuple[GaussianScene
     return concat(*pieces), metrics
 
 
+def within_cap(scene: GaussianScene, cap: int) -> GaussianScene:
+    """The scene with at most ``cap`` Gaussians: the most opaque ones, as densification prunes the least. (Each
+    block's cap follows what its photos see, so the cores together may hold a little more than the whole cap.)"""
+    if scene.count <= cap:
+        return scene
+    return scene.subset(np.sort(np.argsort(-scene.opacities, kind="stable")[:cap]))
+
+
 def merge_blocks(ctx: StageContext, device: str) -> StageOutput:
     """The trained blocks (``blocks/<i>/``, checked by the runner to be this model's and these options') as one
     scene in the training folder."""
@@ -100,6 +108,7 @@ def merge_blocks(ctx: StageContext, device: str) -> StageOutput:
     if not keep.all():
         ctx.warn(f"dropped {int((~keep).sum())} Gaussians with non-finite values from splats.ply")
         scene = scene.subset(keep)
+    scene = within_cap(scene, options.max_gaussians)
     files = TRAIN.files
     ctx.output.write_bytes(files.ply, ply_bytes(scene))
     held = [c for c in model.cameras if c.held_out]
