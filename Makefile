@@ -41,6 +41,7 @@ crd: setup
 # Benchmarks (minutes each on 2 cores; every one prints ratios against a reference run in the same script).
 bench: setup
 	$(BIN)/python bench/sfm.py
+	$(BIN)/python bench/sfm_large.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/compress.py
 	$(BIN)/python bench/streamed.py

@@ -53,6 +53,20 @@ def test_sfm() -> None:
     assert positive(r["mappers"]["global"]["mapSeconds"]) and "/16" in r["mappers"]["global"]["registered"]
 
 
+def test_sfm_large() -> None:
+    """bench/sfm_large.py: the stage twice on one generated flight (32 photos), each run with its time and memory."""
+    r = run_smoke("sfm_large.py")
+    assert set(r) == {"defaults", "reference"}
+    for run in r.values():
+        assert run["images"] == 32 and run["registered"] >= 28 and run["matchingMode"] == "spatial"
+        assert run["imagePairs"] >= run["verifiedPairs"] > 0 and run["featuresPerImage"] == 8192
+        assert {"features", "matching", "mapping"} <= set(run["stepPeakBytes"]) and positive(run["peakRssBytes"])
+        assert all(positive(run["durations"][step]) for step in ("features", "matching", "mapping"))
+        assert run["centreErrorMaxMeters"] >= run["centreErrorMedianMeters"] >= 0
+    # each run's own process: the reference's peak does not include the first run's
+    assert r["reference"]["peakRssBytes"] < 2 * r["defaults"]["peakRssBytes"]
+
+
 def test_real() -> None:
     """bench/real.py on a tiny generated flight: the whole `spaceport run`, rows computed from its outputs."""
     (row,) = run_smoke("real.py", timeout=400)["rows"]

@@ -38,6 +38,8 @@ def test_run_keys_are_those_earlier_releases_wrote() -> None:
         != "ca264653caec6efc"
     assert options_run_key(resolve_options({**before, "compress": {"lodChunkExtent": 8.0}}, "draft")) \
         != "104689d9ff984e02"
+    assert spec_run_key(spec.model_copy(update={"sfm": spec.sfm.model_copy(update={"feature_budget": 10**6})})) \
+        != "ca264653caec6efc"
 
 
 def test_paths_join_cleanly_on_s3_and_volumes() -> None:

@@ -48,6 +48,12 @@ class SfmOptions(ApiModel):
     max_features: int = Field(
         default=8192, ge=256, le=65536, description="Most SIFT features kept per image."
     )
+    feature_budget: int = Field(
+        default=8_000_000, ge=1000, le=1_000_000_000,
+        description="Most SIFT keypoints kept over all images together: a set of more than featureBudget / "
+        "maxFeatures images keeps fewer per image (never under 1024; metrics.featuresPerImage), so the mappers, "
+        "which hold every feature in memory (about 650 bytes each, measured), stay within the SfM Job's memory.",
+    )
     spatial_neighbors: int = Field(
         default=12, ge=2, le=500,
         description="Spatial matching: each image is matched with this many nearest images by GPS position.",

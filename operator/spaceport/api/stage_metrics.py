@@ -38,7 +38,12 @@ class SfmMetrics(StageMetrics):
     mean_reprojection_error: float | None = Field(default=None, description="Pixels.")
     points3d: int | None = Field(default=None, alias="points3D")
     mean_track_length: float | None = None
+    features_per_image: int | None = Field(default=None, description="The SIFT feature cap each image had "
+                                           "(sfm.maxFeatures, lower for sets past sfm.featureBudget).")
+    mean_features: float | None = Field(default=None, description="SIFT features found per image, on average.")
     matching_mode: str | None = None
+    image_pairs: int | None = Field(default=None, description="Image pairs matched.")
+    verified_pairs: int | None = Field(default=None, description="Matched pairs that passed geometric verification.")
     mapper: str | None = None
     cameras: int | None = None
     focal_length: str | None = Field(default=None, description="What became of the focal length (kept, refined).")
@@ -50,6 +55,7 @@ class SfmMetrics(StageMetrics):
     gps_residual_horizontal_meters: float | None = None
     gps_residual_vertical_meters: float | None = None
     gps_outliers: int | None = None
+    peak_rss_bytes: int | None = Field(default=None, description="Peak resident memory of the stage's process.")
     # Written before the one durations key: step name -> seconds under ``durationsSeconds``.
     durations: dict[str, float] = Field(default_factory=dict, validation_alias=AliasChoices(
         "durations", "durationsSeconds"), serialization_alias="durations", description="Seconds per step.")

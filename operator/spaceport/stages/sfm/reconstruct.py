@@ -18,6 +18,20 @@ log = logging.getLogger("spaceport.stages.sfm")
 POSITIONING_TRACKS_PER_VIEW = 200
 """Tracks per photo the global mapper positions the cameras with (all tracks are triangulated afterwards)."""
 
+MIN_FEATURES_PER_IMAGE = 1024
+"""The feature budget never leaves an image fewer features than this: matching needs them more than memory."""
+
+
+def features_per_image(opts: SfmOptions, n_images: int) -> int:
+    """The SIFT keypoint cap of each image: ``sfm.maxFeatures``, lower where the set is so large that all of them
+    together would pass ``sfm.featureBudget`` (never under MIN_FEATURES_PER_IMAGE). Both mappers hold every image's
+    features and their correspondences in memory: measured on generated flights, ~650 bytes a feature (global
+    mapper, 233 and 1,000 photos, 380-770 features each), so the mapping step's memory grows with the images times
+    this cap. COLMAP gives a keypoint up to two orientations: an image can hold up to twice the cap in features."""
+    share = opts.feature_budget // max(n_images, 1)
+    return min(opts.max_features, max(share, MIN_FEATURES_PER_IMAGE))
+
+
 def extract(database: Path, images: Path, photos: list[Photo], opts: SfmOptions) -> int:
     """SIFT on every photo, one COLMAP camera per group of photos that share intrinsics. Returns the cameras."""
     groups: dict[tuple, list[Photo]] = {}
@@ -26,7 +40,7 @@ def extract(database: Path, images: Path, photos: list[Photo], opts: SfmOptions)
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.num_threads = usable_cpus()
     extraction.max_image_size = opts.max_image_size
-    extraction.sift.max_num_features = opts.max_features
+    extraction.sift.max_num_features = features_per_image(opts, len(photos))
     for members in groups.values():
         reader = pycolmap.ImageReaderOptions()
         reader.camera_model = opts.camera_model
@@ -87,6 +101,16 @@ def match(database: Path, mode: str, opts: SfmOptions) -> None:
         pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
     else:
         raise ValueError(f"unknown matching mode {mode!r}")
+
+
+def counts(database: Path) -> dict[str, float]:
+    """What the database holds: features per image (mean), image pairs matched and pairs verified."""
+    db = pycolmap.Database.open(database)
+    try:
+        return {"meanFeatures": round(db.num_keypoints() / max(db.num_images(), 1), 1),
+                "imagePairs": int(db.num_matched_image_pairs()), "verifiedPairs": int(db.num_verified_image_pairs())}
+    finally:
+        db.close()
 
 
 def map_images(database: Path, images: Path, out: Path, mapper: str, frame: GeoFrame | None,

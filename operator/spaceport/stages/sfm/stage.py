@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -95,6 +96,7 @@ def run_sfm(ctx: StageContext) -> StageOutput:
             georef.write_priors(database, frame)
     with step("matching", f"{mode} matching"):
         reconstruct.match(database, mode, opts)
+        counted = reconstruct.counts(database)
 
     with step("mapping", f"{opts.mapper} mapping"), quiet_alignment(frame is not None and not debug):
         best, mapper, n_others, focal_outcome = _map(ctx, database, prepared, work / "models", photos, frame)
@@ -112,6 +114,8 @@ def run_sfm(ctx: StageContext) -> StageOutput:
         "points3D": int(best.num_points3D()),
         "meanTrackLength": round(float(best.compute_mean_track_length()), 3),
         "matchingMode": mode,
+        **counted,
+        "featuresPerImage": reconstruct.features_per_image(opts, len(photos)),
         "mapper": mapper,
         "cameras": n_cameras,
         "focalLength": focal_outcome.mode,
@@ -131,6 +135,7 @@ def run_sfm(ctx: StageContext) -> StageOutput:
     shutil.rmtree(prepared)  # the scratch disk holds one copy of the photos at a time
     with step("upload", "writing the model"):
         outputs = _upload(ctx, undistorted, frame)
+    metrics["peakRssBytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB, threads included
     metrics["durations"] = durations
     return StageOutput(metrics=SFM.metrics.model_validate(metrics), outputs=outputs)
 
