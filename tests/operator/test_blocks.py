@@ -96,6 +96,9 @@ def test_completed_and_failed_indexes_and_each_index_s_pods() -> None:
     assert pods[1].failures == 2 and not pods[1].live
     assert pods[1].failure is not None and pods[1].failure.describe() == "exit code 137 (Error)"  # the latest
     assert index_pods([pod(3, "Failed", 1, record)])[3].failure.describe() == "Retryable: CUDA out of memory"
+    evicted = pod(4, "Failed", 1, record)
+    evicted["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True"}]
+    assert 4 not in index_pods([evicted])  # ignored by the podFailurePolicy: not one of spec.retries' failures
 
 
 def test_block_status_and_the_stage_s_progress_come_from_the_blocks() -> None:

@@ -9,6 +9,13 @@ terminated with the real exit code and termination message, then the Job's statu
 ``podFailurePolicy`` (exit code 2 fails the Job at once; a Pod with a DisruptionTarget condition does not
 count against ``backoffLimit``) and ``backoffLimit`` (retries of exit code 1).
 
+Indexed Jobs (``completionMode: Indexed``) run as the Job controller runs them: one Pod per completion index, at
+most ``parallelism`` at once, each with ``JOB_COMPLETION_INDEX`` in its env and the
+``batch.kubernetes.io/job-completion-index`` label and annotation; a failed index is retried alone up to
+``backoffLimitPerIndex`` times (a FailIndex exit code fails it at once, a DisruptionTarget Pod is not counted), the
+others go on; the Job's status keeps ``completedIndexes`` / ``failedIndexes`` ("0,2-4") and its ``succeeded`` /
+``failed`` Pod counts, and once every index has ended it is Complete, or Failed with reason FailedIndexes.
+
 Not modelled: image pulls, resource limits, the read-only root filesystem, runAsUser (the test runs as
 root, so permissions on volumes cannot be tested this way), ``activeDeadlineSeconds``.
 """
@@ -29,6 +36,8 @@ from typing import Any
 
 from tests.operator.harness import JOBS, PODS, Api
 
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+
 SPACEPORT = str(Path(sys.executable).with_name("spaceport"))
 
 
@@ -41,6 +50,8 @@ class Attempt:
     """One Pod of a Job: the process running it and whether it was evicted."""
 
     pod: str
+    index: int | None = None
+    """Of an Indexed Job's Pod: its completion index."""
     process: asyncio.subprocess.Process | None = None
     evicted: bool = False
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -103,9 +114,14 @@ class Kubelet:
                 for pod in self._pods.pop(uid, []):
                     await self.api.delete(PODS.format(ns=self.ns) + f"/{pod}")
 
-    async def evict(self, job: str) -> Attempt:
-        """Preempt the Job's running Pod: DisruptionTarget, then SIGTERM (the stage checkpoints and exits)."""
-        attempt = self.attempts[job][-1]
+    def latest(self, job: str, index: int | None = None) -> Attempt:
+        """The Job's latest Pod (of completion ``index``, for an Indexed Job)."""
+        return [a for a in self.attempts[job] if index is None or a.index == index][-1]
+
+    async def evict(self, job: str, index: int | None = None) -> Attempt:
+        """Preempt the Job's running Pod (of ``index``): DisruptionTarget, then SIGTERM (the stage checkpoints and
+        exits)."""
+        attempt = self.latest(job, index)
         await attempt.started.wait()
         attempt.evicted = True
         await self.api.patch(PODS.format(ns=self.ns) + f"/{attempt.pod}/status", {"status": {"conditions": [
@@ -115,7 +131,19 @@ class Kubelet:
         attempt.process.send_signal(signal.SIGTERM)
         return attempt
 
+    async def kill(self, job: str, index: int | None = None, sig: int = signal.SIGTERM) -> Attempt:
+        """Signal the Job's running Pod (of ``index``) with no DisruptionTarget: a failure that counts (an OOM kill,
+        a node's crash)."""
+        attempt = self.latest(job, index)
+        await attempt.started.wait()
+        assert attempt.process is not None
+        attempt.process.send_signal(sig)
+        return attempt
+
     async def _run_job(self, job: dict[str, Any]) -> None:
+        if job["spec"].get("completionMode") == "Indexed":
+            await IndexedRun(self, job).run()
+            return
         name = job["metadata"]["name"]
         path = JOBS.format(ns=self.ns) + f"/{name}/status"
         backoff_limit = int(job["spec"].get("backoffLimit", 6))
@@ -152,16 +180,22 @@ class Kubelet:
     async def _run_pod(self, job: dict[str, Any], attempt: Attempt) -> tuple[int, str]:
         pod_spec = job["spec"]["template"]["spec"]
         container = pod_spec["containers"][0]
+        metadata: dict[str, Any] = {"name": attempt.pod, "labels": {**job["spec"]["template"]["metadata"]["labels"],
+                                                                    "job-name": job["metadata"]["name"]}}
+        if attempt.index is not None:
+            index = {INDEX_KEY: str(attempt.index)}
+            metadata["labels"].update(index, **{"batch.kubernetes.io/job-name": job["metadata"]["name"]})
+            metadata["annotations"] = dict(index)
         await self.api.create(PODS.format(ns=self.ns), {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": attempt.pod, "labels": {**job["spec"]["template"]["metadata"]["labels"],
-                                                         "job-name": job["metadata"]["name"]}},
+            "apiVersion": "v1", "kind": "Pod", "metadata": metadata,
             "spec": {"containers": [{"name": container["name"], "image": container["image"]}]}})
         pod_dir = Path(self._tmp.name) / attempt.pod
         mounts = self._mounts(pod_spec, container, pod_dir)
         termination_log = pod_dir / "termination-log"
         env = await self._env(container, mounts)
         env["SPACEPORT_TERMINATION_LOG"] = str(termination_log)
+        if attempt.index is not None:
+            env["JOB_COMPLETION_INDEX"] = str(attempt.index)
         argv = [_map(a, mounts) for a in [*container["command"], *container.get("args", [])]]
         if argv[0] == "spaceport":
             argv[:1] = self.command
@@ -229,11 +263,11 @@ def _map(text: str, mounts: dict[str, Path]) -> str:
     return text
 
 
-def _fail_job_codes(job: dict[str, Any]) -> set[int]:
+def _fail_job_codes(job: dict[str, Any], action: str = "FailJob") -> set[int]:
     codes: set[int] = set()
     for rule in (job["spec"].get("podFailurePolicy") or {}).get("rules", []):
         exits = rule.get("onExitCodes")
-        if rule.get("action") == "FailJob" and exits and exits.get("operator") == "In":
+        if rule.get("action") == action and exits and exits.get("operator") == "In":
             codes.update(exits["values"])
     return codes
 
@@ -242,4 +276,82 @@ def _conditions(kind: str, reason: str | None, message: str | None) -> list[dict
     extra = {k: v for k, v in (("reason", reason), ("message", message)) if v}
     first = "SuccessCriteriaMet" if kind == "Complete" else "FailureTarget"
     return [{"type": first, "status": "True", **extra}, {"type": kind, "status": "True", **extra}]
+
+
+def interval_list(indexes: set[int]) -> str:
+    """Indexes as the Job controller writes ``completedIndexes``: ascending, three or more consecutive ones as
+    "first-last", two as "a,b" ({0, 1, 3, 4, 5, 7} -> "0,1,3-5,7")."""
+    runs: list[list[int]] = []
+    for i in sorted(indexes):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a},{b}" if b == a + 1 else f"{a}-{b}" for a, b in runs)
+
+
+class IndexedRun:
+    """The Job controller's part for one Indexed Job: a Pod per completion index, ``parallelism`` at a time, each
+    index retried alone up to ``backoffLimitPerIndex`` failures (FailIndex exit codes: none), the Job's status
+    written after every Pod."""
+
+    def __init__(self, kubelet: Kubelet, job: dict[str, Any]) -> None:
+        spec = job["spec"]
+        if spec.get("backoffLimitPerIndex") is None:
+            raise NotImplementedError("an Indexed Job without backoffLimitPerIndex (one backoffLimit for all indexes)")
+        self.kubelet, self.job = kubelet, job
+        self.name = job["metadata"]["name"]
+        self.path = JOBS.format(ns=kubelet.ns) + f"/{self.name}/status"
+        self.completions = int(spec["completions"])
+        self.limit = int(spec["backoffLimitPerIndex"])
+        self.fail_codes = _fail_job_codes(job, "FailIndex")
+        self.parallel = asyncio.Semaphore(int(spec.get("parallelism", 1)))
+        self.completed: set[int] = set()
+        self.failed: set[int] = set()
+        self.failures: dict[int, int] = {}
+        self.active = self.succeeded = self.failed_pods = 0
+
+    async def run(self) -> None:
+        self.kubelet.attempts[self.name] = []
+        await self.kubelet.api.patch(self.path, {"status": {"startTime": now_iso(), **self._counts()}})
+        await asyncio.gather(*(self._index(i) for i in range(self.completions)))
+        if self.failed:
+            await self._patch(conditions=_conditions("Failed", "FailedIndexes", "Job has failed indexes"))
+        else:
+            await self._patch(completionTime=now_iso(), conditions=_conditions("Complete", None, None))
+
+    async def _index(self, index: int) -> None:
+        while True:
+            async with self.parallel:  # the controller creates Pods for at most `parallelism` indexes at once
+                attempts = self.kubelet.attempts[self.name]
+                tries = sum(a.index == index for a in attempts)
+                attempt = Attempt(pod=f"{self.name}-{index}-{tries}", index=index)
+                attempts.append(attempt)
+                self.kubelet._pods.setdefault(self.job["metadata"]["uid"], []).append(attempt.pod)
+                self.active += 1
+                await self._patch()
+                code, _ = await self.kubelet._run_pod(self.job, attempt)
+                self.active -= 1
+            if code == 0:
+                self.succeeded += 1
+                self.completed.add(index)
+                await self._patch()
+                return
+            if attempt.evicted:  # podFailurePolicy: DisruptionTarget -> Ignore, a new Pod, no failure counted
+                await self._patch()
+                continue
+            self.failed_pods += 1
+            self.failures[index] = self.failures.get(index, 0) + 1
+            if code in self.fail_codes or self.failures[index] > self.limit:
+                self.failed.add(index)
+                await self._patch()
+                return
+            await self._patch()
+
+    def _counts(self) -> dict[str, Any]:
+        return {"active": self.active, "succeeded": self.succeeded, "failed": self.failed_pods,
+                "completedIndexes": interval_list(self.completed), "failedIndexes": interval_list(self.failed)}
+
+    async def _patch(self, **extra: Any) -> None:
+        await self.kubelet.api.patch(self.path, {"status": {**self._counts(), **extra}})
 

@@ -91,8 +91,15 @@ def _failure(pod: Mapping[str, Any]) -> tuple[str, FailureRecord]:
     return "", FailureRecord(stage=TRAIN.name, reason="", message=str(reason))
 
 
+def _disrupted(pod: Mapping[str, Any]) -> bool:
+    """A Pod evicted or preempted (DisruptionTarget): the Job's podFailurePolicy ignores it, so it is no failure."""
+    return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
 def index_pods(pods: Iterable[Mapping[str, Any]]) -> dict[int, IndexPods]:
-    """The Indexed Job's Pods, summed up per completion index."""
+    """The Indexed Job's Pods, summed up per completion index (a disrupted Pod, which Kubernetes replaces without
+    counting it against backoffLimitPerIndex, is not a failure)."""
     live: set[int] = set()
     failures: dict[int, list[tuple[str, FailureRecord]]] = {}
     for pod in pods:
@@ -102,7 +109,7 @@ def index_pods(pods: Iterable[Mapping[str, Any]]) -> dict[int, IndexPods]:
         phase = (pod.get("status") or {}).get("phase")
         if phase in ("Pending", "Running") and not (pod.get("metadata") or {}).get("deletionTimestamp"):
             live.add(index)
-        elif phase == "Failed":
+        elif phase == "Failed" and not _disrupted(pod):
             failures.setdefault(index, []).append(_failure(pod))
     return {i: IndexPods(i in live, len(failures.get(i, [])), max(failures[i], key=lambda f: f[0])[1]
                          if failures.get(i) else None)
