@@ -29,16 +29,21 @@ def _jobs(example: Path, settings: OperatorSettings) -> list[dict[str, Any]]:
     return [build_job(owner, spec, 1, stage, settings) for stage in STAGES]
 
 
+def validate_strictly(job: dict) -> None:
+    """The built Job against every Kubernetes version the chart supports, unknown fields refused."""
+    for version in KUBE_VERSIONS:
+        try:
+            kubernetes_validate.validate(job, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{job['metadata']['name']} invalid for {version} at {'/'.join(map(str, e.path))}: "
+                        f"{e.message}")
+
+
 @pytest.mark.parametrize("variant", ["default", "gpu-pool", "cpu-only"])
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_stage_jobs_validate_strictly(variant: str, example: Path) -> None:
     for job in _jobs(example, _settings(VARIANTS[variant])):
-        for version in KUBE_VERSIONS:
-            try:
-                kubernetes_validate.validate(job, version, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                pytest.fail(f"{job['metadata']['name']} invalid for {version} at "
-                            f"{'/'.join(map(str, e.path))}: {e.message}")
+        validate_strictly(job)
 
 
 def test_chart_gpu_pool_reaches_the_train_job() -> None:
@@ -107,9 +112,4 @@ def test_partitioned_training_jobs_validate_strictly(variant: str) -> None:
     settings = _settings(VARIANTS[variant])
     for part in (Part(4), Part(4, merge=True)):
         job = build_job(owner, spec, 1, "train", settings, part=part)
-        for version in KUBE_VERSIONS:
-            try:
-                kubernetes_validate.validate(job, version, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                pytest.fail(f"{job['metadata']['name']} invalid for {version} at "
-                            f"{'/'.join(map(str, e.path))}: {e.message}")
+        validate_strictly(job)

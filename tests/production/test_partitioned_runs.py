@@ -18,7 +18,7 @@ from spaceport.splats import read_ply
 from spaceport.storage import LocalStore
 from tests.operator.harness import JOBS, PODS, Cluster, eventually
 from tests.production.kubelet import INDEX_KEY, Kubelet, interval_list
-from tests.production.results import finished
+from tests.production.results import finished, training_step
 from tests.train.fixtures import write_sfm_output
 
 TRAIN = {"blocks": 2, "iterations": 200, "checkpointEvery": 5000, "densifyFrom": 30, "densifyEvery": 30,
@@ -67,16 +67,6 @@ async def test_indexed_jobs_retry_each_index_alone_and_fail_with_failed_indexes(
         ("indexed-2-0", "2", "2", "Failed"), ("indexed-2-1", "2", "2", "Failed")]
 
 
-async def step_of(progress: Path) -> int | None:
-    if not progress.exists():
-        return None
-    message = json.loads(progress.read_text()).get("message", "")
-    if message.startswith("step "):
-        step = int(message.split()[1].split("/")[0])
-        return step if step >= 10 else None
-    return None
-
-
 @pytest.mark.slow
 async def test_blocks_train_in_an_indexed_job_a_stopped_block_is_retried_alone_then_merged(
         cluster: Cluster, kubelet: Kubelet, volumes: dict[str, Path]) -> None:
@@ -92,7 +82,7 @@ async def test_blocks_train_in_an_indexed_job_a_stopped_block_is_retried_alone_t
     await cluster.create_recon("site", spec)
 
     # a cold kernel cache costs each first Pod ~40 s of compiling
-    await eventually(lambda: step_of(run / "train" / "blocks" / "1" / PROGRESS_FILE), timeout=120,
+    await eventually(lambda: training_step(run / "train" / "blocks" / "1" / PROGRESS_FILE), timeout=120,
                      what="block 1 training past step 10")
     stopped = await kubelet.kill(JOB, 1)  # SIGTERM without DisruptionTarget: a failure that counts
     await cluster.wait_status("site", lambda s: ((s["stages"]["train"].get("blocks") or [{}, {}])[1]

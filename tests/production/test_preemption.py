@@ -3,14 +3,13 @@ train stage in the new Pod continues from the checkpoint the evicted one saved o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from spaceport.contract import PROGRESS_FILE
 from spaceport.storage import LocalStore
 from tests.operator.harness import Cluster, eventually
 from tests.production.kubelet import Kubelet
-from tests.production.results import finished
+from tests.production.results import finished, training_step
 from tests.train.fixtures import write_sfm_output
 
 TRAIN = {"iterations": 2000, "checkpointEvery": 5000, "densifyFrom": 40, "densifyEvery": 40, "densifyUntil": 120,
@@ -32,18 +31,8 @@ async def test_evicted_training_resumes_from_its_checkpoint(cluster: Cluster, ku
                                                       LocalStore(volumes["survey-photos"] / "photos")))
     await cluster.create_recon("site", spec)
 
-    async def training() -> int | None:
-        progress = run / "train" / PROGRESS_FILE
-        if not progress.exists():
-            return None
-        message = json.loads(progress.read_text()).get("message", "")
-        if message.startswith("step "):
-            step = int(message.split()[1].split("/")[0])
-            return step if step >= 10 else None
-        return None
-
     # a cold kernel cache costs the first Pod ~40 s of compiling
-    await eventually(training, timeout=120, what="training past step 10")
+    await eventually(lambda: training_step(run / "train" / PROGRESS_FILE), timeout=120, what="training past step 10")
     await kubelet.evict("site-r1-train")
     status = await cluster.wait_status("site", lambda s: s["stages"]["train"]["phase"] in ("Succeeded", "Failed"),
                                        "train finished", 90)
