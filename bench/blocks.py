@@ -1,11 +1,13 @@
 """Partitioned training benchmark: one generated flight trained whole and in blocks, same SfM model, same run.
 
-    .venv/bin/python bench/blocks.py [--blocks 4] [--steps 1000] [--out bench-blocks]
+    .venv/bin/python bench/blocks.py [--blocks 4] [--steps 2000] [--photos 256] [--out bench-blocks]
     .venv/bin/python bench/blocks.py --smoke     # the tests' 16-view scene (no SfM), 2 blocks, a few steps
 
-1. A generated drone flight (lawnmower, GPS tags; 64 photos at 480x360) and its SfM model, made once.
+1. A generated drone flight (lawnmower, GPS tags; 256 photos at 480x360, or ``--photos``: the surveyed area
+   grows with them at the same photo overlap) and its SfM model, made once. 256 photos give each of 4 blocks
+   64 camera positions of its own; in a flight of 64 a block's border band is a large part of the block.
 2. The reference: one training of the whole scene with the demo's settings, ``blocks x steps`` steps and the
-   demo's Gaussian cap.
+   demo's Gaussian cap scaled by the area (100k per 64 photos).
 3. Ours: the same settings in ``blocks`` blocks of ``steps`` steps each (the same total steps; the cap split by
    each block's share of the SfM points), trained one after another and merged (``spaceport run``'s path).
 4. Held-out PSNR/SSIM of both on the same held-out photos (chosen over the whole model before it is split), the
@@ -30,19 +32,24 @@ sys.path.insert(0, str(ROOT))
 
 from bench.record import add_smoke_flag, emit  # noqa: E402
 
-FLIGHT = {"n_images": 64, "width": 480, "height": 360, "seed": 5, "path": "lawnmower"}
+FLIGHT = {"n_images": 256, "width": 480, "height": 360, "seed": 5, "path": "lawnmower"}
 
 
-def train_options(steps: int, smoke: bool) -> dict[str, Any]:
+PHOTOS_PER_CAP = 64
+"""The demo's Gaussian cap covers the area of this many photos of the flight."""
+
+
+def train_options(steps: int, smoke: bool, photos: int = FLIGHT["n_images"]) -> dict[str, Any]:
     from spaceport.demo import DEMO_CONFIG
 
     options = {**DEMO_CONFIG["train"], "iterations": steps, "halfResolutionSteps": steps // 2}
+    options["maxGaussians"] = options["maxGaussians"] * photos // PHOTOS_PER_CAP
     if smoke:
         options.update(initStereoPoints=0, initRandomPoints=1000, maxGaussians=5000, downscale=1.0)
     return options
 
 
-def sfm_model(work: Path, smoke: bool) -> Path:
+def sfm_model(work: Path, smoke: bool, photos: int) -> Path:
     from spaceport.stages.runner import run_stage
     from spaceport.synthetic import generate_flight
 
@@ -52,22 +59,22 @@ def sfm_model(work: Path, smoke: bool) -> Path:
         if not (work / "sfm" / "sparse").exists():
             write_sfm_output(work / "sfm", n_views=16, ground=True)
         return work / "sfm"
-    photos = work / "photos"
+    count, photos = photos, work / "photos"
     if not photos.exists():
-        generate_flight(photos, **FLIGHT)
+        generate_flight(photos, **{**FLIGHT, "n_images": count})
     run_stage("sfm", str(photos), str(work / "sfm"), {"maxImageSize": FLIGHT["width"]})
     return work / "sfm"
 
 
-def train_both(sfm: Path, work: Path, blocks: int, steps: int, smoke: bool) -> dict[str, Any]:
+def train_both(sfm: Path, work: Path, blocks: int, steps: int, smoke: bool, photos: int) -> dict[str, Any]:
     from spaceport.contract import StageResult
     from spaceport.local import run_blocks
     from spaceport.stages.runner import run_stage
     from spaceport.storage import open_store
 
-    whole_options = {**train_options(blocks * steps, smoke), "blocks": 1}
+    whole_options = {**train_options(blocks * steps, smoke, photos), "blocks": 1}
     whole = run_stage("train", str(sfm), str(work / "whole"), whole_options)
-    merged = run_blocks(open_store(sfm), open_store(work / "merged"), {**train_options(steps, smoke),
+    merged = run_blocks(open_store(sfm), open_store(work / "merged"), {**train_options(steps, smoke, photos),
                                                                       "blocks": blocks}, blocks, None)
     # the stages' own seconds (also right for a training an earlier run with --work finished)
     whole_seconds = whole.duration_seconds
@@ -124,7 +131,8 @@ def border_views(sfm: Path, work: Path, out: Path, options: dict[str, Any], coun
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blocks", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=1000, help="steps per block (the whole scene: blocks x steps)")
+    parser.add_argument("--steps", type=int, default=2000, help="steps per block (the whole scene: blocks x steps)")
+    parser.add_argument("--photos", type=int, default=FLIGHT["n_images"], help="photos in the generated flight")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "blocks"),
                         help="folder for the border PNGs (default: bench/results/blocks; --smoke: a temporary one)")
     parser.add_argument("--work", help="keep the flight, SfM model and trainings here (default: a temporary folder)")
@@ -133,19 +141,20 @@ def main() -> None:
     blocks, steps = (2, 60) if args.smoke else (args.blocks, args.steps)
     with tempfile.TemporaryDirectory(prefix="spaceport-bench-blocks-") as tmp:
         work = Path(args.work or tmp)
-        sfm = sfm_model(work, args.smoke)
-        record = train_both(sfm, work, blocks, steps, args.smoke)
+        sfm = sfm_model(work, args.smoke, args.photos)
+        record = train_both(sfm, work, blocks, steps, args.smoke, args.photos)
         out = work / "pngs" if args.smoke else Path(args.out)
-        record["pngs"] = border_views(sfm, work, out, {**train_options(steps, args.smoke), "blocks": blocks},
-                                      2 if args.smoke else 4)
+        options = {**train_options(steps, args.smoke, args.photos), "blocks": blocks}
+        record["pngs"] = border_views(sfm, work, out, options, 2 if args.smoke else 4)
         assert all(Path(png).stat().st_size > 0 for png in record["pngs"])
     w, m = record["whole"], record["merged"]
     print(f"whole ({blocks * steps} steps): {w['psnr']:.2f} dB, {w['gaussians']} Gaussians, {w['seconds']:.0f} s")
     print(f"{blocks} blocks x {steps} steps, merged: {m['psnr']:.2f} dB, {m['gaussians']} Gaussians, "
           f"{m['seconds']:.0f} s")
     print(f"merged - whole: {record['psnrDifferenceDb']:+.2f} dB; time merged / whole: {record['secondsRatio']:.2f}")
-    emit("blocks", smoke=args.smoke, settings={"flight": None if args.smoke else FLIGHT, "blocks": blocks,
-                                               "stepsPerBlock": steps}, results=record)
+    flight = None if args.smoke else {**FLIGHT, "n_images": args.photos}
+    emit("blocks", smoke=args.smoke, settings={"flight": flight, "blocks": blocks, "stepsPerBlock": steps},
+         results=record)
 
 
 if __name__ == "__main__":
