@@ -27,7 +27,6 @@ else on the CPU (seconds). The last line printed is a JSON record (bench/record.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -36,7 +35,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
 
 from bench.record import add_smoke_flag, emit  # noqa: E402
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
-# numba caches compiled kernels next to the sources unless told otherwise; keep them out of the tree.
-os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
-
+# numba's kernel cache is left where `make setup` fills it (next to the sources, in git-ignored __pycache__
+# folders), so the suite loads the kernels setup compiled instead of compiling them all again.
 import signal
 from collections.abc import Iterator
 

@@ -26,7 +26,8 @@ def volumes(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.fixture
 async def kubelet(cluster: Cluster, volumes: dict[str, Path]) -> AsyncIterator[Kubelet]:
-    # The suite's numba cache (tests/conftest.py): each Pod would otherwise compile the CPU kernels afresh.
-    cache = {"NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"]} if os.environ.get("NUMBA_CACHE_DIR") else {}
+    # The suite's numba cache, not the Pod's empty /scratch one: each Pod would otherwise compile the CPU kernels
+    # afresh. An empty NUMBA_CACHE_DIR is numba's default, the one `make setup` filled.
+    cache = {"NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "")}
     async with Kubelet(cluster.api, cluster.ns, volumes, env_overrides=cache) as k:
         yield k
