@@ -70,6 +70,7 @@ def test_gps_flight_registers_at_metric_scale(gps_flight: Flight, tmp_path: Path
     centres = model_centres(out / "sparse")
     names = [f"day1/{n.replace('.jpg', '.JPG') if i % 3 == 0 else n}" for i, n in enumerate(gps_flight.image_names)]
     assert sorted(centres) == sorted(names)
+    assert json.loads((out / "photos.json").read_text()) == sorted(names)  # held-out photos are chosen from it
     renamed = {_original_name(n): c for n, c in centres.items()}
     scale, err = alignment_error(renamed, gps_flight)
     assert err < 0.01

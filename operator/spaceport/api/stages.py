@@ -45,6 +45,9 @@ class SfmFiles:
     """The undistorted photos."""
     georef: str = "georef.json"
     """Where the model's local frame sits on Earth (absent without GPS tags)."""
+    photos: str = "photos.json"
+    """The names of every photo the stage used, registered or not, sorted: training holds out photos by their place
+    here, so a photo that fails to register does not change which others are held out."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ class TrainOptions(ApiModel):
         default=1000, ge=1, le=1_000_000, description="Steps between raising the SH degree by one, up to shDegree."
     )
     checkpoint_every: int = Field(default=1000, ge=1, description="Steps between checkpoints.")
-    holdout_every: int = Field(default=8, ge=0, description="Every Nth image is held out (0: none).")
+    holdout_every: int = Field(
+        default=8, ge=0, description="Every Nth photo is held out, counted over all the photos SfM used "
+                                     "(registered or not), so one that fails to register does not change which "
+                                     "others are (0: none).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     downscale: float = Field(
         default=1.0, ge=1.0, le=32.0, description="Divide image width and height by this factor before training."

@@ -134,7 +134,7 @@ def run_sfm(ctx: StageContext) -> StageOutput:
         pycolmap.undistort_images(undistorted, chosen, prepared, output_type="COLMAP", jpeg_quality=95)
     shutil.rmtree(prepared)  # the scratch disk holds one copy of the photos at a time
     with step("upload", "writing the model"):
-        outputs = _upload(ctx, undistorted, frame)
+        outputs = _upload(ctx, undistorted, frame, sorted(p.name for p in photos))
     metrics["peakRssBytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB, threads included
     metrics["durations"] = durations
     return StageOutput(metrics=SFM.metrics.model_validate(metrics), outputs=outputs)
@@ -235,10 +235,11 @@ def _gps_metrics(ctx: StageContext, rec: pycolmap.Reconstruction, frame: GeoFram
             "gpsResidualVerticalMeters": round(fit.vertical_median, 3), "gpsOutliers": len(fit.outliers)}
 
 
-def _upload(ctx: StageContext, undistorted: Path, frame: GeoFrame | None) -> dict[str, str]:
+def _upload(ctx: StageContext, undistorted: Path, frame: GeoFrame | None, photos: list[str]) -> dict[str, str]:
     bar = ctx.progress.span(*STEPS["upload"])
     files = SFM.files  # COLMAP's undistorter names its folders as our contract does: images/, sparse/
     ctx.output.upload_dir(undistorted / "images", files.images, lambda d, t: bar.update(0.9 * d / max(t, 1)))
+    ctx.output.write_text(files.photos, json.dumps(photos, indent=0))
     # Model last among the big parts: a reader that finds sparse/ finds every image it names.
     for name in files.model:
         ctx.output.upload_file(undistorted / "sparse" / name, f"{files.sparse}/{name}")

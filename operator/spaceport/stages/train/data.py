@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,9 @@ def local_input(store: Store, scratch: Path) -> Path:
     target = scratch / "input"
     for key in (SFM.files.sparse, SFM.files.images):
         store.download_dir(key, target / key)
-    if store.exists(SFM.files.georef):
-        store.download_file(SFM.files.georef, target / SFM.files.georef)
+    for key in (SFM.files.georef, SFM.files.photos):
+        if store.exists(key):
+            store.download_file(key, target / key)
     return target
 
 
@@ -130,8 +132,9 @@ def load_model(store: Store, scratch: Path, *, holdout_every: int, downscale: fl
         raise BadInputError(f"{store.uri_of(f'{sparse}/{MODEL_FILES[2]}')}: no 3D points to start from")
     # With one or two images, holding one out would leave too little to train on.
     hold = holdout_every if holdout_every > 0 and len(images) >= 3 else 0
+    place = photo_places(root / SFM.files.photos, [im.name for im in images], store.uri_of(SFM.files.photos))
     cameras = []
-    for i, im in enumerate(images):
+    for im in images:
         cam = im.camera
         if cam.model.name not in PINHOLE_MODELS:
             raise BadInputError(f"{store.uri_of(f'{sparse}/{MODEL_FILES[0]}')}: camera {cam.camera_id} is "
@@ -139,7 +142,7 @@ def load_model(store: Store, scratch: Path, *, holdout_every: int, downscale: fl
         world_to_camera = np.vstack([np.asarray(im.cam_from_world().matrix(), np.float64), [0, 0, 0, 1]])
         camera = Camera(im.name, cam.width, cam.height, float(cam.focal_length_x), float(cam.focal_length_y),
                         float(cam.principal_point_x), float(cam.principal_point_y), world_to_camera,
-                        held_out=hold > 0 and i % hold == 0)
+                        held_out=hold > 0 and place[im.name] % hold == 0)
         factor = training_scale(camera.width, camera.height, downscale, max_image_size)
         cameras.append(camera.scaled(factor) if factor < 1 else camera)
     ids = list(rec.points3D.keys())
@@ -147,6 +150,20 @@ def load_model(store: Store, scratch: Path, *, holdout_every: int, downscale: fl
     colors = np.array([rec.points3D[i].color for i in ids], np.float32).reshape(-1, 3) / 255.0
     georef = (root / georef_file).read_bytes() if (root / georef_file).is_file() else None
     return Model(cameras, points, colors, georef, observations(images, ids), root / photos, store)
+
+
+def photo_places(listing: Path, registered: list[str], where: str) -> dict[str, int]:
+    """Each registered photo's place among all the photos SfM used (its ``photos.json``), or among the registered
+    ones for a model written without that list (or one that does not name them all)."""
+    if listing.is_file():
+        try:
+            names = json.loads(listing.read_text())
+        except ValueError as e:
+            raise BadInputError(f"{where}: not a JSON list of photo names ({e})") from e
+        place = {name: i for i, name in enumerate(names)} if isinstance(names, list) else {}
+        if all(name in place for name in registered):
+            return place
+    return {name: i for i, name in enumerate(registered)}
 
 
 def load_views(model: Model, cameras: list[Camera] | None = None) -> list[View]:
