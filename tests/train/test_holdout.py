@@ -41,5 +41,5 @@ def test_a_list_that_misses_registered_photos_is_not_used(tmp_path: Path) -> Non
 def test_a_broken_list_is_named(tmp_path: Path) -> None:
     write_sfm_output(tmp_path, n_views=6)
     (tmp_path / "photos.json").write_text("[not json")
-    with pytest.raises(BadInputError, match="photos.json: not a JSON list"):
+    with pytest.raises(BadInputError, match=r"photos\.json: not a JSON list"):
         held_out(tmp_path)
