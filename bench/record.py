@@ -74,6 +74,14 @@ def add_smoke_flag(parser: argparse.ArgumentParser) -> None:
                         help="tiny inputs, seconds: checks that the script runs and what it prints (CI)")
 
 
+def add_flight_arguments(parser: argparse.ArgumentParser, *, images: int, width: int, height: int, seed: int) -> None:
+    """The generated flight a benchmark reconstructs: photo count, size and the scene's seed."""
+    parser.add_argument("--images", type=int, default=images, help="photos in the generated flight")
+    parser.add_argument("--width", type=int, default=width, help="photo width in pixels")
+    parser.add_argument("--height", type=int, default=height, help="photo height in pixels")
+    parser.add_argument("--seed", type=int, default=seed, help="the generated scene's seed")
+
+
 def emit(bench: str, *, smoke: bool, settings: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
     """Print the record as one line after the table; returns it."""
     record = {"bench": bench, "smoke": smoke, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

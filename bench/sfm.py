@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 import numpy as np  # noqa: E402
 import pycolmap  # noqa: E402
-from bench.record import add_smoke_flag, emit  # noqa: E402
+from bench.record import add_flight_arguments, add_smoke_flag, emit  # noqa: E402
 
 from spaceport.api.sfm import SfmOptions  # noqa: E402
 from spaceport.stages.sfm import georef, reconstruct  # noqa: E402
@@ -54,10 +54,7 @@ def verified_pairs(database: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=60)
-    ap.add_argument("--width", type=int, default=480)
-    ap.add_argument("--height", type=int, default=360)
-    ap.add_argument("--seed", type=int, default=11)
+    add_flight_arguments(ap, images=60, width=480, height=360, seed=11)
     ap.add_argument("--no-global", action="store_true", help="skip the global mapper")
     add_smoke_flag(ap)
     args = ap.parse_args()

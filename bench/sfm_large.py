@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 import numpy as np  # noqa: E402
-from bench.record import add_smoke_flag, emit  # noqa: E402
+from bench.record import add_flight_arguments, add_smoke_flag, emit  # noqa: E402
 
 REFERENCE: dict[str, Any] = {"mapper": "incremental"}
 """The mapper the defaults do not pick, on the same photos."""
@@ -165,10 +165,7 @@ def table(rows: dict[str, dict[str, Any]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=1000)
-    ap.add_argument("--width", type=int, default=320)
-    ap.add_argument("--height", type=int, default=240)
-    ap.add_argument("--seed", type=int, default=5)
+    add_flight_arguments(ap, images=1000, width=320, height=240, seed=5)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "spaceport-bench-flights",
                     help="where generated flights are kept between runs")
     ap.add_argument("--no-reference", action="store_true", help="only this tree's defaults")
