@@ -163,7 +163,8 @@ def one(folder: Path, tree: Path, out: Path, preset: str, stages: str, config: d
     train = run_dir / "train"
     if (train / "result.json").exists():
         m = json.loads((train / "result.json").read_text())["metrics"]
-        row.update(psnr=m.get("psnr"), ssim=m.get("ssim"), gaussians=m.get("gaussians"),
+        row.update(psnr=m.get("psnr"), psnrPhotographed=m.get("psnrPhotographed"), ssim=m.get("ssim"),
+                   gaussians=m.get("gaussians"),
                    plyBytes=(train / "splats.ply").stat().st_size)
         row["sideBySide"] = side_by_side(train, out / "side-by-side")
     sog = run_dir / "compress" / "scene.sog"
@@ -178,13 +179,14 @@ def fmt(v: Any, spec: str = "") -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| folder | tree | photos | registered | GPS med/RMS h, med v (m) | sfm s | train s | compress s | "
-            "PSNR | SSIM | PLY MB | SOG MB | peak RSS GB |")
+            "PSNR | PSNR as photographed | SSIM | PLY MB | SOG MB | peak RSS GB |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         gps = (f"{r['gpsMedianH']:.2f} / {r['gpsRmsH']:.2f}, {r['gpsMedianV']:.2f}" if "gpsMedianH" in r else "-")
         lines.append(f"| {r['folder']} | {Path(r['tree']).name} | {r['photos']} | {fmt(r.get('registered'))} | {gps} | "
                      f"{fmt(r.get('sfmSeconds'), '.0f')} | {fmt(r.get('trainSeconds'), '.0f')} | "
                      f"{fmt(r.get('compressSeconds'), '.1f')} | {fmt(r.get('psnr'), '.2f')} | "
+                     f"{fmt(r.get('psnrPhotographed'), '.2f')} | "
                      f"{fmt(r.get('ssim'), '.3f')} | {fmt(r.get('plyBytes') and r['plyBytes'] / 1e6, '.1f')} | "
                      f"{fmt(r.get('sogBytes') and r['sogBytes'] / 1e6, '.2f')} | {r['peakRssBytes'] / 1e9:.2f} |")
     return "\n".join(lines)

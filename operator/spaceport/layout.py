@@ -33,8 +33,8 @@ SPEC_FIELDS_KEPT_OUT = frozenset({"suspend", "retries", "queue_name", "priority_
 
 LATER_OPTIONS: dict[str, dict[str, Any]] = {
     SFM.name: {"feature_budget": 8_000_000},
-    TRAIN.name: {"sky": "auto", "vignetting": False, "max_elongation": 0.0, "blocks": 0, "block_max_images": 1000,
-                 "block_overlap": 0.25},
+    TRAIN.name: {"sky": "auto", "vignetting": False, "directional_light": False, "max_elongation": 0.0, "blocks": 0,
+                 "block_max_images": 1000, "block_overlap": 0.25},
     COMPRESS.name: {"streamed": "auto", "streamed_min_splats": 1_000_000, "lod_levels": 0, "lod_chunk_splats": 524_288,
                     "lod_chunk_extent": 16.0, "lod_chunk_min_splats": 8192},
 }

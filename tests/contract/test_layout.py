@@ -23,11 +23,15 @@ def test_run_keys_are_those_earlier_releases_wrote() -> None:
     # again in a new run folder after an upgrade.
     spec = ReconstructionSpec.model_validate({"input": {"uri": "s3://photos/site"},
                                              "output": {"uri": "s3://results/site"}, "train": {"iterations": 7000}})
+    # Learning vignetting became the default (results differ: a new run); a spec that turns it off is the run
+    # earlier releases made, under the same key.
+    assert spec_run_key(spec) == "01b47aecaed6a404"
+    spec = spec.model_copy(update={"train": spec.train.model_copy(update={"vignetting": False})})
     assert spec_run_key(spec) == "ca264653caec6efc"
     # The draft preset's training settings before they changed (explicit now): the same options, the same key.
     before = {"train": {"iterations": 2000, "halfResolutionSteps": 0, "positionLr": 1.6e-4, "colorLr": 2.5e-3,
                         "opacityLr": 5e-2, "scaleLr": 5e-3, "rotationLr": 1e-3, "opacityResetEvery": 3000,
-                        "opacityReg": 0.0, "mseWeight": 0.0}}
+                        "opacityReg": 0.0, "mseWeight": 0.0, "vignetting": False}}
     assert options_run_key(resolve_options(before, "draft")) == "104689d9ff984e02"
     # Options added since, at their defaults, leave keys alone; set otherwise they are part of the run's identity.
     assert spec_run_key(spec.model_copy(update={"train": spec.train.model_copy(update={"sky": "off"})})) \

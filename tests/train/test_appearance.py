@@ -100,7 +100,8 @@ def test_random_background_fills_what_the_splats_leave_transparent(exposures: Pa
 def test_antialiased_training_writes_the_model_and_resumes_exactly_with_every_option(exposures: Path,
                                                                                     tmp_path: Path) -> None:
     config = {"iterations": 90, "checkpointEvery": 25, "appearance": "exposure", "randomBackground": True,
-              "antialiased": True, "freeSpacePrune": 0.8, "vignetting": True, "maxElongation": 3.0, **FAST}
+              "antialiased": True, "freeSpacePrune": 0.8, "vignetting": True, "directionalLight": True,
+              "maxElongation": 3.0, **FAST}
     with pytest.raises(RetryableError, match="step 60"):
         run_stage("train", str(exposures), str(tmp_path / "a"), config, listener=sigterm_at(60))
     resumed = run_stage("train", str(exposures), str(tmp_path / "a"), config)
@@ -108,7 +109,7 @@ def test_antialiased_training_writes_the_model_and_resumes_exactly_with_every_op
     straight = run_stage("train", str(exposures), str(tmp_path / "b"), config)
     assert (tmp_path / "a" / "splats.ply").read_bytes() == (tmp_path / "b" / "splats.ply").read_bytes()
     for key in ("psnr", "psnrNeighbourColour", "photoGainSpread", "gaussians", "floatersRemoved", "psnrVignetted",
-                "vignettingCornerGain"):
+                "vignettingCornerGain", "psnrPhotographed", "lightGainRange"):
         assert resumed.metrics[key] == straight.metrics[key], key
     scene = read_ply(tmp_path / "a" / "splats.ply")
     assert scene.model == "antialiased"

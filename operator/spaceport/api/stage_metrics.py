@@ -85,6 +85,11 @@ class TrainMetrics(StageMetrics):
     the training photos; the headline ``psnr`` renders the splats alone)."""
     vignetting_corner_gain: list[float] | None = None
     """Per camera, the learned vignetting gain in the farthest corner (1.0: none)."""
+    psnr_photographed: float | None = None
+    """Held-out PSNR of the render through the scene's learned directional light and, when learned, its camera's
+    vignetting (both learned from the training photos only; the headline ``psnr`` renders the splats alone)."""
+    light_gain_range: list[float] | None = None
+    """The smallest and largest gain of the learned directional light."""
     resumed_from_step: int | None = None
     blocks: int | None = None
     """Partitioned training: how many blocks were trained and merged (absent: one training)."""

@@ -19,6 +19,8 @@ from spaceport.stages.train.appearance import PhotoColour
 from spaceport.stages.train.data import Dataset, View
 from spaceport.stages.train.elongation import limit_elongation
 from spaceport.stages.train.floaters import FreeSpace
+from spaceport.stages.train.light import LR as LIGHT_LR
+from spaceport.stages.train.light import DirectionalLight
 from spaceport.stages.train.mcmc_cpu import DeviceMCMCStrategy
 from spaceport.stages.train.metrics import LpipsScore, psnr, ssim
 from spaceport.stages.train.rasterize import SH_C0, rasterize
@@ -190,6 +192,7 @@ class Trainer:
                        if options.appearance != "off" else None)
         self.vignetting = (Vignetting([v.camera for v in data.views], VIGNETTING_LR, device)
                            if options.vignetting else None)
+        self.light = DirectionalLight(LIGHT_LR, device) if options.directional_light else None
         seen = [data.observed.get(v.camera.name, np.zeros(0, np.int64)) for v in self.train_views]
         self.free_space = (FreeSpace([v.camera for v in self.train_views], data.points, seen, options.free_space_prune)
                            if options.free_space_prune else None)
@@ -231,6 +234,8 @@ class Trainer:
             state["colour"] = to_cpu(self.colour.state_dict())
         if self.vignetting is not None:
             state["vignetting"] = to_cpu(self.vignetting.state_dict())
+        if self.light is not None:
+            state["light"] = to_cpu(self.light.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -246,6 +251,8 @@ class Trainer:
             self.colour.load_state_dict(state["colour"])
         if self.vignetting is not None:
             self.vignetting.load_state_dict(state["vignetting"])
+        if self.light is not None:
+            self.light.load_state_dict(state["light"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.startswith("cuda") and len(state["cuda_rng"]):
             torch.cuda.set_rng_state(state["cuda_rng"])
@@ -272,18 +279,23 @@ class Trainer:
                          antialiased=self.options.antialiased)
 
     def as_photographed(self, image: torch.Tensor, view: View, mode: str = "identity") -> torch.Tensor:
-        """``image`` as the photo's camera took it: through its camera's vignetting and its own colour transform
-        for a training photo; for a held-out one none (the splats alone, as a viewer shows them), its
-        neighbours' colour transform (``mode="neighbours"``) or its camera's vignetting (``mode="vignetted"``)."""
-        if view.camera.held_out:
-            if mode == "vignetted" and self.vignetting is not None:
-                return self.vignetting.apply(image, view.camera)
-            if mode == "neighbours" and self.colour is not None:
-                return self.colour.apply_held_out(image, view.camera.name, mode)
-            return image
-        if self.vignetting is not None:
-            image = self.vignetting.apply(image, view.camera)
-        return image if self.colour is None else self.colour.apply(image, view.camera.name)
+        """``image`` as the photo was taken: in the scene's directional light, through its camera's vignetting and
+        its own colour transform for a training photo; for a held-out one none (the splats alone, as a viewer
+        shows them), its neighbours' colour transform (``mode="neighbours"``), its camera's vignetting
+        (``mode="vignetted"``) or the light and the vignetting, both learned from the training photos only
+        (``mode="photographed"``)."""
+        held_out = view.camera.held_out
+        if held_out and mode == "neighbours" and self.colour is not None:
+            return self.colour.apply_held_out(image, view.camera.name, mode)
+        gain = None  # one [H, W, 1] product of the gains: the image is multiplied once
+        if self.light is not None and (not held_out or mode == "photographed"):
+            gain = self.light.gain(view.camera)
+        if self.vignetting is not None and (not held_out or mode in ("photographed", "vignetted")):
+            vignette = self.vignetting.gain(view.camera)
+            gain = vignette if gain is None else gain * vignette
+        if gain is not None:
+            image = image * gain
+        return image if held_out or self.colour is None else self.colour.apply(image, view.camera.name)
 
     def target(self, view: View) -> torch.Tensor:
         return view.image.to(self.device).float() / 255.0
@@ -313,6 +325,8 @@ class Trainer:
             loss = loss + self.colour.penalty(view.camera.name)
         if self.vignetting is not None:
             loss = loss + self.vignetting.penalty(view.camera)
+        if self.light is not None:
+            loss = loss + self.light.penalty()
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {float(loss.detach())} at step {self.step}")
         loss.backward()
@@ -323,6 +337,8 @@ class Trainer:
             self.colour.step()
         if self.vignetting is not None:
             self.vignetting.step()
+        if self.light is not None:
+            self.light.step()
         if not self.mcmc:
             self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, info,
                                              packed=False)

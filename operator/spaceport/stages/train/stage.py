@@ -219,9 +219,14 @@ def _run(ctx: StageContext, device: str, options: TrainOptions, load: Callable[[
     if trainer.colour is not None:
         metrics["psnrNeighbourColour"] = round(trainer.evaluate(colour="neighbours")[0], 3)
         metrics.update(trainer.colour.summary())
+    if trainer.vignetting is not None or trainer.light is not None:
+        metrics["psnrPhotographed"] = round(trainer.evaluate(colour="photographed")[0], 3)
     if trainer.vignetting is not None:
-        metrics["psnrVignetted"] = round(trainer.evaluate(colour="vignetted")[0], 3)
+        metrics["psnrVignetted"] = (metrics["psnrPhotographed"] if trainer.light is None
+                                    else round(trainer.evaluate(colour="vignetted")[0], 3))
         metrics["vignettingCornerGain"] = trainer.vignetting.corner_gains()
+    if trainer.light is not None:
+        metrics["lightGainRange"] = trainer.light.range()
     if resumed_from is not None:
         metrics["resumedFromStep"] = resumed_from
     return StageOutput(metrics=TRAIN.metrics.model_validate({k: v for k, v in metrics.items() if v is not None}),
