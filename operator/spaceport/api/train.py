@@ -94,11 +94,13 @@ class TrainOptions(ApiModel):
                     "the same maths on CPU). The outputs say so (PLY comment, SOG meta.json model), so viewers "
                     "render the splats as they were trained.",
     )
-    appearance: Literal["off", "exposure", "affine"] = Field(
+    appearance: Literal["off", "exposure", "affine", "bilateral"] = Field(
         default="off",
         description="Per-photo colour transform learned with the scene, to absorb exposure and white-balance "
                     "differences between photos: 'exposure' a gain and an offset per channel, 'affine' a 3x3 matrix "
-                    "and an offset. Held-out photos are never fitted: the headline PSNR renders the splats alone.",
+                    "and an offset, 'bilateral' a grid of affine transforms over the photo and its brightness "
+                    "(local tone mapping; gsplat's bilateral grid, on both devices, slower on a CPU). Held-out "
+                    "photos are never fitted: the headline PSNR renders the splats alone.",
     )
     appearance_lr: float = Field(
         default=2e-3, gt=0, le=1.0, description="Learning rate of the per-photo colour transforms."

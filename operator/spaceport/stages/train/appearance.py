@@ -39,6 +39,20 @@ a few times that stay free, while pulls that change sign from visit to visit are
 MODES = ("exposure", "affine")
 
 
+def capture_neighbours(order: list[str], index: dict[str, int], name: str) -> list[int]:
+    """Indices (in ``index``, the training photos) of the photos nearest to ``name`` in ``order`` (all photos by
+    name): the one before and the one after (one at either end of the flight; none without training photos)."""
+    pos = order.index(name)
+    found = []
+    for step in (-1, 1):
+        i = pos + step
+        while 0 <= i < len(order) and order[i] not in index:
+            i += step
+        if 0 <= i < len(order):
+            found.append(index[order[i]])
+    return found
+
+
 class PhotoColour:
     """One affine colour transform per training photo (by name) and how held-out photos borrow them."""
 
@@ -70,17 +84,7 @@ class PhotoColour:
         return self.transform(image, self.offsets(self.index[name]))
 
     def neighbours(self, name: str) -> list[int]:
-        """Indices of the training photos nearest to ``name`` in name order: the one before and the one
-        after (one at either end of the flight; none when there are no training photos)."""
-        pos = self.order.index(name)
-        found = []
-        for step in (-1, 1):
-            i = pos + step
-            while 0 <= i < len(self.order) and self.order[i] not in self.index:
-                i += step
-            if 0 <= i < len(self.order):
-                found.append(self.index[self.order[i]])
-        return found
+        return capture_neighbours(self.order, self.index, name)
 
     @torch.no_grad()
     def apply_held_out(self, image: Tensor, name: str, mode: str = "neighbours") -> Tensor:

@@ -16,6 +16,7 @@ from gsplat.strategy.ops import remove, reset_opa
 from spaceport.api import TrainOptions
 from spaceport.splats import GaussianScene
 from spaceport.stages.train.appearance import PhotoColour
+from spaceport.stages.train.bilateral import PhotoBilateralGrid
 from spaceport.stages.train.data import Dataset, View
 from spaceport.stages.train.elongation import limit_elongation
 from spaceport.stages.train.floaters import FreeSpace
@@ -187,9 +188,12 @@ class Trainer:
         self.mcmc = not isinstance(self.strategy, CappedStrategy)
         self.strategy_state = (self.strategy.initialize_state() if self.mcmc
                                else self.strategy.initialize_state(scene_scale=extent))
-        self.colour = (PhotoColour([v.camera.name for v in self.train_views], [v.camera.name for v in data.views],
-                                   options.appearance_lr, device, options.appearance)
-                       if options.appearance != "off" else None)
+        train_names, all_names = [v.camera.name for v in self.train_views], [v.camera.name for v in data.views]
+        self.colour: PhotoColour | PhotoBilateralGrid | None = (
+            None if options.appearance == "off"
+            else PhotoBilateralGrid(train_names, all_names, options.appearance_lr, device)
+            if options.appearance == "bilateral"
+            else PhotoColour(train_names, all_names, options.appearance_lr, device, options.appearance))
         self.vignetting = (Vignetting([v.camera for v in data.views], VIGNETTING_LR, device)
                            if options.vignetting else None)
         self.light = DirectionalLight(LIGHT_LR, device) if options.directional_light else None
