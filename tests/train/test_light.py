@@ -108,7 +108,7 @@ def test_training_learns_the_halo_and_reports_the_render_through_it_beside_the_s
     plain_root = tmp_path / "plain-sfm"
     write_sfm_output(plain_root, n_gaussians=3000, ground=True)
     plain = run_stage("train", str(plain_root), str(tmp_path / "p"), config).metrics
-    assert m["lightGainRange"][1] > 1.2, m
+    assert m["lightGainRange"][1] > 1.15, m  # the halo: 1.5 at its centre, learned every 4th step
     assert plain["lightGainRange"][0] > 0.9 and plain["lightGainRange"][1] < 1.1, plain  # constant light
     assert m["psnrPhotographed"] > m["psnr"] + 0.5, m  # held-out photos carry the halo too
     assert abs(plain["psnrPhotographed"] - plain["psnr"]) < 0.5, plain

@@ -35,6 +35,8 @@ from spaceport.stages.train.vignetting import Vignetting
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 MCMC_REG = 0.01
 """Weight of the mean opacity and of the mean scale in the loss under gsplat's MCMC strategy."""
+PHOTOMETRY_EVERY = 4
+"""Steps between the ones that train the vignetting and the light (``Trainer.learns_photometry``)."""
 
 
 class TrainingDiverged(Exception):
@@ -292,14 +294,21 @@ class Trainer:
         if held_out and mode == "neighbours" and self.colour is not None:
             return self.colour.apply_held_out(image, view.camera.name, mode)
         gain = None  # one [H, W, 1] product of the gains: the image is multiplied once
-        if self.light is not None and (not held_out or mode == "photographed"):
-            gain = self.light.gain(view.camera)
-        if self.vignetting is not None and (not held_out or mode in ("photographed", "vignetted")):
-            vignette = self.vignetting.gain(view.camera)
-            gain = vignette if gain is None else gain * vignette
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.learns_photometry()):
+            if self.light is not None and (not held_out or mode == "photographed"):
+                gain = self.light.gain(view.camera)
+            if self.vignetting is not None and (not held_out or mode in ("photographed", "vignetted")):
+                vignette = self.vignetting.gain(view.camera)
+                gain = vignette if gain is None else gain * vignette
         if gain is not None:
             image = image * gain
         return image if held_out or self.colour is None else self.colour.apply(image, view.camera.name)
+
+    def learns_photometry(self) -> bool:
+        """Whether this step trains the vignetting and the light. They are a few numbers that the whole flight
+        pins down, and their gradient (a sum over every pixel and channel) cost ~15 ms a full-size step:
+        every ``PHOTOMETRY_EVERY``-th step, the others use them as they are."""
+        return self.step % PHOTOMETRY_EVERY == 0
 
     def target(self, view: View) -> torch.Tensor:
         return view.image.to(self.device).float() / 255.0
@@ -327,9 +336,9 @@ class Trainer:
             loss = loss + MCMC_REG * torch.exp(self.params["scales"]).mean()
         if self.colour is not None:
             loss = loss + self.colour.penalty(view.camera.name)
-        if self.vignetting is not None:
+        if self.vignetting is not None and self.learns_photometry():
             loss = loss + self.vignetting.penalty(view.camera)
-        if self.light is not None:
+        if self.light is not None and self.learns_photometry():
             loss = loss + self.light.penalty()
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {float(loss.detach())} at step {self.step}")
