@@ -86,8 +86,9 @@ class TrainMetrics(StageMetrics):
     vignetting_corner_gain: list[float] | None = None
     """Per camera, the learned vignetting gain in the farthest corner (1.0: none)."""
     psnr_photographed: float | None = None
-    """Held-out PSNR of the render through the scene's learned directional light and, when learned, its camera's
-    vignetting (both learned from the training photos only; the headline ``psnr`` renders the splats alone)."""
+    """Held-out PSNR of the render through what training learned beside the splats, from the training photos only:
+    its camera's vignetting and the scene's directional light, where learned (the headline ``psnr`` renders the
+    splats alone)."""
     light_gain_range: list[float] | None = None
     """The smallest and largest gain of the learned directional light."""
     resumed_from_step: int | None = None

@@ -99,7 +99,7 @@ class TrainOptions(ApiModel):
         description="Per-photo colour transform learned with the scene, to absorb exposure and white-balance "
                     "differences between photos: 'exposure' a gain and an offset per channel, 'affine' a 3x3 matrix "
                     "and an offset, 'bilateral' a grid of affine transforms over the photo and its brightness "
-                    "(local tone mapping; gsplat's bilateral grid, on both devices, slower on a CPU). Held-out "
+                    "(local tone mapping; gsplat's bilateral grid, on both devices). Held-out "
                     "photos are never fitted: the headline PSNR renders the splats alone.",
     )
     appearance_lr: float = Field(
