@@ -24,10 +24,10 @@ so the exported splats (which carry no transform) have the colours of an average
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
+
+from spaceport.stages.train.learned import LearnedTerm
 
 MEAN_WEIGHT = 1.0
 """Weight of the squared mean of the transforms' offsets from the identity (keeps the splats' colours an
@@ -53,8 +53,10 @@ def capture_neighbours(order: list[str], index: dict[str, int], name: str) -> li
     return found
 
 
-class PhotoColour:
+class PhotoColour(LearnedTerm):
     """One affine colour transform per training photo (by name) and how held-out photos borrow them."""
+
+    STATE_KEY = "delta"
 
     def __init__(self, train_names: list[str], all_names: list[str], lr: float, device: str,
                  mode: str = "exposure") -> None:
@@ -64,11 +66,10 @@ class PhotoColour:
         self.index = {name: i for i, name in enumerate(self.names)}
         self.order = sorted(all_names)
         # [P, 3, 4]: offsets from [I | 0]; zeros = identity. exposure: only the diagonal and the offset move
-        self.delta = torch.nn.Parameter(torch.zeros(len(self.names), 3, 4, device=device))
+        self.delta = self._learn(torch.zeros(len(self.names), 3, 4, device=device), lr)
         self.mask = torch.ones(3, 4, device=device)
         if mode == "exposure":
             self.mask[:, :3] = torch.eye(3, device=device)
-        self.optimizer = torch.optim.Adam([self.delta], lr=lr, eps=1e-15)
 
     @staticmethod
     def transform(image: Tensor, delta: Tensor) -> Tensor:
@@ -101,17 +102,6 @@ class PhotoColour:
         prior = PRIOR_WEIGHT * (self.offsets(self.index[name]) ** 2).sum()
         return prior + MEAN_WEIGHT * ((self.delta * self.mask).mean(0) ** 2).sum()
 
-    def step(self) -> None:
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"delta": self.delta.detach().cpu(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.delta.copy_(state["delta"].to(self.delta.device))
-        self.optimizer.load_state_dict(state["optimizer"])
 
     def summary(self) -> dict[str, float]:
         """How far the photos' transforms spread: the largest gain and offset departures from identity."""

@@ -18,13 +18,12 @@ mean over the training photos is held at the identity, so the exported splats ha
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from spaceport.stages.train.appearance import MEAN_WEIGHT, capture_neighbours
+from spaceport.stages.train.learned import LearnedTerm
 
 GRID_W, GRID_H, GRID_L = 16, 16, 8
 """Cells across and down a photo, and brightness levels (the paper's and gsplat's sizes)."""
@@ -34,15 +33,16 @@ LUMA = (0.299, 0.587, 0.114)
 """The brightness a pixel is sliced at: Rec. 601 luma of the render."""
 
 
-class PhotoBilateralGrid:
+class PhotoBilateralGrid(LearnedTerm):
     """One bilateral grid of ``[3, 4]`` colour transforms per training photo (by name)."""
+
+    STATE_KEY = "delta"
 
     def __init__(self, train_names: list[str], all_names: list[str], lr: float, device: str) -> None:
         self.names = list(train_names)
         self.index = {name: i for i, name in enumerate(self.names)}
         self.order = sorted(all_names)
-        self.delta = torch.nn.Parameter(torch.zeros(len(self.names), 12, GRID_L, GRID_H, GRID_W, device=device))
-        self.optimizer = torch.optim.Adam([self.delta], lr=lr, eps=1e-15)
+        self.delta = self._learn(torch.zeros(len(self.names), 12, GRID_L, GRID_H, GRID_W, device=device), lr)
         self._luma = torch.tensor(LUMA, device=device)
 
     def transform(self, image: Tensor, grid: Tensor) -> Tensor:
@@ -76,17 +76,6 @@ class PhotoBilateralGrid:
                  for axis in (1, 2, 3))
         return TV_WEIGHT * tv + MEAN_WEIGHT * (self.delta.mean(0) ** 2).sum() / (GRID_L * GRID_H * GRID_W)
 
-    def step(self) -> None:
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"delta": self.delta.detach().cpu(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.delta.copy_(state["delta"].to(self.delta.device))
-        self.optimizer.load_state_dict(state["optimizer"])
 
     def summary(self) -> dict[str, float]:
         """The largest gain and offset departures from the identity in any photo's grid cell."""

@@ -17,12 +17,12 @@ over tens of pixels, and a full-size view costs ~8k lookups instead of ~500k.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from spaceport.stages.train.learned import LearnedTerm
 from spaceport.stages.train.render import Camera
 
 LR = 5e-3
@@ -39,12 +39,13 @@ MEAN_WEIGHT = 1.0
 """Weight of the squared mean log-gain over a training view: the splats keep the photos' brightness."""
 
 
-class DirectionalLight:
+class DirectionalLight(LearnedTerm):
     """A gain per world direction (a cube map of log-gains), the same for every photo."""
 
+    STATE_KEY = "grid"
+
     def __init__(self, lr: float, device: str) -> None:
-        self.grid = torch.nn.Parameter(torch.zeros(6, 1, FACE_CELLS, FACE_CELLS, device=device))
-        self.optimizer = torch.optim.Adam([self.grid], lr=lr, eps=1e-15)
+        self.grid = self._learn(torch.zeros(6, 1, FACE_CELLS, FACE_CELLS, device=device), lr)
         self._rays: dict[tuple[int, int, float, float, float, float], Tensor] = {}
         self._upsample: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
         self._last_mean: Tensor | None = None
@@ -110,17 +111,6 @@ class DirectionalLight:
         mean = self._last_mean if self._last_mean is not None else g.new_zeros(())
         return SMOOTH_WEIGHT * smooth + MEAN_WEIGHT * mean ** 2
 
-    def step(self) -> None:
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"grid": self.grid.detach().cpu(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.grid.copy_(state["grid"].to(self.grid.device))
-        self.optimizer.load_state_dict(state["optimizer"])
 
     @torch.no_grad()
     def range(self) -> list[float]:

@@ -18,11 +18,10 @@ beside them as ``psnrVignetted``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
+from spaceport.stages.train.learned import LearnedTerm
 from spaceport.stages.train.render import Camera
 
 LR = 2e-3
@@ -42,14 +41,15 @@ def camera_key(cam: Camera) -> tuple[float, ...]:
             round(cam.cy / cam.height, 4), round(cam.width / cam.height, 4))
 
 
-class Vignetting:
+class Vignetting(LearnedTerm):
     """A radial gain per camera, looked up by photo name."""
+
+    STATE_KEY = "coeffs"
 
     def __init__(self, cameras: list[Camera], lr: float, device: str) -> None:
         keys = sorted({camera_key(c) for c in cameras})
         self.group = {c.name: keys.index(camera_key(c)) for c in cameras}
-        self.coeffs = torch.nn.Parameter(torch.zeros(len(keys), TERMS, device=device))
-        self.optimizer = torch.optim.Adam([self.coeffs], lr=lr, eps=1e-15)
+        self.coeffs = self._learn(torch.zeros(len(keys), TERMS, device=device), lr)
         self._radii: dict[tuple[int, int, float, float], Tensor] = {}
 
     def _r2(self, cam: Camera) -> Tensor:
@@ -76,17 +76,6 @@ class Vignetting:
         """The prior on ``cam``'s camera: its gain's squared departure from 1 in the corner."""
         return PRIOR_WEIGHT * self.coeffs[self.group[cam.name]].sum() ** 2
 
-    def step(self) -> None:
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"coeffs": self.coeffs.detach().cpu(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.coeffs.copy_(state["coeffs"].to(self.coeffs.device))
-        self.optimizer.load_state_dict(state["optimizer"])
 
     @torch.no_grad()
     def corner_gains(self) -> list[float]:
